@@ -1,0 +1,124 @@
+import SwitchboardCore
+
+/// The in-memory "network" of an embedded cluster: N nodes in one process share one of these.
+/// It holds every node's interest and presence, and delivers events by calling the receivers of
+/// the nodes that have a recipient. Being an actor, it delivers in the order it was called.
+public actor EmbeddedCluster {
+    struct Member {
+        var info: NodeInfo
+        var receiver: any ClusterReceiver
+        var load = NodeLoad(connections: 0, users: 0)
+        var users: Set<String> = []
+        /// room -> users of this node in it
+        var rooms: [String: Set<String>] = [:]
+    }
+
+    private var members: [String: Member] = [:]
+    /// Every node that ever joined, for `/api/nodes` (those that left show `alive: false`).
+    private var departed: [String: NodeInfo] = [:]
+
+    /// Messages that crossed from one node to another, for tests and metrics.
+    public private(set) var crossings = 0
+
+    public init() {}
+
+    /// A backplane for one node of this cluster.
+    public nonisolated func backplane() -> EmbeddedBackplane {
+        EmbeddedBackplane(cluster: self)
+    }
+
+    func join(_ node: NodeInfo, receiver: any ClusterReceiver) throws {
+        guard members[node.id] == nil else { throw EmbeddedClusterError.duplicateNode(node.id) }
+        departed[node.id] = nil
+        members[node.id] = Member(info: node, receiver: receiver)
+    }
+
+    func leave(_ nodeID: String) {
+        guard let member = members.removeValue(forKey: nodeID) else { return }
+        departed[nodeID] = member.info
+        for (room, users) in member.rooms {
+            for user in users where !isInRoom(user, room) {
+                deliver(.left(room: room, user: user), to: .room(room))
+            }
+        }
+    }
+
+    func publish(_ envelope: Envelope, from nodeID: String) {
+        deliver(.message(envelope), to: envelope.address, except: nodeID)
+    }
+
+    func userOnline(_ user: String, on nodeID: String) {
+        members[nodeID]?.users.insert(user)
+    }
+
+    func userOffline(_ user: String, on nodeID: String) {
+        members[nodeID]?.users.remove(user)
+    }
+
+    func roomJoined(_ room: String, user: String, on nodeID: String) {
+        guard members[nodeID] != nil else { return }
+        let wasIn = isInRoom(user, room)
+        members[nodeID]!.rooms[room, default: []].insert(user)
+        if !wasIn { deliver(.joined(room: room, user: user), to: .room(room)) }
+    }
+
+    func roomLeft(_ room: String, user: String, on nodeID: String) {
+        guard members[nodeID]?.rooms[room]?.remove(user) != nil else { return }
+        if members[nodeID]!.rooms[room]!.isEmpty { members[nodeID]!.rooms[room] = nil }
+        if !isInRoom(user, room) { deliver(.left(room: room, user: user), to: .room(room)) }
+    }
+
+    func members(of room: String) -> [String] {
+        var users: Set<String> = []
+        for member in members.values { users.formUnion(member.rooms[room] ?? []) }
+        return users.sorted()
+    }
+
+    func nodes(of user: String) -> [String] {
+        members.values.filter { $0.users.contains(user) }.map(\.info.id).sorted()
+    }
+
+    func nodes() -> [NodeStatus] {
+        let alive = members.values.map { NodeStatus(info: $0.info, load: $0.load, alive: true) }
+        let dead = departed.values.map { NodeStatus(info: $0, load: NodeLoad(connections: 0, users: 0), alive: false) }
+        return (alive + dead).sorted { $0.info.id < $1.info.id }
+    }
+
+    func report(_ load: NodeLoad, for nodeID: String) {
+        members[nodeID]?.load = load
+    }
+
+    private func isInRoom(_ user: String, _ room: String) -> Bool {
+        members.values.contains { $0.rooms[room]?.contains(user) ?? false }
+    }
+
+    /// Targeted delivery: only nodes with a recipient for the address get the event.
+    private func deliver(_ event: ClusterEvent, to address: Address, except sender: String? = nil) {
+        for (id, member) in members where id != sender && member.hasRecipient(for: address) {
+            if sender != nil { crossings += 1 }
+            member.receiver.receive(event)
+        }
+    }
+}
+
+extension EmbeddedCluster.Member {
+    func hasRecipient(for address: Address) -> Bool {
+        switch address {
+        case .everyone: true
+        case .user(let user): users.contains(user)
+        case .room(let room): rooms[room] != nil
+        }
+    }
+}
+
+public enum EmbeddedClusterError: Error, CustomStringConvertible {
+    case duplicateNode(String)
+    case notJoined
+
+    public var description: String {
+        switch self {
+        case .duplicateNode(let id): "a node with id \(id) is already in the cluster"
+        case .notJoined: "the node has not joined its cluster"
+        }
+    }
+}

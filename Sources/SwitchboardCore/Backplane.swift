@@ -1,0 +1,79 @@
+/// A node of the cluster as the others see it.
+public struct NodeInfo: Hashable, Sendable {
+    public var id: String
+    /// The WebSocket URL clients use to reach this node, e.g. `ws://127.0.0.1:8080/ws`.
+    public var url: String
+    public init(id: String, url: String) {
+        self.id = id
+        self.url = url
+    }
+}
+
+/// A node's load, reported to the backplane so that `/api/nodes` and `/api/assign` can read it.
+public struct NodeLoad: Hashable, Sendable {
+    public var connections: Int
+    public var users: Int
+    public init(connections: Int, users: Int) {
+        self.connections = connections
+        self.users = users
+    }
+}
+
+public struct NodeStatus: Hashable, Sendable {
+    public var info: NodeInfo
+    public var load: NodeLoad
+    public var alive: Bool
+    public init(info: NodeInfo, load: NodeLoad, alive: Bool) {
+        self.info = info
+        self.load = load
+        self.alive = alive
+    }
+}
+
+/// Receives what the backplane delivers to this node. Called from any thread; must not block.
+public protocol ClusterReceiver: AnyObject, Sendable {
+    func receive(_ event: ClusterEvent)
+}
+
+/// The seam between a node and the rest of its cluster.
+///
+/// A node tells the backplane which users it holds (`userOnline`/`userOffline`) and which users
+/// are in which rooms on it (`roomJoined`/`roomLeft`). That one set of facts serves twice: it is
+/// the node's *interest* (a message crosses to a node only if that node has a recipient; broadcast
+/// aside), and it is *presence* (who is in a room, which nodes a user is on). Each backplane keeps
+/// it in its own way: in memory, in Redis, or spread among peers.
+///
+/// The backplane turns presence changes into `joined`/`left` events: `joined` when a user's first
+/// node enters a room, `left` when the last one leaves it or dies, and delivers those to every
+/// node with an interest in the room, this one included. Messages handed to `publish` go to the
+/// *other* interested nodes; the router delivers them locally itself.
+///
+/// Calls that return have taken effect cluster-wide: once `roomJoined` returns, every message
+/// published to that room on any node reaches this node.
+public protocol Backplane: Sendable {
+    /// Joins the cluster as `node`; from then on events for this node go to `receiver`.
+    func join(node: NodeInfo, receiver: any ClusterReceiver) async throws
+    /// Leaves the cluster at once: this node's users leave presence (with `left` events).
+    func leave() async
+
+    /// Hands a message to every other node with a recipient for its address.
+    func publish(_ envelope: Envelope) async throws
+
+    /// The first connection of `user` opened on this node.
+    func userOnline(_ user: String) async throws
+    /// The last connection of `user` on this node closed.
+    func userOffline(_ user: String) async throws
+    /// The first connection of `user` on this node joined `room`.
+    func roomJoined(_ room: String, user: String) async throws
+    /// The last connection of `user` on this node left `room`.
+    func roomLeft(_ room: String, user: String) async throws
+
+    /// Users in `room`, cluster-wide, sorted.
+    func members(of room: String) async throws -> [String]
+    /// Ids of the nodes that hold a connection of `user`, sorted.
+    func nodes(of user: String) async throws -> [String]
+    /// Every node known to the cluster.
+    func nodes() async throws -> [NodeStatus]
+    /// Publishes this node's load.
+    func report(_ load: NodeLoad) async
+}

@@ -1,0 +1,51 @@
+/// Who a message is for.
+public enum Address: Hashable, Sendable {
+    case user(String)
+    case room(String)
+    case everyone
+}
+
+/// The `data` of a message, kept as the exact JSON bytes the sender wrote: it is never decoded
+/// or re-encoded on its way through the cluster.
+public struct RawJSON: Hashable, Sendable {
+    public var bytes: [UInt8]
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ text: String) { self.bytes = Array(text.utf8) }
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// One message as it travels the cluster. Its `id` is the same at every recipient.
+public struct Envelope: Hashable, Sendable {
+    public var id: String
+    /// The sender's user id, or `server` for the HTTP API.
+    public var from: String
+    public var address: Address
+    public var data: RawJSON
+    /// Milliseconds since the epoch, at the publishing node.
+    public var timestamp: Int64
+
+    public init(id: String, from: String, address: Address, data: RawJSON, timestamp: Int64) {
+        self.id = id
+        self.from = from
+        self.address = address
+        self.data = data
+        self.timestamp = timestamp
+    }
+}
+
+/// What a node receives from the cluster and hands to its local connections.
+public enum ClusterEvent: Hashable, Sendable {
+    case message(Envelope)
+    /// A user's first connection (cluster-wide) joined the room.
+    case joined(room: String, user: String)
+    /// A user's last connection (cluster-wide) left the room, disconnected, or its node died.
+    case left(room: String, user: String)
+
+    /// Where the event goes.
+    public var address: Address {
+        switch self {
+        case .message(let envelope): envelope.address
+        case .joined(let room, _), .left(let room, _): .room(room)
+        }
+    }
+}

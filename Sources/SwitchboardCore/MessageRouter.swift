@@ -1,0 +1,196 @@
+import Synchronization
+
+/// A connection held by this node, as the router sees it.
+public protocol LocalEndpoint: AnyObject, Sendable {
+    var user: String { get }
+}
+
+/// Writes events to local connections. Implementations encode an event once and write the same
+/// bytes to every endpoint, and never wait on a slow one.
+public protocol LocalDelivery: Sendable {
+    associatedtype Endpoint: LocalEndpoint
+    func deliver(_ event: ClusterEvent, to endpoints: [Endpoint])
+}
+
+/// Decides where a message goes: to this node's own connections, and through the backplane to
+/// the other nodes that have a recipient. It keeps the local subscriptions and tells the
+/// backplane when this node's interest in a user or a room begins or ends.
+public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Sendable {
+    public typealias Endpoint = Delivery.Endpoint
+
+    private struct Room {
+        var endpoints: [ObjectIdentifier: Endpoint] = [:]
+        /// Local connections per user in this room: presence changes only at 0 <-> 1.
+        var connectionsPerUser: [String: Int] = [:]
+    }
+
+    private struct State {
+        var endpoints: [ObjectIdentifier: Endpoint] = [:]
+        var users: [String: [ObjectIdentifier: Endpoint]] = [:]
+        var rooms: [String: Room] = [:]
+        var roomsOfEndpoint: [ObjectIdentifier: Set<String>] = [:]
+    }
+
+    private let state = Mutex(State())
+    /// Serialises membership changes so the backplane sees them in the order they happened here.
+    private let membership = AsyncMutex()
+    public let backplane: any Backplane
+    public let delivery: Delivery
+
+    public init(backplane: any Backplane, delivery: Delivery) {
+        self.backplane = backplane
+        self.delivery = delivery
+    }
+
+    // MARK: Membership
+
+    /// Registers a new connection. When it returns, a message to its user from any node reaches it.
+    public func connect(_ endpoint: Endpoint) async throws {
+        try await membership.withLock {
+            let first = state.withLock { state -> Bool in
+                let key = ObjectIdentifier(endpoint)
+                state.endpoints[key] = endpoint
+                state.users[endpoint.user, default: [:]][key] = endpoint
+                return state.users[endpoint.user]!.count == 1
+            }
+            if first {
+                try await backplane.userOnline(endpoint.user)
+            }
+        }
+        await backplane.report(load)
+    }
+
+    /// Removes a connection and everything it joined. Safe to call more than once.
+    public func disconnect(_ endpoint: Endpoint) async {
+        let key = ObjectIdentifier(endpoint)
+        await membership.withLock {
+            let (roomsLeft, lastOfUser) = state.withLock { state -> ([String], Bool) in
+                guard state.endpoints.removeValue(forKey: key) != nil else { return ([], false) }
+                var roomsLeft: [String] = []
+                for room in state.roomsOfEndpoint.removeValue(forKey: key) ?? [] {
+                    if Self.remove(key, user: endpoint.user, from: room, in: &state) {
+                        roomsLeft.append(room)
+                    }
+                }
+                state.users[endpoint.user]?.removeValue(forKey: key)
+                let last = state.users[endpoint.user]?.isEmpty ?? false
+                if last { state.users.removeValue(forKey: endpoint.user) }
+                return (roomsLeft, last)
+            }
+            // Errors here are the backplane's to log and repair; the connection is gone anyway.
+            for room in roomsLeft {
+                try? await backplane.roomLeft(room, user: endpoint.user)
+            }
+            if lastOfUser {
+                try? await backplane.userOffline(endpoint.user)
+            }
+        }
+        await backplane.report(load)
+    }
+
+    /// Subscribes a connection to a room. Returns false if it was subscribed already. When it
+    /// returns, every message published to the room from any node reaches the connection.
+    @discardableResult
+    public func join(_ endpoint: Endpoint, room: String) async throws -> Bool {
+        try await membership.withLock {
+            let key = ObjectIdentifier(endpoint)
+            let change = state.withLock { state -> (added: Bool, firstOfUser: Bool) in
+                guard state.endpoints[key] != nil else { return (false, false) }
+                guard state.roomsOfEndpoint[key, default: []].insert(room).inserted else { return (false, false) }
+                state.rooms[room, default: Room()].endpoints[key] = endpoint
+                let count = (state.rooms[room]!.connectionsPerUser[endpoint.user] ?? 0) + 1
+                state.rooms[room]!.connectionsPerUser[endpoint.user] = count
+                return (true, count == 1)
+            }
+            if change.firstOfUser {
+                do {
+                    try await backplane.roomJoined(room, user: endpoint.user)
+                } catch {
+                    // Undo, so that local state and the backplane agree.
+                    state.withLock { state in
+                        state.roomsOfEndpoint[key]?.remove(room)
+                        _ = Self.remove(key, user: endpoint.user, from: room, in: &state)
+                    }
+                    throw error
+                }
+            }
+            return change.added
+        }
+    }
+
+    /// Unsubscribes a connection from a room. Returns false if it was not subscribed.
+    @discardableResult
+    public func leave(_ endpoint: Endpoint, room: String) async throws -> Bool {
+        try await membership.withLock {
+            let key = ObjectIdentifier(endpoint)
+            let change = state.withLock { state -> (removed: Bool, lastOfUser: Bool) in
+                guard state.roomsOfEndpoint[key]?.remove(room) != nil else { return (false, false) }
+                return (true, Self.remove(key, user: endpoint.user, from: room, in: &state))
+            }
+            if change.lastOfUser {
+                try await backplane.roomLeft(room, user: endpoint.user)
+            }
+            return change.removed
+        }
+    }
+
+    /// Removes one endpoint from a room; true when it was its user's last connection there.
+    private static func remove(_ key: ObjectIdentifier, user: String, from room: String, in state: inout State) -> Bool {
+        guard var entry = state.rooms[room], entry.endpoints.removeValue(forKey: key) != nil else { return false }
+        let count = (entry.connectionsPerUser[user] ?? 1) - 1
+        entry.connectionsPerUser[user] = count > 0 ? count : nil
+        state.rooms[room] = entry.endpoints.isEmpty ? nil : entry
+        return count == 0
+    }
+
+    // MARK: Routing
+
+    /// Delivers a message to this node's recipients, then hands it to the backplane for the others.
+    /// Calls from one task are delivered everywhere in the order they were made.
+    public func route(_ envelope: Envelope) async throws {
+        let event = ClusterEvent.message(envelope)
+        let local = recipients(for: event.address)
+        if !local.isEmpty {
+            delivery.deliver(event, to: local)
+        }
+        try await backplane.publish(envelope)
+    }
+
+    /// Events from the backplane: delivered to local recipients only.
+    public func receive(_ event: ClusterEvent) {
+        let local = recipients(for: event.address)
+        if !local.isEmpty {
+            delivery.deliver(event, to: local)
+        }
+    }
+
+    public func recipients(for address: Address) -> [Endpoint] {
+        state.withLock { state in
+            switch address {
+            case .everyone: Array(state.endpoints.values)
+            case .room(let room): state.rooms[room].map { Array($0.endpoints.values) } ?? []
+            case .user(let user): state.users[user].map { Array($0.values) } ?? []
+            }
+        }
+    }
+
+    // MARK: Inspection
+
+    /// True when `user` has a connection on any node.
+    public func isOnline(_ user: String) async throws -> Bool {
+        if state.withLock({ $0.users[user] != nil }) { return true }
+        return try await !backplane.nodes(of: user).isEmpty
+    }
+
+    public var load: NodeLoad {
+        state.withLock { NodeLoad(connections: $0.endpoints.count, users: $0.users.count) }
+    }
+
+    public func roomCount(of endpoint: Endpoint) -> Int {
+        state.withLock { $0.roomsOfEndpoint[ObjectIdentifier(endpoint)]?.count ?? 0 }
+    }
+
+    public var endpoints: [Endpoint] {
+        state.withLock { Array($0.endpoints.values) }
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SwitchboardCore
+import SwitchboardProtocol
+
+/// The HTTP side of a node: server-side publishing, inspection, health and metrics.
+enum HTTPAPI {
+    static func router(_ node: NodeContext) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.get("/healthz") { _, _ in json(.ok, "{\"ok\":true}") }
+        router.get("/readyz") { _, _ in
+            switch node.phase {
+            case .ready: json(.ok, "{\"ready\":true}")
+            case .starting: json(.serviceUnavailable, "{\"ready\":false,\"phase\":\"starting\"}")
+            case .draining: json(.serviceUnavailable, "{\"ready\":false,\"phase\":\"draining\"}")
+            }
+        }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.render())))
+        }
+        let api = router.group("api")
+        if let key = node.configuration.apiKey {
+            api.add(middleware: APIKeyMiddleware(key: key))
+        }
+        api.post("publish") { request, _ in
+            let body = try await readBody(request, node)
+            let room = try name(body, "room")
+            try await node.publish(from: "server", to: .room(room), data: try data(body))
+            return json(.ok, "{\"ok\":true}")
+        }
+        api.post("send") { request, _ in
+            let body = try await readBody(request, node)
+            let user = try name(body, "to")
+            let payload = try data(body)
+            guard try await node.router.isOnline(user) else { return json(.notFound, "{\"error\":\"offline\",\"message\":\"the user has no connection\"}") }
+            try await node.publish(from: "server", to: .user(user), data: payload)
+            return json(.ok, "{\"ok\":true}")
+        }
+        api.post("broadcast") { request, _ in
+            let body = try await readBody(request, node)
+            try await node.publish(from: "server", to: .everyone, data: try data(body))
+            return json(.ok, "{\"ok\":true}")
+        }
+        api.get("presence/**") { _, context in
+            let room = try pathName(context)
+            let users = try await node.router.backplane.members(of: room)
+            return json(.ok, .object(["room": .string(room), "users": .array(users.map(JSONValue.string))]))
+        }
+        api.get("users/**") { _, context in
+            let user = try pathName(context)
+            let nodes = try await node.router.backplane.nodes(of: user)
+            return json(.ok, .object(["user": .string(user), "online": .bool(!nodes.isEmpty), "nodes": .array(nodes.map(JSONValue.string))]))
+        }
+        api.get("nodes") { _, _ in
+            let nodes = try await node.router.backplane.nodes()
+            return json(.ok, .object(["nodes": .array(nodes.map(nodeJSON))]))
+        }
+        api.get("assign") { _, _ in
+            let nodes = try await node.router.backplane.nodes().filter(\.alive)
+            guard let best = nodes.min(by: { ($0.load.connections, $0.info.id) < ($1.load.connections, $1.info.id) }) else {
+                return json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}")
+            }
+            return json(.ok, .object(["node": .string(best.info.id), "url": .string(best.info.url)]))
+        }
+        return router
+    }
+
+    static func nodeJSON(_ status: NodeStatus) -> JSONValue {
+        .object([
+            "id": .string(status.info.id), "url": .string(status.info.url),
+            "connections": .number(String(status.load.connections)), "users": .number(String(status.load.users)),
+            "alive": .bool(status.alive),
+        ])
+    }
+
+    // MARK: Helpers
+
+    static func readBody(_ request: Request, _ node: NodeContext) async throws -> JSONFields {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: node.configuration.maxFrameBytes)
+        } catch {
+            throw APIError(.contentTooLarge, .tooLarge, "the body is larger than \(node.configuration.maxFrameBytes) bytes")
+        }
+        do {
+            return try JSONFields.read(Array(buffer.readableBytesView))
+        } catch let error as ProtocolError {
+            throw APIError(.badRequest, error.code, error.message)
+        }
+    }
+
+    static func name(_ body: JSONFields, _ key: String) throws -> String {
+        guard let value = body.values[key] else { throw APIError(.badRequest, .badRequest, "missing field '\(key)'") }
+        guard case .string(let text) = value else { throw APIError(.badRequest, .badRequest, "'\(key)' must be a string") }
+        guard Name.isValid(text) else { throw APIError(.badRequest, .invalidName, "'\(key)' must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -") }
+        return text
+    }
+
+    static func data(_ body: JSONFields) throws -> RawJSON {
+        guard let range = body.data else { throw APIError(.badRequest, .badRequest, "missing field 'data'") }
+        return RawJSON(bytes: Array(body.bytes[range]))
+    }
+
+    /// A name at the end of the path; it may contain `/`, and may be percent-encoded.
+    static func pathName(_ context: BasicRequestContext) throws -> String {
+        let raw = context.parameters.getCatchAll().joined(separator: "/")
+        let text = raw.removingPercentEncoding ?? raw
+        guard Name.isValid(text) else { throw APIError(.badRequest, .invalidName, "names are 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -") }
+        return text
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
+        var writer = JSONWriter()
+        writer.value(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
+    }
+}
+
+/// An API failure with the protocol's JSON body: `{"error":"<code>","message":".."}`.
+struct APIError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String
+
+    init(_ status: HTTPResponse.Status, _ code: ErrorCode, _ message: String) {
+        self.init(status, code: code.rawValue, message)
+    }
+
+    init(_ status: HTTPResponse.Status, code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        HTTPAPI.json(status, .object(["error": .string(code), "message": .string(message)]))
+    }
+}
+
+/// Requires `Authorization: Bearer <api key>`, compared in constant time.
+struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
+    let key: [UInt8]
+
+    init(key: String) {
+        self.key = Array(key.utf8)
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let header = request.headers[.authorization] ?? ""
+        let prefix = "Bearer "
+        let given = header.hasPrefix(prefix) ? Array(header.utf8.dropFirst(prefix.utf8.count)) : []
+        guard Self.constantTimeEqual(given, key) else {
+            throw APIError(.unauthorized, code: "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
+        }
+        return try await next(request, context)
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for i in 0..<max(a.count, b.count) {
+            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
+        }
+        return difference == 0
+    }
+}

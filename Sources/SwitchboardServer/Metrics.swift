@@ -1,0 +1,32 @@
+import Prometheus
+
+/// This node's metrics. One registry per node, so that several nodes in one process (the
+/// `cluster` command, tests) keep separate counts.
+public final class NodeMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    let connectionsOpened: Counter
+    let connectionsClosed: Counter
+    let framesReceived: Counter
+    let badFrames: Counter
+    let rateLimited: Counter
+    let messagesPublished: Counter
+    let deliveries: Counter
+    let slowConsumersClosed: Counter
+    let connections: Gauge
+
+    init() {
+        connectionsOpened = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_opened", unitName: "total", helpText: "WebSocket sessions opened"))
+        connectionsClosed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_closed", unitName: "total", helpText: "WebSocket sessions closed"))
+        framesReceived = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "frames_received", unitName: "total", helpText: "Client frames received"))
+        badFrames = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "bad_frames", unitName: "total", helpText: "Client frames answered with an error"))
+        rateLimited = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "rate_limited", unitName: "total", helpText: "Client frames refused by the rate limit"))
+        messagesPublished = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "messages_published", unitName: "total", helpText: "Messages handed to the cluster by this node"))
+        deliveries = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "deliveries", unitName: "total", helpText: "Frames written to local connections"))
+        slowConsumersClosed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "slow_consumers_closed", unitName: "total", helpText: "Connections closed because their outbound buffer overflowed"))
+        connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
+    }
+
+    func render() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+}

@@ -1,0 +1,32 @@
+/// Everything a node is told at start. Defaults follow ../docs/PROTOCOL.md and OPERATIONS.
+public struct NodeConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    /// 0 picks a free port (tests); the bound port is reported by `SwitchboardNode.listening()`.
+    public var port: Int = 8080
+    public var nodeID: String
+    /// The URL clients should use for this node; defaults to `ws://host:port/ws`.
+    public var advertiseURL: String?
+    /// Seconds between server pings; a connection that misses a pong is closed.
+    public var heartbeatSeconds: Int = 25
+    /// Largest client message, after reassembly of fragments (bigger: close 1009).
+    public var maxFrameBytes: Int = 65536
+    /// Bound on bytes queued for one connection; a connection that exceeds it is closed (1008).
+    public var maxBufferedBytes: Int = 4 << 20
+    /// Token bucket per connection: burst size and frames per second sustained.
+    public var rateBurst: Int = 2000
+    public var ratePerSecond: Int = 2000
+    /// Consecutive bad or rate-limited frames after which a connection is closed with 1008.
+    public var maxStrikes: Int = 100
+    /// Protects `/api/*` when set.
+    public var apiKey: String?
+    /// How long a drain waits for connections to close before leaving the cluster anyway.
+    public var drainTimeoutSeconds: Int = 10
+
+    public init(nodeID: String) {
+        self.nodeID = nodeID
+    }
+
+    func webSocketURL(boundPort: Int) -> String {
+        advertiseURL ?? "ws://\(host):\(boundPort)/ws"
+    }
+}

@@ -1,0 +1,53 @@
+import Logging
+import Synchronization
+import SwitchboardCore
+
+/// Where a node is in its life: `/readyz` answers 200 only when `ready`.
+enum NodePhase: UInt8 {
+    case starting = 0
+    case ready = 1
+    case draining = 2
+}
+
+/// What every part of a node shares: its configuration, router, metrics and phase.
+final class NodeContext: Sendable {
+    let configuration: NodeConfiguration
+    let router: MessageRouter<ChannelDelivery>
+    let metrics: NodeMetrics
+    let logger: Logger
+    let identifiers = Identifiers()
+    private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
+
+    init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
+        self.configuration = configuration
+        self.router = MessageRouter(backplane: backplane, delivery: ChannelDelivery())
+        self.metrics = NodeMetrics()
+        self.logger = logger
+    }
+
+    var phase: NodePhase {
+        get { NodePhase(rawValue: phaseValue.load(ordering: .acquiring))! }
+        set { phaseValue.store(newValue.rawValue, ordering: .releasing) }
+    }
+
+    /// Makes an envelope for `data` and routes it; returns once the cluster has it.
+    func publish(from sender: String, to address: Address, data: RawJSON) async throws {
+        let envelope = Envelope(
+            id: identifiers.messageID(), from: sender, address: address, data: data,
+            timestamp: Self.nowMilliseconds())
+        try await router.route(envelope)
+        metrics.messagesPublished.increment()
+    }
+
+    static func nowMilliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

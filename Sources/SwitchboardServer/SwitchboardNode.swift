@@ -1,0 +1,130 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import ServiceLifecycle
+import Synchronization
+import SwitchboardCore
+
+/// One Switchboard node: the HTTP API and the `/ws` endpoint on one port, joined to a cluster
+/// through a backplane. Run `services` in a ServiceGroup (in this order): on graceful shutdown the
+/// node drains first (readyz 503, sockets closed with 1001, cluster left), then the server stops.
+public final class SwitchboardNode: Sendable {
+    let context: NodeContext
+    private enum Listening {
+        case waiting([CheckedContinuation<Int, Never>])
+        case bound(Int)
+    }
+    private let listeningState = Mutex(Listening.waiting([]))
+
+    public init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
+        var logger = logger
+        logger[metadataKey: "node"] = "\(configuration.nodeID)"
+        self.context = NodeContext(configuration: configuration, backplane: backplane, logger: logger)
+    }
+
+    public var id: String { context.configuration.nodeID }
+    public var metrics: NodeMetrics { context.metrics }
+
+    /// The services that make up the node, in the order a ServiceGroup must run them.
+    public var services: [any Service] {
+        [makeApplication(), DrainService(node: self)]
+    }
+
+    /// Waits until the server is accepting connections; returns the bound port.
+    public func listening() async -> Int {
+        await withCheckedContinuation { continuation in
+            let port = listeningState.withLock { state -> Int? in
+                switch state {
+                case .bound(let port):
+                    return port
+                case .waiting(let waiters):
+                    state = .waiting(waiters + [continuation])
+                    return nil
+                }
+            }
+            if let port { continuation.resume(returning: port) }
+        }
+    }
+
+    private func makeApplication() -> some Service {
+        let configuration = context.configuration
+        let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(
+            ws: WebSocketServerConfiguration(
+                maxFrameSize: configuration.maxFrameBytes,
+                autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)),
+                closeTimeout: .seconds(5),
+                validateUTF8: true))
+        return Application(
+            router: HTTPAPI.router(context),
+            server: .http1WebSocketUpgrade(configuration: webSocket) { [context] request, channel, _ in
+                WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
+            },
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
+                backlog: 4096),
+            onServerRunning: { [self] channel in await self.started(channel) },
+            logger: context.logger)
+    }
+
+    /// The server is bound: announce it, join the cluster, become ready.
+    private func started(_ channel: any Channel) async {
+        let port = channel.localAddress?.port ?? context.configuration.port
+        let host = context.configuration.host
+        print("listening on http://\(host):\(port) (node \(id))")
+        fflush(nil)
+        let info = NodeInfo(id: id, url: context.configuration.webSocketURL(boundPort: port))
+        do {
+            try await context.router.backplane.join(node: info, receiver: context.router)
+            context.phase = .ready
+            context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
+        } catch {
+            context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])
+        }
+        let waiters = listeningState.withLock { state in
+            defer { state = .bound(port) }
+            if case .waiting(let waiters) = state { return waiters }
+            return []
+        }
+        for waiter in waiters { waiter.resume(returning: port) }
+    }
+
+    /// Drains the node: readyz turns 503, every socket is closed with 1001, the node leaves the
+    /// cluster (its users leave presence at once).
+    func drain() async {
+        context.phase = .draining
+        context.logger.info("draining")
+        let connections = context.router.endpoints
+        await withTaskGroup(of: Void.self) { group in
+            for connection in connections {
+                group.addTask { await connection.close(.goingAway, reason: "node is shutting down") }
+            }
+        }
+        // Sessions clean up as their sockets close; wait for that, within a bound.
+        let deadline = ContinuousClock.now + .seconds(context.configuration.drainTimeoutSeconds)
+        while context.router.load.connections > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        await context.router.backplane.leave()
+        context.logger.info("left the cluster")
+    }
+}
+
+/// Waits for graceful shutdown, then drains its node. Runs after the Application in the
+/// ServiceGroup, so it is shut down (and drains) before the server stops.
+struct DrainService: Service {
+    let node: SwitchboardNode
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await node.drain()
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

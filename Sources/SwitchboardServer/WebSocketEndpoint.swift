@@ -1,0 +1,57 @@
+import Foundation
+import HTTPTypes
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+import SwitchboardProtocol
+
+/// `GET /ws`: decides whether to upgrade, then runs the session.
+enum WebSocketEndpoint {
+    static let subprotocol = "switchboard.v1"
+
+    typealias Handler = WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
+
+    static func shouldUpgrade(_ request: HTTPRequest, channel: any Channel, node: NodeContext) -> ShouldUpgradeResult<Handler> {
+        let target = request.path ?? "/"
+        let (path, query) = splitTarget(target)
+        guard path == "/ws", node.phase != .draining else { return .dontUpgrade }
+        var headers = HTTPFields()
+        let offered = request.headerFields[values: .secWebSocketProtocol]
+            .flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        if offered.contains(subprotocol) {
+            headers[.secWebSocketProtocol] = subprotocol
+        }
+        let requestedUser = query["user"]
+        let user = requestedUser ?? "anon-" + Identifiers.random(12)
+        return .upgrade(headers) { inbound, outbound, _ in
+            let connection = Connection(
+                session: Identifiers.random(16), user: user, channel: channel, outbound: outbound,
+                maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger)
+            guard Name.isValid(user) else {
+                // No session for a bad name: say why, then close (policy violation).
+                connection.open(welcome: ServerFrame.error(ProtocolError(
+                    code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")))
+                await connection.close(.policyViolation, reason: "invalid user id")
+                return
+            }
+            var session = Session(connection: connection, node: node)
+            try await session.run(inbound)
+        }
+    }
+
+    /// Splits `/ws?user=a&batch=1` into the path and its decoded query items.
+    static func splitTarget(_ target: String) -> (path: String, query: [String: String]) {
+        guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
+        var query: [String: String] = [:]
+        for pair in target[target.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            let key = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            let value = parts.count > 1 ? String(parts[1]).replacingOccurrences(of: "+", with: " ") : ""
+            query[key] = value.removingPercentEncoding ?? value
+        }
+        return (String(target[..<mark]), query)
+    }
+}

@@ -1,0 +1,105 @@
+import ArgumentParser
+import EmbeddedBackplane
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwitchboardServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run one node.")
+
+    @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on (default 8080).") var port: Int?
+    @Option(help: "This node's id (default: random).") var nodeId: String?
+    @Option(help: "WebSocket URL clients use for this node (default ws://HOST:PORT/ws).") var advertiseUrl: String?
+    @Option(help: "Redis backplane: redis://HOST:PORT.") var redis: String?
+    @Option(help: "Mesh backplane: HOST:PORT,HOST:PORT of existing members.") var peers: String?
+    @Option(help: "Hub backplane: ws://HOST:PORT of the hub.") var hub: String?
+    @Option(help: "Shared secret of mesh and hub links.") var clusterSecret: String?
+    @Option(help: "HS256 secret for client tokens.") var jwtSecret: String?
+    @Option(help: "Protects /api/* with Authorization: Bearer KEY.") var apiKey: String?
+    @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
+    @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
+    @Option(help: "Bytes queued for one slow connection before it is closed (default 4194304).") var maxBuffered: Int?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        for (flag, given) in [("redis", redis), ("peers", peers), ("hub", hub)] where Environment.string(given, flag) != nil {
+            throw ValidationError("--\(flag): this backplane is not part of this build yet; run without it for a standalone node, or use `switchboard cluster`")
+        }
+        if Environment.string(jwtSecret, "jwt-secret") != nil {
+            throw ValidationError("--jwt-secret: token authentication is not part of this build yet")
+        }
+        let logger = try logging.bootstrap()
+        var configuration = NodeConfiguration(nodeID: Environment.string(nodeId, "node-id") ?? "node-" + randomSuffix())
+        configuration.host = Environment.string(host, "host") ?? configuration.host
+        configuration.port = try Environment.int(port, "port", default: configuration.port)
+        configuration.advertiseURL = Environment.string(advertiseUrl, "advertise-url")
+        configuration.apiKey = Environment.string(apiKey, "api-key")
+        configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
+        configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
+        configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)
+        try checkLimits(configuration)
+        if configuration.apiKey == nil {
+            logger.warning("no --api-key: the HTTP API is open to anyone who can reach this port")
+        }
+        let node = SwitchboardNode(configuration: configuration, backplane: EmbeddedCluster().backplane(), logger: logger)
+        try await runUntilSignalled(node.services, logger: logger)
+    }
+}
+
+struct Cluster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run N nodes in one process, joined by the embedded backplane (no outside service).")
+
+    @Option(help: "How many nodes (default 3).") var nodes: Int?
+    @Option(help: "Port of node n1; node i listens on base-port + i - 1 (default 8080).") var basePort: Int?
+    @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
+    @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
+    @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
+    @Option(help: "Protects /api/* with Authorization: Bearer KEY.") var apiKey: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let count = try Environment.int(nodes, "nodes", default: 3)
+        guard (1...64).contains(count) else { throw ValidationError("--nodes must be between 1 and 64") }
+        let firstPort = try Environment.int(basePort, "base-port", default: 8080)
+        let logger = try logging.bootstrap()
+        let cluster = EmbeddedCluster()
+        var services: [any Service] = []
+        for index in 1...count {
+            var configuration = NodeConfiguration(nodeID: "n\(index)")
+            configuration.host = Environment.string(host, "host") ?? configuration.host
+            configuration.port = firstPort + index - 1
+            configuration.apiKey = Environment.string(apiKey, "api-key")
+            configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
+            configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
+            try checkLimits(configuration)
+            services += SwitchboardNode(configuration: configuration, backplane: cluster.backplane(), logger: logger).services
+        }
+        try await runUntilSignalled(services, logger: logger)
+    }
+}
+
+func checkLimits(_ configuration: NodeConfiguration) throws {
+    guard (0...65535).contains(configuration.port) else { throw ValidationError("port must be 0-65535") }
+    guard configuration.heartbeatSeconds >= 1 else { throw ValidationError("--heartbeat must be at least 1 second") }
+    guard configuration.maxFrameBytes >= 256 else { throw ValidationError("--max-frame must be at least 256 bytes") }
+    guard configuration.maxBufferedBytes >= configuration.maxFrameBytes else {
+        throw ValidationError("--max-buffered must be at least --max-frame")
+    }
+}
+
+/// Runs the services until SIGTERM or SIGINT, which drain every node before the process exits 0.
+func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
+    let group = ServiceGroup(
+        configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+    try await group.run()
+}
+
+func randomSuffix() -> String {
+    String((0..<6).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
+}
