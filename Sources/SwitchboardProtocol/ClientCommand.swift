@@ -130,6 +130,7 @@ public struct JSONFields: Sendable {
         var reader = JSONReader(bytes)
         do {
             guard try reader.peek() == UInt8(ascii: "{") else {
+                _ = try JSONValue.parse(bytes)  // says why, when it is not JSON at all
                 throw ProtocolError(code: .badRequest, message: "a frame must be a JSON object")
             }
             reader.index += 1

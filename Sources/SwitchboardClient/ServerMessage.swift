@@ -1,0 +1,51 @@
+import SwitchboardProtocol
+
+/// One server-to-client JSON object, with typed accessors for the protocol's fields.
+public struct ServerMessage: Sendable, CustomStringConvertible {
+    public let text: String
+    public let json: JSONValue
+
+    public init(text: String) throws {
+        self.text = text
+        self.json = try JSONValue.parse(text)
+    }
+
+    public var type: String { json["type"]?.string ?? "" }
+    /// The command id a reply echoes, or a message's unique id, as JSON.
+    public var id: JSONValue? { json["id"] }
+    public var room: String? { json["room"]?.string }
+    public var user: String? { json["user"]?.string }
+    public var from: String? { json["from"]?.string }
+    public var to: String? { json["to"]?.string }
+    public var code: String? { json["code"]?.string }
+    public var message: String? { json["message"]?.string }
+    public var data: JSONValue? { json["data"] }
+    public var users: [String]? { json["users"]?.array?.compactMap(\.string) }
+    public var isBroadcast: Bool { json["broadcast"]?.bool ?? false }
+    public var description: String { text }
+}
+
+/// The first frame of every connection.
+public struct Welcome: Sendable, Hashable {
+    public let session: String
+    public let user: String
+    public let node: String
+    public let heartbeat: Int
+}
+
+public enum SwitchboardClientError: Error, CustomStringConvertible {
+    /// The server answered the command with an `error` frame.
+    case refused(code: String, message: String)
+    /// The connection closed; `code` is the WebSocket close code the server sent, if any.
+    case closed(code: Int?)
+    /// The server sent something that is not a protocol frame.
+    case unexpected(String)
+
+    public var description: String {
+        switch self {
+        case .refused(let code, let message): "refused (\(code)): \(message)"
+        case .closed(let code): "connection closed" + (code.map { " with code \($0)" } ?? "")
+        case .unexpected(let text): "unexpected frame: \(text)"
+        }
+    }
+}

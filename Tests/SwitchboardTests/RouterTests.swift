@@ -1,0 +1,91 @@
+import EmbeddedBackplane
+import Synchronization
+import SwitchboardCore
+import Testing
+
+/// The router and the embedded backplane, without sockets.
+@Suite("Router and embedded backplane")
+struct RouterTests {
+    final class Endpoint: LocalEndpoint {
+        let user: String
+        let received = Mutex<[ClusterEvent]>([])
+        init(_ user: String) { self.user = user }
+        var events: [ClusterEvent] { received.withLock { $0 } }
+    }
+
+    struct Collecting: LocalDelivery {
+        func deliver(_ event: ClusterEvent, to endpoints: [Endpoint]) {
+            for endpoint in endpoints { endpoint.received.withLock { $0.append(event) } }
+        }
+    }
+
+    func makeNodes(_ count: Int) async throws -> (EmbeddedCluster, [MessageRouter<Collecting>]) {
+        let cluster = EmbeddedCluster()
+        var routers: [MessageRouter<Collecting>] = []
+        for index in 1...count {
+            let router = MessageRouter(backplane: cluster.backplane(), delivery: Collecting())
+            try await router.backplane.join(node: NodeInfo(id: "n\(index)", url: "ws://n\(index)"), receiver: router)
+            routers.append(router)
+        }
+        return (cluster, routers)
+    }
+
+    func envelope(_ address: Address, _ id: String = "m") -> Envelope {
+        Envelope(id: id, from: "x", address: address, data: RawJSON("1"), timestamp: 0)
+    }
+
+    @Test func roomMessagesCrossOnlyToNodesWithSubscribers() async throws {
+        let (cluster, nodes) = try await makeNodes(3)
+        let subscriber = Endpoint("bob")
+        try await nodes[1].connect(subscriber)
+        try await nodes[1].join(subscriber, room: "r")
+        let before = await cluster.crossings
+        try await nodes[0].route(envelope(.room("r")))
+        // One crossing: to n2. n3 has no subscriber and gets nothing.
+        #expect(await cluster.crossings - before == 1)
+        #expect(subscriber.events.contains(.message(envelope(.room("r")))))
+
+        try await nodes[0].route(envelope(.room("empty")))
+        #expect(await cluster.crossings - before == 1)
+        try await nodes[0].route(envelope(.user("bob")))
+        #expect(await cluster.crossings - before == 2)
+        try await nodes[0].route(envelope(.everyone))
+        #expect(await cluster.crossings - before == 4)
+    }
+
+    @Test func presenceCountsUsersNotConnections() async throws {
+        let (cluster, nodes) = try await makeNodes(2)
+        let watcher = Endpoint("w")
+        try await nodes[0].connect(watcher)
+        try await nodes[0].join(watcher, room: "r")
+        let first = Endpoint("alice"), second = Endpoint("alice")
+        try await nodes[0].connect(first)
+        try await nodes[1].connect(second)
+        try await nodes[0].join(first, room: "r")
+        try await nodes[1].join(second, room: "r")
+        #expect(watcher.events.filter { $0 == .joined(room: "r", user: "alice") }.count == 1)
+        #expect(try await nodes[1].backplane.members(of: "r") == ["alice", "w"])
+        #expect(try await nodes[1].backplane.nodes(of: "alice") == ["n1", "n2"])
+
+        await nodes[0].disconnect(first)
+        #expect(!watcher.events.contains(.left(room: "r", user: "alice")))
+        await nodes[1].disconnect(second)
+        #expect(watcher.events.filter { $0 == .left(room: "r", user: "alice") }.count == 1)
+        #expect(try await nodes[0].isOnline("alice") == false)
+        _ = cluster
+    }
+
+    @Test func aNodeThatLeavesTakesItsUsersOutOfPresence() async throws {
+        let (_, nodes) = try await makeNodes(2)
+        let watcher = Endpoint("w"), leaver = Endpoint("z")
+        try await nodes[0].connect(watcher)
+        try await nodes[0].join(watcher, room: "r")
+        try await nodes[1].connect(leaver)
+        try await nodes[1].join(leaver, room: "r")
+        await nodes[1].backplane.leave()
+        #expect(watcher.events.filter { $0 == .left(room: "r", user: "z") }.count == 1)
+        #expect(try await nodes[0].backplane.members(of: "r") == ["w"])
+        let status = try await nodes[0].backplane.nodes()
+        #expect(status.map(\.alive) == [true, false])
+    }
+}

@@ -1,0 +1,76 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A bare WebSocket client on raw TCP, for behaviour our real client would never show: it
+/// answers no pings, and it can stop reading altogether.
+final class RawWebSocket: Sendable {
+    let channel: any Channel
+    private let collector: Collector
+
+    private init(channel: any Channel, collector: Collector) {
+        self.channel = channel
+        self.collector = collector
+    }
+
+    /// Connects and sends the upgrade request (`received` will hold the response).
+    static func connect(port: Int, path: String, subprotocols: String? = nil, receiveBuffer: Int32? = nil) async throws -> RawWebSocket {
+        let collector = Collector()
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+            }
+        if let receiveBuffer {
+            bootstrap = bootstrap.channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
+        }
+        let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+        let socket = RawWebSocket(channel: channel, collector: collector)
+        try await socket.write(Array((
+            "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + (subprotocols.map { "Sec-WebSocket-Protocol: \($0)\r\n" } ?? "") + "\r\n").utf8))
+        return socket
+    }
+
+    func write(_ bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+    }
+
+    /// A masked client text frame (payloads under 126 bytes).
+    func sendText(_ text: String) async throws {
+        let payload = Array(text.utf8)
+        precondition(payload.count < 126)
+        let mask: [UInt8] = [1, 2, 3, 4]
+        var frame: [UInt8] = [0x81, 0x80 | UInt8(payload.count)] + mask
+        for (i, byte) in payload.enumerated() { frame.append(byte ^ mask[i % 4]) }
+        try await write(frame)
+    }
+
+    /// Everything received so far, as text (frame headers included).
+    var received: String { String(decoding: collector.bytes.withLockedValue { $0 }, as: UTF8.self) }
+    var isClosed: Bool { collector.closed.withLockedValue { $0 } }
+
+    /// Stops reading from the socket: the kernel buffers fill and the server's writes back up.
+    func stopReading() async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: false).get()
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    private final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let bytes = NIOLockedValueBox<[UInt8]>([])
+        let closed = NIOLockedValueBox(false)
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            bytes.withLockedValue { $0 += buffer.readableBytesView }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            closed.withLockedValue { $0 = true }
+        }
+    }
+}
