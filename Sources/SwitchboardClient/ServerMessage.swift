@@ -38,6 +38,8 @@ public enum SwitchboardClientError: Error, CustomStringConvertible {
     case refused(code: String, message: String)
     /// The connection closed; `code` is the WebSocket close code the server sent, if any.
     case closed(code: Int?)
+    /// No `welcome` arrived in time.
+    case timedOut
     /// The server sent something that is not a protocol frame.
     case unexpected(String)
 
@@ -45,6 +47,7 @@ public enum SwitchboardClientError: Error, CustomStringConvertible {
         switch self {
         case .refused(let code, let message): "refused (\(code)): \(message)"
         case .closed(let code): "connection closed" + (code.map { " with code \($0)" } ?? "")
+        case .timedOut: "no welcome from the server in time"
         case .unexpected(let text): "unexpected frame: \(text)"
         }
     }

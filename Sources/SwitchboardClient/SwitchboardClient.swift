@@ -32,10 +32,11 @@ public final class SwitchboardClient: Sendable {
         self.task = task
     }
 
-    /// Connects and waits for `welcome`. `maxFrameSize` splits larger outgoing messages into
-    /// fragments (the server reassembles them).
+    /// Connects and waits for `welcome`, for at most `timeout`. `maxFrameSize` splits larger
+    /// outgoing messages into fragments (the server reassembles them) and bounds incoming frames.
     public static func connect(
-        to url: String, headers: [String: String] = [:], maxFrameSize: Int = 1 << 24, logger: Logger? = nil
+        to url: String, headers: [String: String] = [:], maxFrameSize: Int = 1 << 24,
+        timeout: Duration = .seconds(10), logger: Logger? = nil
     ) async throws -> SwitchboardClient {
         let logger = logger ?? Logger(label: "switchboard-client")
         let (frames, continuation) = AsyncStream.makeStream(of: ServerMessage.self)
@@ -59,9 +60,19 @@ public final class SwitchboardClient: Sendable {
                 link.finish(closeCode: nil, error: error)
             }
         }
+        // The handshake must finish in time: the underlying client can stall when a server
+        // answers the upgrade and closes at once, so a bounded wait is the only safe one.
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            link.finish(closeCode: nil, error: SwitchboardClientError.timedOut)
+            task.cancel()
+        }
+        defer { timer.cancel() }
         do {
             let welcome = try await link.waitForWelcome()
             return SwitchboardClient(welcome: welcome, frames: frames, link: link, task: task)
+        } catch SwitchboardClientError.timedOut {
+            throw SwitchboardClientError.timedOut
         } catch {
             await task.value
             throw error
@@ -125,8 +136,9 @@ public final class SwitchboardClient: Sendable {
 
     // MARK: Raw frames (for tests and tools)
 
+    /// Sends a text message; one longer than `maxFrameSize` goes as several fragments.
     public func sendText(_ text: String) async throws {
-        try await link.outbound().write(.text(text))
+        try await link.outbound().writeTextMessage(text)
     }
 
     public func sendBinary(_ bytes: [UInt8]) async throws {
@@ -251,7 +263,10 @@ private final class Link: Sendable {
     }
 
     func finish(closeCode: Int?, error: (any Error)?) {
-        let (welcomeWaiter, pending) = state.withLock { state in
+        typealias Waiters = (CheckedContinuation<Welcome, any Error>?, [String: CheckedContinuation<ServerMessage, any Error>])
+        let (welcomeWaiter, pending) = state.withLock { state -> Waiters in
+            // A connection that already ended keeps its first outcome.
+            if state.finished { return (nil, [:]) }
             state.finished = true
             state.closeCode = closeCode
             state.failure = error

@@ -97,8 +97,14 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         channel.close(promise: nil)
     }
 
-    /// Closes the WebSocket in an orderly way (close frame, then the close handshake).
+    /// How long a peer may take to answer our close frame before the socket is shut anyway.
+    static let closeHandshakeTimeout: TimeAmount = .seconds(5)
+
+    /// Closes the WebSocket in an orderly way (close frame, then the close handshake). A peer
+    /// that never answers cannot hold the socket: it is closed after `closeHandshakeTimeout`.
     func close(_ code: WebSocketErrorCode, reason: String) async {
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: Self.closeHandshakeTimeout) { channel.close(promise: nil) }
         try? await outbound.close(code, reason: reason)
     }
 }

@@ -107,6 +107,9 @@ public final class SwitchboardNode: Sendable {
         while context.router.load.connections > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
+        for connection in context.router.endpoints {
+            connection.channel.close(promise: nil)
+        }
         await context.router.backplane.leave()
         context.logger.info("left the cluster")
     }

@@ -16,7 +16,9 @@ final class RawWebSocket: Sendable {
     /// Connects and sends the upgrade request (`received` will hold the response).
     static func connect(port: Int, path: String, subprotocols: String? = nil, receiveBuffer: Int32? = nil) async throws -> RawWebSocket {
         let collector = Collector()
+        // Half-closure allowed: the server's FIN does not close our side; only we decide.
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
             }
@@ -46,8 +48,19 @@ final class RawWebSocket: Sendable {
         try await write(frame)
     }
 
-    /// Everything received so far, as text (frame headers included).
-    var received: String { String(decoding: collector.bytes.withLockedValue { $0 }, as: UTF8.self) }
+    /// Everything received so far (HTTP response and raw frames).
+    var receivedBytes: [UInt8] { collector.bytes.withLockedValue { $0 } }
+    /// The same, as text (frame headers show as replacement characters).
+    var received: String { String(decoding: receivedBytes, as: UTF8.self) }
+
+    /// True once a server close frame with `code` has arrived.
+    func receivedClose(code: UInt16) -> Bool {
+        let bytes = receivedBytes
+        guard bytes.count >= 4 else { return false }
+        return (0...(bytes.count - 4)).contains {
+            bytes[$0] == 0x88 && bytes[$0 + 1] >= 2 && bytes[$0 + 2] == UInt8(code >> 8) && bytes[$0 + 3] == UInt8(code & 0xFF)
+        }
+    }
     var isClosed: Bool { collector.closed.withLockedValue { $0 } }
 
     /// Stops reading from the socket: the kernel buffers fill and the server's writes back up.
@@ -71,6 +84,13 @@ final class RawWebSocket: Sendable {
 
         func channelInactive(context: ChannelHandlerContext) {
             closed.withLockedValue { $0 = true }
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            // The server finished sending (FIN). The test decides when to close.
+            if case ChannelEvent.inputClosed = event {
+                closed.withLockedValue { $0 = true }
+            }
         }
     }
 }

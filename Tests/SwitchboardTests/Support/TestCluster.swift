@@ -9,8 +9,9 @@ struct TestCluster {
     let embedded: EmbeddedCluster
     let nodes: [SwitchboardNode]
     let ports: [Int]
-    private let group: ServiceGroup
-    private let task: Task<Void, any Error>
+    /// One service group per node, so that a test can stop one node alone.
+    private let groups: [ServiceGroup]
+    private let tasks: [Task<Void, any Error>]
 
     static func start(nodes count: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in }) async throws -> TestCluster {
         var logger = Logger(label: "test")
@@ -23,11 +24,11 @@ struct TestCluster {
             configure(&configuration)
             nodes.append(SwitchboardNode(configuration: configuration, backplane: embedded.backplane(), logger: logger))
         }
-        let group = ServiceGroup(services: nodes.flatMap(\.services), logger: logger)
-        let task = Task { try await group.run() }
+        let groups = nodes.map { ServiceGroup(services: $0.services, logger: logger) }
+        let tasks = groups.map { group in Task { try await group.run() } }
         var ports: [Int] = []
         for node in nodes { ports.append(await node.listening()) }
-        return TestCluster(embedded: embedded, nodes: nodes, ports: ports, group: group, task: task)
+        return TestCluster(embedded: embedded, nodes: nodes, ports: ports, groups: groups, tasks: tasks)
     }
 
     /// `ws://` URL of node `index` (0-based), with `query` appended.
@@ -45,8 +46,19 @@ struct TestCluster {
 
     /// Drains every node (as SIGTERM would) and waits for them to stop.
     func stop() async throws {
-        await group.triggerGracefulShutdown()
-        try await task.value
+        for index in nodes.indices { await groups[index].triggerGracefulShutdown() }
+        for task in tasks { try await task.value }
+    }
+
+    /// Starts draining node `index` and returns at once.
+    func beginStopping(_ index: Int) async {
+        await groups[index].triggerGracefulShutdown()
+    }
+
+    /// Drains node `index` and waits until it has stopped.
+    func stopNode(_ index: Int) async throws {
+        await groups[index].triggerGracefulShutdown()
+        try await tasks[index].value
     }
 }
 

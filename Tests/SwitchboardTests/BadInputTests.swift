@@ -1,0 +1,101 @@
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardProtocol
+import Testing
+
+/// Bad input gets a clear error and the connection stays usable; abuse and oversize close it.
+@Suite("Bad input and limits")
+struct BadInputTests {
+    @Test func everyBadFrameGetsAnErrorAndTheConnectionStaysOpen() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let alice = try await cluster.connect(0, user: "alice")
+            let cases: [(String, String)] = [
+                ("not json", "bad_request"),
+                ("[1]", "bad_request"),
+                (#"{"type":"fly","id":"u"}"#, "bad_request"),
+                (#"{"type":"join","id":"m"}"#, "bad_request"),
+                (#"{"type":"join","room":1,"id":"w"}"#, "bad_request"),
+                (#"{"type":"join","room":"no spaces","id":"n"}"#, "invalid_name"),
+                (#"{"type":"send","to":"","data":1}"#, "invalid_name"),
+            ]
+            for (frame, code) in cases {
+                try await alice.client.sendText(frame)
+                let error = try await alice.next("error for \(frame)") { $0.type == "error" }
+                #expect(error.code == code, "\(frame)")
+                #expect(!(error.message ?? "").isEmpty)
+            }
+            try await alice.client.sendBinary([1, 2, 3])
+            #expect(try await alice.next { $0.type == "error" }.code == "bad_request")
+            // Replies keep the id when the frame had a readable one.
+            try await alice.client.sendText(#"{"type":"join","room":"a b","id":"keep"}"#)
+            #expect(try await alice.next { $0.type == "error" }.id == .string("keep"))
+            try await alice.client.ping()
+        }
+    }
+
+    @Test func anOversizedMessageClosesWith1009() async throws {
+        try await withCluster(nodes: 1, configure: { $0.maxFrameBytes = 1024 }) { cluster in
+            let single = try await SwitchboardClient.connect(to: cluster.ws(0, "user=big"))
+            try await single.sendText(#"{"type":"broadcast","data":""# + String(repeating: "x", count: 2000) + "\"}")
+            #expect(await single.closeCode() == 1009)
+
+            // The same limit applies after reassembly of fragments (each under the limit).
+            let fragmented = try await SwitchboardClient.connect(to: cluster.ws(0, "user=frag"), maxFrameSize: 512)
+            try await fragmented.sendText(#"{"type":"broadcast","data":""# + String(repeating: "y", count: 2000) + "\"}")
+            #expect(await fragmented.closeCode() == 1009)
+
+            // A message under the limit, in fragments, is fine. (The client's frame size also
+            // bounds what it reads, so it publishes to a room it is not in.)
+            let fine = try await cluster.connect(0, user: "fine")
+            try await fine.client.join("frags")
+            let small = try await SwitchboardClient.connect(to: cluster.ws(0, "user=small"), maxFrameSize: 128)
+            try await small.publish("frags", data: "\"" + String(repeating: "z", count: 600) + "\"")
+            _ = try await fine.message { $0.from == "small" }
+        }
+    }
+
+    @Test func anInvalidUserIDIsRefused() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=has%20space")
+            defer { raw.close() }
+            try await eventually("the close frame") { raw.receivedClose(code: 1008) }
+            #expect(raw.received.contains(#""code":"invalid_name""#))
+            #expect(!raw.received.contains("welcome"))
+        }
+    }
+
+    @Test func aFloodIsRateLimitedThenClosed() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.rateBurst = 10
+            $0.ratePerSecond = 1
+            $0.maxStrikes = 20
+        }) { cluster in
+            let flooder = try await cluster.connect(0, user: "flooder")
+            for _ in 0..<40 {
+                try? await flooder.client.sendText(#"{"type":"ping"}"#)
+            }
+            let limited = try await flooder.next("rate_limited") { $0.type == "error" }
+            #expect(limited.code == "rate_limited")
+            #expect(await flooder.client.closeCode() == 1008)
+            #expect(await flooder.received().filter { $0.type == "pong" }.count <= 10)
+        }
+    }
+
+    @Test func aClientThatKeepsSendingGarbageIsClosed() async throws {
+        try await withCluster(nodes: 1, configure: { $0.maxStrikes = 5 }) { cluster in
+            let client = try await cluster.connect(0, user: "noisy")
+            for _ in 0..<5 { try? await client.client.sendText("garbage") }
+            #expect(await client.client.closeCode() == 1008)
+            #expect(await client.received().filter { $0.code == "bad_request" }.count == 5)
+        }
+    }
+
+    @Test func anUpgradeOnAnotherPathIsRefused() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/elsewhere")
+            defer { raw.close() }
+            try await eventually("an HTTP answer") { raw.received.contains("\r\n\r\n") }
+            #expect(raw.received.hasPrefix("HTTP/1.1 400"))
+        }
+    }
+}
