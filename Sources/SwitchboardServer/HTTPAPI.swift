@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import SwitchboardCore
 import SwitchboardProtocol
@@ -23,6 +24,7 @@ enum HTTPAPI {
                 body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.render())))
         }
         let api = router.group("api")
+        api.add(middleware: InternalErrorMiddleware(logger: node.logger))
         if let key = node.configuration.apiKey {
             api.add(middleware: APIKeyMiddleware(key: key))
         }
@@ -142,6 +144,22 @@ struct APIError: HTTPResponseError {
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
         HTTPAPI.json(status, .object(["error": .string(code), "message": .string(message)]))
+    }
+}
+
+/// Turns a failure that is not the client's fault into a logged 500 with the protocol's body.
+struct InternalErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            throw error
+        } catch {
+            logger.error("API request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            throw APIError(.internalServerError, .internal, "the cluster could not take the request; try again")
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import Synchronization
 import Testing
 
 /// Bad input gets a clear error and the connection stays usable; abuse and oversize close it.
@@ -87,6 +88,25 @@ struct BadInputTests {
             for _ in 0..<5 { try? await client.client.sendText("garbage") }
             #expect(await client.client.closeCode() == 1008)
             #expect(await client.received().filter { $0.code == "bad_request" }.count == 5)
+        }
+    }
+
+    @Test func aClusterFailureIsAnInternalErrorNotADisconnect() async throws {
+        let backplane = Mutex<FailingBackplane?>(nil)
+        try await withCluster(nodes: 1, backplane: { embedded in
+            let failing = FailingBackplane(embedded.backplane())
+            backplane.withLock { $0 = failing }
+            return failing
+        }) { cluster in
+            let alice = try await cluster.connect(0, user: "alice")
+            backplane.withLock { $0!.failing.withLock { $0 = true } }
+            let reply = try await alice.client.request(.broadcast(data: RawJSON("1")))
+            #expect(reply.type == "error" && reply.code == "internal")
+            let api = try await http("POST", cluster.http(0, "/api/broadcast"), body: #"{"data":1}"#)
+            #expect(api.status == 500 && api.json?["error"] == .string("internal"))
+            backplane.withLock { $0!.failing.withLock { $0 = false } }
+            try await alice.client.broadcast(data: "2")
+            _ = try await alice.message { $0.data == .number("2") }
         }
     }
 

@@ -2,6 +2,7 @@ import EmbeddedBackplane
 import Logging
 import ServiceLifecycle
 import SwitchboardClient
+import SwitchboardCore
 import SwitchboardServer
 
 /// N real nodes in this process on free ports, joined by the embedded backplane.
@@ -13,7 +14,10 @@ struct TestCluster {
     private let groups: [ServiceGroup]
     private let tasks: [Task<Void, any Error>]
 
-    static func start(nodes count: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in }) async throws -> TestCluster {
+    static func start(
+        nodes count: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in },
+        backplane: (EmbeddedCluster) -> any Backplane = { $0.backplane() }
+    ) async throws -> TestCluster {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         let embedded = EmbeddedCluster()
@@ -22,7 +26,7 @@ struct TestCluster {
             var configuration = NodeConfiguration(nodeID: "n\(index)")
             configuration.port = 0
             configure(&configuration)
-            nodes.append(SwitchboardNode(configuration: configuration, backplane: embedded.backplane(), logger: logger))
+            nodes.append(SwitchboardNode(configuration: configuration, backplane: backplane(embedded), logger: logger))
         }
         let groups = nodes.map { ServiceGroup(services: $0.services, logger: logger) }
         let tasks = groups.map { group in Task { try await group.run() } }
@@ -65,9 +69,10 @@ struct TestCluster {
 /// Runs `body` against a fresh cluster and always stops it.
 func withCluster(
     nodes: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in },
+    backplane: (EmbeddedCluster) -> any Backplane = { $0.backplane() },
     _ body: (TestCluster) async throws -> Void
 ) async throws {
-    let cluster = try await TestCluster.start(nodes: nodes, configure: configure)
+    let cluster = try await TestCluster.start(nodes: nodes, configure: configure, backplane: backplane)
     do {
         try await body(cluster)
     } catch {

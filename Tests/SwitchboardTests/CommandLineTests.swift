@@ -1,0 +1,90 @@
+import Foundation
+import NIOPosix
+import Synchronization
+import SwitchboardClient
+import SwitchboardProtocol
+import Testing
+
+/// The `switchboard` executable as an operator runs it.
+@Suite("switchboard command")
+struct CommandLineTests {
+    /// `swift test` builds the executable next to the test bundle.
+    static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("switchboard")
+    }
+
+    @Test func clusterServesThreeNodesAndDrainsOnSIGTERM() async throws {
+        let basePort = try await freePorts(3)
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = ["cluster", "--nodes", "3", "--base-port", "\(basePort)", "--log-level", "warning"]
+        let output = Pipe()
+        process.standardOutput = output
+        let printed = Mutex("")
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            printed.withLock { $0 += text }
+        }
+        try process.run()
+        defer { if process.isRunning { process.interrupt() } }
+
+        try await eventually("three listening lines") {
+            printed.withLock { $0.components(separatedBy: "listening on").count - 1 } == 3
+        }
+        for index in 1...3 {
+            #expect(printed.withLock { $0 }.contains("listening on http://127.0.0.1:\(basePort + index - 1) (node n\(index))"))
+        }
+        try await eventually("readyz on every node") {
+            for index in 0..<3 where try await http("GET", "http://127.0.0.1:\(basePort + index)/readyz").status != 200 {
+                return false
+            }
+            return true
+        }
+
+        let bob = try await TestClient(SwitchboardClient.connect(to: "ws://127.0.0.1:\(basePort + 2)/ws?user=bob"))
+        let alice = try await TestClient(SwitchboardClient.connect(to: "ws://127.0.0.1:\(basePort)/ws?user=alice"))
+        #expect(bob.client.welcome.node == "n3")
+        try await bob.client.join("lobby")
+        try await alice.client.publish("lobby", data: #""hello from n1""#)
+        #expect(try await bob.message().data == .string("hello from n1"))
+
+        process.terminate()  // SIGTERM
+        #expect(await bob.client.closeCode() == 1001)
+        try await eventually("the process to exit") { !process.isRunning }
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 0)
+    }
+
+    @Test func aBackplaneThatIsNotBuiltYetIsAClearError() async throws {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = ["serve", "--redis", "redis://127.0.0.1:1"]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        try await eventually("the process to exit") { !process.isRunning }
+        #expect(process.terminationStatus != 0)
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(text.contains("--redis"))
+    }
+}
+
+/// A base port with `count` consecutive free ports after it (checked by binding them).
+func freePorts(_ count: Int) async throws -> Int {
+    for _ in 0..<50 {
+        let base = Int.random(in: 20000...60000)
+        var free = true
+        for port in base..<(base + count) {
+            do {
+                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(host: "127.0.0.1", port: port).get()
+                try await channel.close()
+            } catch {
+                free = false
+                break
+            }
+        }
+        if free { return base }
+    }
+    throw TimedOut(what: "free ports")
+}
