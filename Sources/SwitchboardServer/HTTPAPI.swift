@@ -38,7 +38,7 @@ enum HTTPAPI {
             let body = try await readBody(request, node)
             let user = try name(body, "to")
             let payload = try data(body)
-            guard try await node.router.isOnline(user) else { return json(.notFound, "{\"error\":\"offline\",\"message\":\"the user has no connection\"}") }
+            guard try await node.router.isOnline(user) else { return json(.notFound, "{\"error\":\"offline\",\"message\":\"the user is not connected to any node\"}") }
             try await node.publish(from: "server", to: .user(user), data: payload)
             return json(.ok, "{\"ok\":true}")
         }

@@ -92,7 +92,7 @@ struct Session {
                 connection.send(ServerFrame.ok(id: id))
             case .send(let to, let data):
                 guard try await node.router.isOnline(to) else {
-                    connection.send(ServerFrame.error(ProtocolError(id: id, code: .offline, message: "\(to) has no connection")))
+                    connection.send(ServerFrame.error(ProtocolError(id: id, code: .offline, message: "user '\(to)' is not connected to any node")))
                     return
                 }
                 try await node.publish(from: connection.user, to: .user(to), data: data)
