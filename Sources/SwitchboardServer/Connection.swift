@@ -14,7 +14,8 @@ import SwitchboardCore
 /// The mutable state below is touched only on `channel.eventLoop`.
 final class Connection: LocalEndpoint, @unchecked Sendable {
     let session: String
-    let user: String
+    let identity: Identity
+    var user: String { identity.user }
     let channel: any Channel
     let outbound: WebSocketOutboundWriter
     private let maxBufferedBytes: Int
@@ -27,11 +28,11 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private var overflowed = false
 
     init(
-        session: String, user: String, channel: any Channel, outbound: WebSocketOutboundWriter,
+        session: String, identity: Identity, channel: any Channel, outbound: WebSocketOutboundWriter,
         maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger
     ) {
         self.session = session
-        self.user = user
+        self.identity = identity
         self.channel = channel
         self.outbound = outbound
         self.maxBufferedBytes = maxBufferedBytes

@@ -16,6 +16,7 @@ final class NodeContext: Sendable {
     let metrics: NodeMetrics
     let logger: Logger
     let identifiers = Identifiers()
+    let tokens: TokenVerifier?
     private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
 
     init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
@@ -23,6 +24,7 @@ final class NodeContext: Sendable {
         self.router = MessageRouter(backplane: backplane, delivery: ChannelDelivery())
         self.metrics = NodeMetrics()
         self.logger = logger
+        self.tokens = configuration.jwtSecret.map(TokenVerifier.init(secret:))
     }
 
     var phase: NodePhase {

@@ -77,17 +77,28 @@ struct Session {
         return true
     }
 
+    /// The token's `rooms` claim: answers `forbidden` and returns false for a room outside it.
+    private func allowed(_ room: String, _ id: CommandID?) -> Bool {
+        guard connection.identity.mayUse(room) else {
+            connection.send(ServerFrame.error(ProtocolError(id: id, code: .forbidden, message: "your token does not allow room '\(room)'")))
+            return false
+        }
+        return true
+    }
+
     private func handle(_ request: ClientRequest) async {
         let id = request.id
         do {
             switch request.command {
             case .join(let room):
+                guard allowed(room, id) else { return }
                 try await node.router.join(connection, room: room)
                 connection.send(ServerFrame.ok(id: id, room: room))
             case .leave(let room):
                 try await node.router.leave(connection, room: room)
                 connection.send(ServerFrame.ok(id: id, room: room))
             case .publish(let room, let data):
+                guard allowed(room, id) else { return }
                 try await node.publish(from: connection.user, to: .room(room), data: data)
                 connection.send(ServerFrame.ok(id: id))
             case .send(let to, let data):

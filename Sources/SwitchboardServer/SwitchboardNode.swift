@@ -60,7 +60,7 @@ public final class SwitchboardNode: Sendable {
         return Application(
             router: HTTPAPI.router(context),
             server: .http1WebSocketUpgrade(configuration: webSocket) { [context] request, channel, _ in
-                WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
+                await WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
             },
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
@@ -13,7 +14,7 @@ enum WebSocketEndpoint {
 
     typealias Handler = WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
 
-    static func shouldUpgrade(_ request: HTTPRequest, channel: any Channel, node: NodeContext) -> ShouldUpgradeResult<Handler> {
+    static func shouldUpgrade(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> ShouldUpgradeResult<Handler> {
         let target = request.path ?? "/"
         let (path, query) = splitTarget(target)
         guard path == "/ws", node.phase != .draining else { return .dontUpgrade }
@@ -24,13 +25,22 @@ enum WebSocketEndpoint {
         if offered.contains(subprotocol) {
             headers[.secWebSocketProtocol] = subprotocol
         }
-        let requestedUser = query["user"]
-        let user = requestedUser ?? "anon-" + Identifiers.random(12)
+        let identity: Identity
+        if let tokens = node.tokens {
+            do {
+                identity = try await tokens.identity(fromToken: bearerToken(request) ?? query["token"])
+            } catch {
+                await refuse(channel, status: .unauthorized, code: "unauthorized", message: error.message)
+                return .dontUpgrade
+            }
+        } else {
+            identity = Identity(user: query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil)
+        }
         return .upgrade(headers) { inbound, outbound, _ in
             let connection = Connection(
-                session: Identifiers.random(16), user: user, channel: channel, outbound: outbound,
+                session: Identifiers.random(16), identity: identity, channel: channel, outbound: outbound,
                 maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger)
-            guard Name.isValid(user) else {
+            guard Name.isValid(identity.user) else {
                 // No session for a bad name: say why, then close (policy violation).
                 connection.open(welcome: ServerFrame.error(ProtocolError(
                     code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")))
@@ -40,6 +50,27 @@ enum WebSocketEndpoint {
             var session = Session(connection: connection, node: node)
             try await session.run(inbound)
         }
+    }
+
+    static func bearerToken(_ request: HTTPRequest) -> String? {
+        guard let header = request.headerFields[.authorization], header.hasPrefix("Bearer ") else { return nil }
+        return String(header.dropFirst("Bearer ".count))
+    }
+
+    /// Answers a refused upgrade with a JSON error before any upgrade, then ends our side of
+    /// the connection. (Hummingbird's own answer to a declined upgrade, an empty 400, then finds
+    /// the output closed and is dropped.)
+    static func refuse(_ channel: any Channel, status: HTTPResponseStatus, code: String, message: String) async {
+        var writer = JSONWriter()
+        writer.value(.object(["error": .string(code), "message": .string(message)]))
+        let body = channel.allocator.buffer(bytes: writer.bytes)
+        let head = HTTPResponseHead(
+            version: .http1_1, status: status,
+            headers: ["Content-Type": "application/json", "Content-Length": "\(body.readableBytes)", "Connection": "close"])
+        channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
+        try? await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+        try? await channel.close(mode: .output)
     }
 
     /// Splits `/ws?user=a&batch=1` into the path and its decoded query items.

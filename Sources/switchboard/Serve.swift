@@ -27,22 +27,18 @@ struct Serve: AsyncParsableCommand {
         for (flag, given) in [("redis", redis), ("peers", peers), ("hub", hub)] where Environment.string(given, flag) != nil {
             throw ValidationError("--\(flag): this backplane is not part of this build yet; run without it for a standalone node, or use `switchboard cluster`")
         }
-        if Environment.string(jwtSecret, "jwt-secret") != nil {
-            throw ValidationError("--jwt-secret: token authentication is not part of this build yet")
-        }
         let logger = try logging.bootstrap()
         var configuration = NodeConfiguration(nodeID: Environment.string(nodeId, "node-id") ?? "node-" + randomSuffix())
         configuration.host = Environment.string(host, "host") ?? configuration.host
         configuration.port = try Environment.int(port, "port", default: configuration.port)
         configuration.advertiseURL = Environment.string(advertiseUrl, "advertise-url")
         configuration.apiKey = Environment.string(apiKey, "api-key")
+        configuration.jwtSecret = Environment.string(jwtSecret, "jwt-secret")
         configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
         configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
         configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)
         try checkLimits(configuration)
-        if configuration.apiKey == nil {
-            logger.warning("no --api-key: the HTTP API is open to anyone who can reach this port")
-        }
+        warnIfOpen(configuration, logger: logger)
         let node = SwitchboardNode(configuration: configuration, backplane: EmbeddedCluster().backplane(), logger: logger)
         try await runUntilSignalled(node.services, logger: logger)
     }
@@ -58,6 +54,7 @@ struct Cluster: AsyncParsableCommand {
     @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
     @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
     @Option(help: "Protects /api/* with Authorization: Bearer KEY.") var apiKey: String?
+    @Option(help: "HS256 secret for client tokens.") var jwtSecret: String?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -72,9 +69,11 @@ struct Cluster: AsyncParsableCommand {
             configuration.host = Environment.string(host, "host") ?? configuration.host
             configuration.port = firstPort + index - 1
             configuration.apiKey = Environment.string(apiKey, "api-key")
+            configuration.jwtSecret = Environment.string(jwtSecret, "jwt-secret")
             configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
             configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
             try checkLimits(configuration)
+            if index == 1 { warnIfOpen(configuration, logger: logger) }
             services += SwitchboardNode(configuration: configuration, backplane: cluster.backplane(), logger: logger).services
         }
         try await runUntilSignalled(services, logger: logger)
@@ -85,8 +84,21 @@ func checkLimits(_ configuration: NodeConfiguration) throws {
     guard (0...65535).contains(configuration.port) else { throw ValidationError("port must be 0-65535") }
     guard configuration.heartbeatSeconds >= 1 else { throw ValidationError("--heartbeat must be at least 1 second") }
     guard configuration.maxFrameBytes >= 256 else { throw ValidationError("--max-frame must be at least 256 bytes") }
+    if let secret = configuration.jwtSecret, secret.utf8.count < TokenVerifier.minimumSecretBytes {
+        throw ValidationError("--jwt-secret must be at least \(TokenVerifier.minimumSecretBytes) bytes (HS256 needs a key as long as its hash)")
+    }
     guard configuration.maxBufferedBytes >= configuration.maxFrameBytes else {
         throw ValidationError("--max-buffered must be at least --max-frame")
+    }
+}
+
+/// One clear warning when a node accepts anyone.
+func warnIfOpen(_ configuration: NodeConfiguration, logger: Logger) {
+    var open: [String] = []
+    if configuration.jwtSecret == nil { open.append("WebSocket clients pick any user id (no --jwt-secret)") }
+    if configuration.apiKey == nil { open.append("the HTTP API needs no key (no --api-key)") }
+    if !open.isEmpty {
+        logger.warning("running open: \(open.joined(separator: "; "))")
     }
 }
 
