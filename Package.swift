@@ -24,6 +24,16 @@ let package = Package(
         .target(name: "SwitchboardCore", path: "Sources/SwitchboardCore"),
         // The client protocol's JSON codec, shared by server and client.
         .target(name: "SwitchboardProtocol", dependencies: ["SwitchboardCore"], path: "Sources/SwitchboardProtocol"),
+        // A small Redis client of our own: RESP2/RESP3 codec, pipelining, pub/sub, reconnection.
+        .target(
+            name: "RESP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/RESP"
+        ),
         // Backplanes: one folder each, all behind SwitchboardCore.Backplane.
         .target(name: "EmbeddedBackplane", dependencies: ["SwitchboardCore"], path: "Sources/Backplanes/Embedded"),
         .target(
@@ -66,7 +76,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient",
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,0 +1,126 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// A message received on a subscribed channel.
+public struct RedisMessage: Sendable, Hashable {
+    public var channel: String
+    public var payload: [UInt8]
+}
+
+/// A subscriber connection: keeps a set of channels subscribed, across reconnects, and delivers
+/// what arrives on them as an `AsyncStream`. Sharded pub/sub (SSUBSCRIBE, Redis 7) by default.
+public final class RedisSubscriber: Sendable {
+    public let messages: AsyncStream<RedisMessage>
+    private let continuation: AsyncStream<RedisMessage>.Continuation
+    public let client: RedisClient
+    private let sharded: Bool
+    private let confirmationTimeout: Duration
+    private let state = Mutex(State())
+
+    private struct State {
+        var channels: Set<String> = []
+        /// Waiting for the server to confirm a (un)subscription, by "kind channel".
+        var confirmations: [String: [CheckedContinuation<Void, any Error>]] = [:]
+    }
+
+    public init(configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger) {
+        (messages, continuation) = AsyncStream.makeStream(of: RedisMessage.self)
+        self.sharded = sharded
+        self.confirmationTimeout = .seconds(5)
+        let box = Mutex<RedisSubscriber?>(nil)
+        client = RedisClient(
+            configuration: configuration, logger: logger,
+            onPush: { value in box.withLock { $0 }?.handle(value) },
+            onConnect: { connection in try await box.withLock { $0 }?.resubscribe(on: connection) },
+            onDisconnect: { box.withLock { $0 }?.failConfirmations(RedisError.connectionClosed) })
+        box.withLock { $0 = self }
+    }
+
+    private var subscribeCommand: RESPArgument { sharded ? "SSUBSCRIBE" : "SUBSCRIBE" }
+    private var unsubscribeCommand: RESPArgument { sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE" }
+
+    public func run() async {
+        await client.run()
+        continuation.finish()
+    }
+
+    public func stop() async {
+        await client.stop()
+    }
+
+    public var channels: Set<String> { state.withLock { $0.channels } }
+
+    /// Subscribes and waits for Redis to confirm. Without a connection it returns at once: the
+    /// channel is subscribed as soon as the connection is back.
+    public func subscribe(_ channel: String) async throws {
+        guard state.withLock({ $0.channels.insert(channel).inserted }) else { return }
+        guard let connection = client.connection else { return }
+        try await confirmed(kind: sharded ? "ssubscribe" : "subscribe", channel: channel) {
+            try await connection.sendWithoutReply([self.subscribeCommand, RESPArgument(channel)])
+        }
+    }
+
+    public func unsubscribe(_ channel: String) async throws {
+        guard state.withLock({ $0.channels.remove(channel) != nil }) else { return }
+        guard let connection = client.connection else { return }
+        try await confirmed(kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel) {
+            try await connection.sendWithoutReply([self.unsubscribeCommand, RESPArgument(channel)])
+        }
+    }
+
+    private func confirmed(kind: String, channel: String, send: @escaping @Sendable () async throws -> Void) async throws {
+        let key = kind + " " + channel
+        let timeout = confirmationTimeout
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+                    self.state.withLock { $0.confirmations[key, default: []].append(waiter) }
+                    Task {
+                        do { try await send() } catch { self.resume(key, with: .failure(error)) }
+                    }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                // Unblock the waiter too: the group waits for every child before it returns.
+                self.resume(key, with: .failure(RedisError.timedOut))
+                throw RedisError.timedOut
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func resume(_ key: String, with result: Result<Void, any Error>) {
+        let waiters = state.withLock { $0.confirmations.removeValue(forKey: key) ?? [] }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    private func failConfirmations(_ error: any Error) {
+        let all = state.withLock { state in
+            defer { state.confirmations = [:] }
+            return state.confirmations.values.flatMap { $0 }
+        }
+        for waiter in all { waiter.resume(throwing: error) }
+    }
+
+    private func resubscribe(on connection: RedisConnection) async throws {
+        for channel in state.withLock({ $0.channels }) {
+            try await connection.sendWithoutReply([subscribeCommand, RESPArgument(channel)])
+        }
+    }
+
+    private func handle(_ value: RESPValue) {
+        guard let parts = value.elements, let kind = parts.first?.string, parts.count >= 3 else { return }
+        switch kind {
+        case "message", "smessage":
+            guard let channel = parts[1].string, let payload = parts[2].bytes else { return }
+            continuation.yield(RedisMessage(channel: channel, payload: payload))
+        case "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe":
+            if let channel = parts[1].string { resume(kind + " " + channel, with: .success(())) }
+        default:
+            break
+        }
+    }
+}

@@ -1,0 +1,173 @@
+import Logging
+import NIOCore
+import Testing
+
+@testable import RESP
+
+@Suite("RESP parser")
+struct RESPParserTests {
+    static let samples: [(String, RESPValue)] = [
+        ("+OK\r\n", .simpleString("OK")),
+        ("-ERR wrong\r\n", .error("ERR wrong")),
+        (":-42\r\n", .integer(-42)),
+        ("$5\r\nhe\r\no\r\n", .bulkString(Array("he\r\no".utf8))),
+        ("$0\r\n\r\n", .bulkString([])),
+        ("$-1\r\n", .null),
+        ("*-1\r\n", .null),
+        ("*3\r\n:1\r\n$1\r\na\r\n*1\r\n+x\r\n", .array([.integer(1), .bulkString([97]), .array([.simpleString("x")])])),
+        ("_\r\n", .null),
+        ("#t\r\n", .boolean(true)),
+        (",3.5\r\n", .double(3.5)),
+        (",-inf\r\n", .double(-.infinity)),
+        ("(3492890328409238509324850943850943825024385\r\n", .bigNumber("3492890328409238509324850943850943825024385")),
+        ("!9\r\nSYNTAX no\r\n", .error("SYNTAX no")),
+        ("=8\r\ntxt:Some\r\n", .verbatim("Some")),
+        ("%1\r\n+k\r\n:1\r\n", .map([RESPPair(key: .simpleString("k"), value: .integer(1))])),
+        ("~2\r\n+a\r\n+b\r\n", .set([.simpleString("a"), .simpleString("b")])),
+        (">3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n", .push([.bulkString(Array("smessage".utf8)), .bulkString(Array("ch".utf8)), .bulkString(Array("hi".utf8))])),
+        ("|1\r\n+ttl\r\n:3\r\n:7\r\n", .integer(7)),
+    ]
+
+    func parseAll(_ chunks: [[UInt8]]) throws -> [RESPValue] {
+        var buffer = ByteBuffer()
+        var values: [RESPValue] = []
+        for chunk in chunks {
+            buffer.writeBytes(chunk)
+            while let value = try RESPParser().parse(&buffer) { values.append(value) }
+        }
+        #expect(buffer.readableBytes == 0)
+        return values
+    }
+
+    @Test func parsesEveryType() throws {
+        for (text, expected) in Self.samples {
+            #expect(try parseAll([Array(text.utf8)]) == [expected], "\(text)")
+        }
+    }
+
+    /// Every split of every sample into two reads parses to the same value.
+    @Test func everySplitParsesTheSame() throws {
+        for (text, expected) in Self.samples {
+            let bytes = Array(text.utf8)
+            for cut in 0...bytes.count {
+                #expect(try parseAll([Array(bytes[..<cut]), Array(bytes[cut...])]) == [expected], "\(text) cut at \(cut)")
+            }
+            // and byte by byte
+            #expect(try parseAll(bytes.map { [$0] }) == [expected])
+        }
+        let stream = Self.samples.flatMap { Array($0.0.utf8) }
+        #expect(try parseAll(stream.map { [$0] }) == Self.samples.map(\.1))
+    }
+
+    @Test func truncatedInputWaitsAndRandomInputNeverCrashes() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("+-:$*_#,(!=%~>|0123456789\r\n-abc".utf8)
+        for (text, _) in Self.samples {
+            let bytes = Array(text.utf8)
+            for cut in 0..<bytes.count {
+                var buffer = ByteBuffer(bytes: bytes[..<cut])
+                #expect((try? RESPParser().parse(&buffer)) == .some(nil), "a truncated \(text) must ask for more")
+            }
+        }
+        for _ in 0..<20000 {
+            var buffer = ByteBuffer(bytes: (0..<Int.random(in: 1...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+            while (try? RESPParser().parse(&buffer)) != nil, buffer.readableBytes > 0 {}
+        }
+        var hostile = ByteBuffer(string: "$999999999999\r\n")
+        #expect(throws: RESPProtocolError.self) { try RESPParser().parse(&hostile) }
+        var deep = ByteBuffer(string: String(repeating: "*1\r\n", count: 1000) + ":1\r\n")
+        #expect(throws: RESPProtocolError.self) { try RESPParser().parse(&deep) }
+    }
+
+    @Test func encodesCommands() {
+        var buffer = ByteBuffer()
+        RESPEncoder.encode(["SET", "k", RESPArgument(bytes: [0, 13, 10])], into: &buffer)
+        #expect(String(buffer: buffer) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n\u{0}\r\n\r\n")
+    }
+}
+
+@Suite("RESP client against a real redis-server")
+struct RedisClientTests {
+    var logger: Logger {
+        var logger = Logger(label: "redis-test")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    @Test func commandsPipeliningAndErrors() async throws {
+        try await withRedis { redis in
+            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer { Task { await connection.close() } }
+            #expect(try await connection.send(["SET", "k", "v"]) == .simpleString("OK"))
+            #expect(try await connection.send(["GET", "k"]).string == "v")
+            await #expect(throws: RedisError.self) { try await connection.send(["INCR", "k"]) }
+            // Many commands in flight on one connection come back in order.
+            try await withThrowingTaskGroup(of: (Int, Int64?).self) { group in
+                for n in 0..<500 {
+                    group.addTask { (n, try await connection.send(["INCRBY", RESPArgument("counter:\(n)"), RESPArgument(n)]).int) }
+                }
+                for try await (n, value) in group { #expect(value == Int64(n)) }
+            }
+            // RESP3: HELLO answers a map.
+            guard case .map(let fields) = try await connection.send(["HELLO", "3"]) else {
+                Issue.record("HELLO 3 did not answer a map")
+                return
+            }
+            #expect(fields.contains { $0.key.string == "proto" && $0.value == .integer(3) })
+            #expect(try await connection.send(["GET", "missing"]) == .null)
+        }
+    }
+
+    @Test func subscriberReceivesAndResubscribesAfterARestart() async throws {
+        try await withRedis { redis in
+            let subscriber = RedisSubscriber(configuration: redis.configuration, logger: logger)
+            let publisher = RedisClient(configuration: redis.configuration, logger: logger)
+            let tasks = [Task { await subscriber.run() }, Task { await publisher.run() }]
+            defer {
+                Task {
+                    await subscriber.stop()
+                    await publisher.stop()
+                    for task in tasks { await task.value }
+                }
+            }
+            await subscriber.client.waitUntilConnected()
+            await publisher.waitUntilConnected()
+            try await subscriber.subscribe("sb:{r:lobby}")
+            #expect(try await publisher.send(["SPUBLISH", "sb:{r:lobby}", "one"]) == .integer(1))
+            var iterator = subscriber.messages.makeAsyncIterator()
+            #expect(await iterator.next() == RedisMessage(channel: "sb:{r:lobby}", payload: Array("one".utf8)))
+
+            // Redis goes away: commands fail fast, nothing crashes; it comes back: all resumes.
+            try await redis.stop()
+            try await eventually("the client to notice") { !publisher.isConnected }
+            await #expect(throws: RedisError.unavailable) { try await publisher.send(["PING"]) }
+            try await redis.start()
+            await publisher.waitUntilConnected()
+            try await eventually("the subscription to be back") {
+                (try await publisher.send(["PUBSUB", "SHARDNUMSUB", "sb:{r:lobby}"]).elements?.last?.int) == 1
+            }
+            try await publisher.send(["SPUBLISH", "sb:{r:lobby}", "two"])
+            #expect(await iterator.next()?.payload == Array("two".utf8))
+
+            try await subscriber.unsubscribe("sb:{r:lobby}")
+            #expect(try await publisher.send(["SPUBLISH", "sb:{r:lobby}", "three"]) == .integer(0))
+        }
+    }
+
+    @Test func anUnreachableServerIsRetriedWithCappedBackoff() async throws {
+        var configuration = RedisClient.Configuration(host: "127.0.0.1", port: try await freePorts(1))
+        configuration.minimumBackoff = .milliseconds(100)
+        configuration.maximumBackoff = .seconds(2)
+        let client = RedisClient(configuration: configuration, logger: logger)
+        for attempt in 1...30 {
+            let delay = client.backoff(attempt: attempt)
+            #expect(delay <= .seconds(2))
+            #expect(delay >= .milliseconds(50))
+        }
+        #expect(client.backoff(attempt: 10) >= .seconds(1))
+        let task = Task { await client.run() }
+        await #expect(throws: RedisError.unavailable) { try await client.send(["PING"]) }
+        await client.stop()
+        await task.value
+    }
+}
