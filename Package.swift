@@ -37,6 +37,11 @@ let package = Package(
         // Backplanes: one folder each, all behind SwitchboardCore.Backplane.
         .target(name: "EmbeddedBackplane", dependencies: ["SwitchboardCore"], path: "Sources/Backplanes/Embedded"),
         .target(
+            name: "RedisBackplane",
+            dependencies: ["SwitchboardCore", "RESP", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Backplanes/Redis"
+        ),
+        .target(
             name: "SwitchboardServer",
             dependencies: [
                 "SwitchboardCore", "SwitchboardProtocol",
@@ -66,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardServer", "EmbeddedBackplane",
+                "SwitchboardServer", "EmbeddedBackplane", "RedisBackplane", "RESP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -76,7 +81,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP",
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP", "RedisBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

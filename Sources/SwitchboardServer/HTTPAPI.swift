@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Prometheus
 import NIOCore
 import SwitchboardCore
 import SwitchboardProtocol
@@ -24,7 +25,7 @@ enum HTTPAPI {
                 body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.render())))
         }
         let api = router.group("api")
-        api.add(middleware: InternalErrorMiddleware(logger: node.logger))
+        api.add(middleware: InternalErrorMiddleware(logger: node.logger, failures: node.metrics.commandsFailed))
         if let key = node.configuration.apiKey {
             api.add(middleware: APIKeyMiddleware(key: key))
         }
@@ -150,6 +151,7 @@ struct APIError: HTTPResponseError {
 /// Turns a failure that is not the client's fault into a logged 500 with the protocol's body.
 struct InternalErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
+    let failures: Counter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -157,7 +159,8 @@ struct InternalErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             throw error
         } catch {
-            logger.error("API request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            failures.increment()
+            logger.debug("API request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             throw APIError(.internalServerError, .internal, "the cluster could not take the request; try again")
         }
     }

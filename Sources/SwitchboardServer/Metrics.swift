@@ -13,6 +13,8 @@ public final class NodeMetrics: Sendable {
     let deliveries: Counter
     let slowConsumersClosed: Counter
     let connections: Gauge
+    let backplaneEventsReceived: Counter
+    let commandsFailed: Counter
 
     init() {
         connectionsOpened = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_opened", unitName: "total", helpText: "WebSocket sessions opened"))
@@ -23,6 +25,8 @@ public final class NodeMetrics: Sendable {
         messagesPublished = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "messages_published", unitName: "total", helpText: "Messages handed to the cluster by this node"))
         deliveries = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "deliveries", unitName: "total", helpText: "Frames written to local connections"))
         slowConsumersClosed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "slow_consumers_closed", unitName: "total", helpText: "Connections closed because their outbound buffer overflowed"))
+        backplaneEventsReceived = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "backplane_events_received", unitName: "total", helpText: "Messages and presence events this node received from the backplane"))
+        commandsFailed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "commands_failed", unitName: "total", helpText: "Commands and API calls answered 'internal' because the cluster failed"))
         connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
     }
 

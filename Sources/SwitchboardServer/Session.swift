@@ -118,7 +118,9 @@ struct Session {
                 connection.send(ServerFrame.pong(id: id))
             }
         } catch {
-            logger.error("command failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
+            // Debug only: a backplane outage logs itself once, not once per command.
+            node.metrics.commandsFailed.increment()
+            logger.debug("command failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
             connection.send(ServerFrame.error(ProtocolError(id: id, code: .internal, message: "the cluster could not take the command; try again")))
         }
     }

@@ -76,12 +76,17 @@ public final class SwitchboardNode: Sendable {
         print("listening on http://\(host):\(port) (node \(id))")
         fflush(nil)
         let info = NodeInfo(id: id, url: context.configuration.webSocketURL(boundPort: port))
-        do {
-            try await context.router.backplane.join(node: info, receiver: context.router)
-            context.phase = .ready
-            context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
-        } catch {
-            context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])
+        // Joining may wait for the cluster (Redis down at start): the node serves its own
+        // clients meanwhile, and /readyz says 503 until it has joined.
+        let context = self.context
+        Task {
+            do {
+                try await context.router.backplane.join(node: info, receiver: CountingReceiver(context: context))
+                if context.phase == .starting { context.phase = .ready }
+                context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
+            } catch {
+                context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])
+            }
         }
         let waiters = listeningState.withLock { state in
             defer { state = .bound(port) }
@@ -112,6 +117,21 @@ public final class SwitchboardNode: Sendable {
         }
         await context.router.backplane.leave()
         context.logger.info("left the cluster")
+    }
+}
+
+/// Hands what the backplane delivers to the router, counting it: the count shows what crossed
+/// to this node (`switchboard_backplane_events_received_total`).
+final class CountingReceiver: ClusterReceiver {
+    let context: NodeContext
+
+    init(context: NodeContext) {
+        self.context = context
+    }
+
+    func receive(_ event: ClusterEvent) {
+        context.metrics.backplaneEventsReceived.increment()
+        context.router.receive(event)
     }
 }
 

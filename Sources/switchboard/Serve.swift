@@ -1,5 +1,8 @@
 import ArgumentParser
 import EmbeddedBackplane
+import RESP
+import RedisBackplane
+import SwitchboardCore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -24,7 +27,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        for (flag, given) in [("redis", redis), ("peers", peers), ("hub", hub)] where Environment.string(given, flag) != nil {
+        for (flag, given) in [("peers", peers), ("hub", hub)] where Environment.string(given, flag) != nil {
             throw ValidationError("--\(flag): this backplane is not part of this build yet; run without it for a standalone node, or use `switchboard cluster`")
         }
         let logger = try logging.bootstrap()
@@ -39,7 +42,16 @@ struct Serve: AsyncParsableCommand {
         configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)
         try checkLimits(configuration)
         warnIfOpen(configuration, logger: logger)
-        let node = SwitchboardNode(configuration: configuration, backplane: EmbeddedCluster().backplane(), logger: logger)
+        let backplane: any Backplane
+        if let url = Environment.string(redis, "redis") {
+            let redisConfiguration: RedisClient.Configuration
+            do { redisConfiguration = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }
+            backplane = RedisBackplane(
+                configuration: .init(redis: redisConfiguration, heartbeat: .seconds(configuration.heartbeatSeconds)), logger: logger)
+        } else {
+            backplane = EmbeddedCluster().backplane()
+        }
+        let node = SwitchboardNode(configuration: configuration, backplane: backplane, logger: logger)
         try await runUntilSignalled(node.services, logger: logger)
     }
 }
@@ -81,6 +93,7 @@ struct Cluster: AsyncParsableCommand {
 }
 
 func checkLimits(_ configuration: NodeConfiguration) throws {
+    guard Name.isValid(configuration.nodeID) else { throw ValidationError("--node-id must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -") }
     guard (0...65535).contains(configuration.port) else { throw ValidationError("port must be 0-65535") }
     guard configuration.heartbeatSeconds >= 1 else { throw ValidationError("--heartbeat must be at least 1 second") }
     guard configuration.maxFrameBytes >= 256 else { throw ValidationError("--max-frame must be at least 256 bytes") }

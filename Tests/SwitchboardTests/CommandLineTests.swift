@@ -58,14 +58,14 @@ struct CommandLineTests {
     @Test func aBackplaneThatIsNotBuiltYetIsAClearError() async throws {
         let process = Process()
         process.executableURL = Self.executable
-        process.arguments = ["serve", "--redis", "redis://127.0.0.1:1"]
+        process.arguments = ["serve", "--peers", "127.0.0.1:1"]
         let errors = Pipe()
         process.standardError = errors
         try process.run()
         try await eventually("the process to exit") { !process.isRunning }
         #expect(process.terminationStatus != 0)
         let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(text.contains("--redis"))
+        #expect(text.contains("--peers"))
     }
 }
 

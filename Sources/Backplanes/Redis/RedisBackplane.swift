@@ -1,0 +1,350 @@
+import Logging
+import RESP
+import Synchronization
+import SwitchboardCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Nodes on any machines joined through one Redis.
+///
+/// Routing: sharded pub/sub. A node subscribes to one channel per room and per user it holds,
+/// plus the broadcast channel, so a message reaches only nodes with a recipient. Presence: a
+/// room's members and a user's nodes in keys (see `RedisNames`), changed by scripts so that
+/// `joined`/`left` are sent exactly once. Liveness: each node holds a lease in a sorted set,
+/// renewed every heartbeat for two heartbeats; a survivor that finds a lapsed lease claims the
+/// clean-up (SET NX), removes the dead node's presence and sends its `left` events, so a dead
+/// node's users are gone within three heartbeats.
+///
+/// Redis down: this node keeps serving its own clients; what it registers is remembered and
+/// written again, and every channel re-subscribed, once Redis is back. `publish` fails while
+/// Redis is away (the client hears `internal`), since the message cannot reach the cluster.
+public final class RedisBackplane: Backplane {
+    public struct Configuration: Sendable {
+        public var redis: RedisClient.Configuration
+        public var heartbeat: Duration
+        public var prefix = "sb"
+
+        public init(redis: RedisClient.Configuration, heartbeat: Duration) {
+            self.redis = redis
+            self.heartbeat = heartbeat
+        }
+    }
+
+    private struct State {
+        var node: NodeInfo?
+        var receiver: (any ClusterReceiver)?
+        var users: Set<String> = []
+        var rooms: [String: Set<String>] = [:]
+        var load = NodeLoad(connections: 0, users: 0)
+        var tasks: [Task<Void, Never>] = []
+    }
+
+    let configuration: Configuration
+    let names: RedisNames
+    let commands: RedisClient
+    let subscriber: RedisSubscriber
+    private let logger: Logger
+    private let state = Mutex(State())
+    /// Events that reached this node through Redis from other nodes.
+    public let received = Atomic<Int>(0)
+
+    public init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.names = RedisNames(prefix: configuration.prefix)
+        self.logger = logger
+        self.subscriber = RedisSubscriber(configuration: configuration.redis, sharded: true, logger: logger)
+        let box = Mutex<RedisBackplane?>(nil)
+        self.commands = RedisClient(
+            configuration: configuration.redis, logger: logger,
+            onConnect: { connection in
+                // After a reconnect (Redis restarted, say), write this node's entries again.
+                try await box.withLock { $0 }?.register(using: { try await connection.send($0) })
+            })
+        box.withLock { $0 = self }
+    }
+
+    private var nodeID: String { state.withLock { $0.node?.id ?? "" } }
+
+    // MARK: Joining and leaving
+
+    public func join(node: NodeInfo, receiver: any ClusterReceiver) async throws {
+        state.withLock {
+            $0.node = node
+            $0.receiver = receiver
+        }
+        let tasks = [
+            Task { await self.commands.run() },
+            Task { await self.subscriber.run() },
+            Task { await self.pumpMessages() },
+            Task { await self.heartbeats() },
+        ]
+        state.withLock { $0.tasks = tasks }
+        try await subscriber.subscribe(names.channel(.everyone))
+        // Ready only once Redis answers: until then /readyz stays 503.
+        await commands.waitUntilConnected()
+        await subscriber.client.waitUntilConnected()
+        // A previous life of this node id may have left entries behind: clear them first.
+        try await cleanUp(node: node.id)
+        try await register(using: { try await self.commands.send($0) })
+        logger.info("joined the cluster through Redis", metadata: ["redis": "\(configuration.redis.host):\(configuration.redis.port)"])
+    }
+
+    public func leave() async {
+        try? await cleanUp(node: nodeID)
+        let tasks = state.withLock { state in
+            defer { state.tasks = [] }
+            return state.tasks
+        }
+        await commands.stop()
+        await subscriber.stop()
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+
+    // MARK: Messages
+
+    public func publish(_ envelope: Envelope) async throws {
+        let payload = WireEvent.encode(.message(envelope), origin: nodeID)
+        try await commands.send(["SPUBLISH", RESPArgument(names.channel(envelope.address)), RESPArgument(bytes: payload)])
+    }
+
+    private func pumpMessages() async {
+        let me = nodeID
+        for await message in subscriber.messages {
+            guard let address = names.address(ofChannel: message.channel),
+                let (event, origin) = WireEvent.decode(message.payload, address: address)
+            else {
+                logger.warning("dropped a malformed record from Redis", metadata: ["channel": "\(message.channel)"])
+                continue
+            }
+            // Our own messages were delivered locally already; presence events are not.
+            if case .message = event, origin == me { continue }
+            if origin != me { received.add(1, ordering: .relaxed) }
+            state.withLock { $0.receiver }?.receive(event)
+        }
+    }
+
+    // MARK: Presence
+
+    public func userOnline(_ user: String) async throws {
+        state.withLock { _ = $0.users.insert(user) }
+        try await subscriber.subscribe(names.channel(.user(user)))
+        try await tolerateOutage {
+            try await self.commands.send(["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)])
+            try await self.commands.send(["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)])
+        }
+    }
+
+    public func userOffline(_ user: String) async throws {
+        state.withLock { _ = $0.users.remove(user) }
+        try await tolerateOutage {
+            try await self.commands.send(["SREM", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)])
+            try await self.commands.send(["SREM", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)])
+        }
+        try await subscriber.unsubscribe(names.channel(.user(user)))
+    }
+
+    public func roomJoined(_ room: String, user: String) async throws {
+        let firstHere = state.withLock { $0.rooms[room, default: []].insert(user).inserted && $0.rooms[room]!.count == 1 }
+        if firstHere { try await subscriber.subscribe(names.channel(.room(room))) }
+        try await tolerateOutage {
+            try await self.commands.send(["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
+            if try await self.enter(room, user: user, node: self.nodeID, send: { try await self.commands.send($0) }) {
+                try await self.announce(.joined(room: room, user: user))
+            }
+        }
+    }
+
+    public func roomLeft(_ room: String, user: String) async throws {
+        let lastHere = state.withLock { state -> Bool in
+            state.rooms[room]?.remove(user)
+            guard state.rooms[room]?.isEmpty ?? false else { return false }
+            state.rooms[room] = nil
+            return true
+        }
+        try await tolerateOutage {
+            if try await self.exit(room, user: user, node: self.nodeID) {
+                try await self.announce(.left(room: room, user: user))
+            }
+            try await self.commands.send(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
+        }
+        if lastHere { try await subscriber.unsubscribe(names.channel(.room(room))) }
+    }
+
+    public func members(of room: String) async throws -> [String] {
+        let reply = try await commands.send(["HKEYS", RESPArgument(names.roomUsers(room))])
+        return (reply.elements ?? []).compactMap(\.string).sorted()
+    }
+
+    public func nodes(of user: String) async throws -> [String] {
+        let holders = try await commands.send(["SMEMBERS", RESPArgument(names.userNodes(user))]).elements ?? []
+        let live = Set(try await liveNodeIDs())
+        return holders.compactMap(\.string).filter(live.contains).sorted()
+    }
+
+    public func nodes() async throws -> [NodeStatus] {
+        let reply = try await commands.send(["ZRANGE", RESPArgument(names.nodes), "0", "-1", "WITHSCORES"])
+        // RESP3 answers [member, score] pairs; RESP2 a flat list.
+        let items = (reply.elements ?? []).flatMap { $0.elements ?? [$0] }
+        var result: [NodeStatus] = []
+        let now = Self.nowMilliseconds()
+        var index = 0
+        while index + 1 < items.count {
+            guard let id = items[index].string else { break }
+            let deadline: Int64
+            if case .double(let score) = items[index + 1] { deadline = Int64(score) } else { deadline = Int64(items[index + 1].string.flatMap(Double.init) ?? 0) }
+            index += 2
+            let info = try await commands.send(["HGETALL", RESPArgument(names.nodeInfo(id))])
+            let fields = Self.fields(info)
+            result.append(NodeStatus(
+                info: NodeInfo(id: id, url: fields["url"] ?? ""),
+                load: NodeLoad(connections: Int(fields["connections"] ?? "") ?? 0, users: Int(fields["users"] ?? "") ?? 0),
+                alive: deadline > now))
+        }
+        return result.sorted { $0.info.id < $1.info.id }
+    }
+
+    public func report(_ load: NodeLoad) async {
+        state.withLock { $0.load = load }
+    }
+
+    // MARK: Registry
+
+    /// Writes this node's lease, info and every presence entry it holds (idempotent).
+    func register(using send: @escaping @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
+        let (node, users, rooms, load) = state.withLock { ($0.node, $0.users, $0.rooms, $0.load) }
+        guard let node else { return }
+        try await renewLease(node: node, load: load, send: send)
+        for user in users {
+            _ = try await send(["SADD", RESPArgument(names.userNodes(user)), RESPArgument(node.id)])
+            _ = try await send(["SADD", RESPArgument(names.nodeUsers(node.id)), RESPArgument(user)])
+        }
+        for (room, members) in rooms {
+            for user in members {
+                _ = try await send(["SADD", RESPArgument(names.nodeRooms(node.id)), RESPArgument(room + "|" + user)])
+                _ = try await enter(room, user: user, node: node.id, send: send)
+            }
+        }
+    }
+
+    private func renewLease(node: NodeInfo, load: NodeLoad, send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
+        let period = Self.milliseconds(configuration.heartbeat)
+        let deadline = Self.nowMilliseconds() + 2 * period
+        _ = try await send(["ZADD", RESPArgument(names.nodes), RESPArgument(Int(deadline)), RESPArgument(node.id)])
+        _ = try await send([
+            "HSET", RESPArgument(names.nodeInfo(node.id)), "url", RESPArgument(node.url),
+            "connections", RESPArgument(load.connections), "users", RESPArgument(load.users),
+        ])
+        _ = try await send(["PEXPIRE", RESPArgument(names.nodeInfo(node.id)), RESPArgument(Int(3 * period))])
+    }
+
+    /// Every heartbeat: renew the lease, and clean up after nodes whose lease lapsed.
+    private func heartbeats() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.heartbeat)
+            guard commands.isConnected, let node = state.withLock({ $0.node }) else { continue }
+            do {
+                try await renewLease(node: node, load: state.withLock { $0.load }, send: { try await self.commands.send($0) })
+                let lapsed = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), "-inf", RESPArgument(Int(Self.nowMilliseconds()))])
+                for id in (lapsed.elements ?? []).compactMap(\.string) where id != node.id {
+                    let claim = try await commands.send([
+                        "SET", RESPArgument(names.nodeCleanupClaim(id)), RESPArgument(node.id), "NX", "PX", "60000",
+                    ])
+                    guard claim == .simpleString("OK") else { continue }
+                    logger.warning("node \(id) stopped renewing its lease; removing it from the cluster")
+                    try await cleanUp(node: id)
+                }
+            } catch {
+                // The client logs outages once; a failed round is retried next heartbeat.
+            }
+        }
+    }
+
+    /// Removes a node's presence (sending `left` where a user is now gone) and its registry entry.
+    private func cleanUp(node id: String) async throws {
+        let roomEntries = try await commands.send(["SMEMBERS", RESPArgument(names.nodeRooms(id))]).elements ?? []
+        for entry in roomEntries.compactMap(\.string) {
+            let parts = entry.split(separator: "|", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            if try await exit(parts[0], user: parts[1], node: id) {
+                try await announce(.left(room: parts[0], user: parts[1]))
+            }
+        }
+        for user in (try await commands.send(["SMEMBERS", RESPArgument(names.nodeUsers(id))]).elements ?? []).compactMap(\.string) {
+            try await commands.send(["SREM", RESPArgument(names.userNodes(user)), RESPArgument(id)])
+        }
+        try await commands.send(["DEL", RESPArgument(names.nodeRooms(id)), RESPArgument(names.nodeUsers(id)), RESPArgument(names.nodeInfo(id))])
+        try await commands.send(["ZREM", RESPArgument(names.nodes), RESPArgument(id)])
+    }
+
+    private func enter(_ room: String, user: String, node: String, send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws -> Bool {
+        let reply = try await send([
+            "EVAL", RESPArgument(PresenceScripts.enter), "2", RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room)),
+            RESPArgument(user), RESPArgument(node),
+        ])
+        return reply.int == 1
+    }
+
+    private func exit(_ room: String, user: String, node: String) async throws -> Bool {
+        let reply = try await commands.send([
+            "EVAL", RESPArgument(PresenceScripts.exit), "2", RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room)),
+            RESPArgument(user), RESPArgument(node),
+        ])
+        return reply.int == 1
+    }
+
+    /// Sends a presence event to every node with an interest in its room, this one included.
+    private func announce(_ event: ClusterEvent) async throws {
+        try await commands.send(["SPUBLISH", RESPArgument(names.channel(event.address)), RESPArgument(bytes: WireEvent.encode(event, origin: nodeID))])
+    }
+
+    /// Runs registry writes; an outage is not an error here (they are written again on reconnect).
+    private func tolerateOutage(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as RedisError where error != .unavailable && !Self.isOutage(error) {
+            throw error
+        } catch is RedisError {
+        }
+    }
+
+    private static func isOutage(_ error: RedisError) -> Bool {
+        switch error {
+        case .unavailable, .connectionClosed, .timedOut: true
+        case .server: false
+        }
+    }
+
+    private func liveNodeIDs() async throws -> [String] {
+        let reply = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), RESPArgument(Int(Self.nowMilliseconds())), "+inf"])
+        return (reply.elements ?? []).compactMap(\.string)
+    }
+
+    static func fields(_ reply: RESPValue) -> [String: String] {
+        var result: [String: String] = [:]
+        switch reply {
+        case .map(let pairs):
+            for pair in pairs { if let key = pair.key.string { result[key] = pair.value.string } }
+        default:
+            let items = reply.elements ?? []
+            var index = 0
+            while index + 1 < items.count {
+                if let key = items[index].string { result[key] = items[index + 1].string }
+                index += 2
+            }
+        }
+        return result
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    }
+
+    static func nowMilliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
