@@ -20,6 +20,7 @@ struct CommandLineTests {
         process.arguments = ["cluster", "--nodes", "3", "--base-port", "\(basePort)", "--log-level", "warning"]
         let output = Pipe()
         process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
         let printed = Mutex("")
         output.fileHandleForReading.readabilityHandler = { handle in
             let text = String(decoding: handle.availableData, as: UTF8.self)

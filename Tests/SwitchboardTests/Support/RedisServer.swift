@@ -26,6 +26,7 @@ final class RedisServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: try Self.executable())
         process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"]
         process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
         try await eventually("redis-server to answer") {

@@ -1,0 +1,180 @@
+import Foundation
+import RESP
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardProtocol
+import Testing
+
+/// Three `switchboard serve --redis` processes on a real redis-server.
+@Suite("Redis backplane, three processes")
+struct RedisBackplaneTests {
+    @Test func everyProtocolRowAcrossThreeNodes() async throws {
+        try await withRedisNodes { _, nodes in
+            let alice = try await nodes[0].connect(user: "alice")
+            let bob = try await nodes[1].connect(user: "bob")
+            let carol = try await nodes[2].connect(user: "carol")
+            #expect([alice, bob, carol].map(\.client.welcome.node) == ["n1", "n2", "n3"])
+
+            // join / publish: subscribers on other nodes get it, one id; the unsubscribed sender does not.
+            try await bob.client.join("lobby")
+            try await carol.client.join("lobby")
+            _ = try await bob.next("joined carol") { $0.type == "joined" && $0.user == "carol" }
+            try await alice.client.publish("lobby", data: #"{"n":1}"#)
+            let atBob = try await bob.message(), atCarol = try await carol.message()
+            #expect(atBob.id == atCarol.id && atBob.from == "alice" && atBob.room == "lobby")
+            try await alice.client.send(to: "alice", data: "\"marker\"")
+            _ = try await alice.message { $0.data == .string("marker") }
+            #expect(await alice.received().filter { $0.room == "lobby" }.isEmpty)
+
+            // presence, cluster-wide
+            #expect(try await alice.client.presence("lobby") == ["bob", "carol"])
+            let users = try await http("GET", nodes[0].http("/api/presence/lobby")).json
+            #expect(users?["users"] == .array([.string("bob"), .string("carol")]))
+
+            // send: every connection of the user, on every node; offline refused
+            let bobAgain = try await nodes[2].connect(user: "bob")
+            try await alice.client.send(to: "bob", data: "\"dm\"")
+            _ = try await bob.message { $0.data == .string("dm") }
+            _ = try await bobAgain.message { $0.data == .string("dm") }
+            let offline = try await alice.client.request(.send(to: "nobody", data: RawJSON("1")))
+            #expect(offline.code == "offline")
+            #expect(try await http("GET", nodes[1].http("/api/users/bob")).json?["nodes"] == .array([.string("n2"), .string("n3")]))
+
+            // broadcast reaches every connection, the sender's included
+            try await carol.client.broadcast(data: "\"all\"")
+            for client in [alice, bob, bobAgain, carol] { _ = try await client.message { $0.isBroadcast } }
+
+            // leave, and `left` once when the user's last connection in the room goes
+            try await carol.client.leave("lobby")
+            _ = try await bob.next("left carol") { $0.type == "left" && $0.user == "carol" }
+            try await alice.client.publish("lobby", data: "\"after leave\"")
+            _ = try await bob.message { $0.data == .string("after leave") }
+            try await alice.client.send(to: "carol", data: "\"marker\"")
+            _ = try await carol.message { $0.data == .string("marker") }
+            #expect(await carol.received().filter { $0.room == "lobby" && $0.type == "message" }.isEmpty)
+
+            // one sender's messages stay in order across nodes
+            for n in 0..<100 {
+                try await alice.client.sendText(#"{"type":"publish","room":"lobby","data":\#(n)}"#)
+                try await alice.client.sendText(#"{"type":"send","to":"carol","data":\#(n)}"#)
+            }
+            for n in 0..<100 {
+                #expect(try await bob.message { $0.room == "lobby" }.data == .number("\(n)"))
+                #expect(try await carol.message().data == .number("\(n)"))
+            }
+
+            // the HTTP API of any node reaches the cluster
+            let api = try await http("POST", nodes[2].http("/api/publish"), body: #"{"room":"lobby","data":"api"}"#)
+            #expect(api.status == 200)
+            #expect(try await bob.message { $0.data == .string("api") }.from == "server")
+            try await alice.client.ping()
+            try await eventually("every node in /api/nodes") {
+                let listed = try await http("GET", nodes[1].http("/api/nodes")).json?["nodes"]?.array ?? []
+                return listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"] && listed.allSatisfy { $0["alive"] == .bool(true) }
+            }
+        }
+    }
+
+    @Test func aKilledNodeLeavesPresenceWithinThreeHeartbeats() async throws {
+        try await withRedisNodes { _, nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let victim = try await nodes[2].connect(user: "victim")
+            try await victim.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "victim" }
+
+            let killed = ContinuousClock.now
+            try await nodes[2].kill9()
+            _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "victim" }
+            // Heartbeat 1 s: three periods, plus scheduling slack on a busy machine.
+            #expect(ContinuousClock.now - killed < .seconds(5))
+            #expect(try await watcher.client.presence("room") == ["watcher"])
+            #expect(try await http("GET", nodes[0].http("/api/users/victim")).json?["online"] == .bool(false))
+
+            // The rest keep working, and `left` came once.
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("room")
+            try await bob.client.publish("room", data: "\"still here\"")
+            _ = try await watcher.message { $0.data == .string("still here") }
+            #expect(await watcher.received().filter { $0.type == "left" && $0.user == "victim" }.isEmpty)
+            let listed = try await http("GET", nodes[0].http("/api/nodes")).json?["nodes"]?.array ?? []
+            #expect(!listed.contains { $0["id"] == .string("n3") && $0["alive"] == .bool(true) })
+        }
+    }
+
+    @Test func aDrainingNodeRemovesItsPresenceAtOnce() async throws {
+        try await withRedisNodes(2, heartbeat: 30) { _, nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let leaving = try await nodes[1].connect(user: "leaving")
+            try await leaving.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "leaving" }
+            #expect(try await nodes[1].terminate() == 0)
+            #expect(await leaving.client.closeCode() == 1001)
+            // Heartbeat 30 s: only the drain itself can have removed it this soon.
+            _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "leaving" }
+        }
+    }
+
+    @Test func deliveryResumesAfterRedisRestarts() async throws {
+        try await withRedisNodes(2) { redis, nodes in
+            let alice = try await nodes[0].connect(user: "alice")
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("r")
+            try await redis.stop()
+            // Redis away: local work goes on, cross-node publishing is refused, not lost silently.
+            let refused = try await alice.client.request(.publish(room: "r", data: RawJSON("1")))
+            #expect(refused.code == "internal")
+            try await alice.client.ping()
+            try await redis.start()
+            try await eventually("cross-node delivery to resume", timeout: .seconds(15)) {
+                let reply = try await alice.client.request(.publish(room: "r", data: RawJSON("\"back\"")))
+                guard reply.type == "ok" else { return false }
+                return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
+            }
+            #expect(try await alice.client.presence("r") == ["bob"])
+            try await nodes[0].waitUntilReady()
+        }
+    }
+
+    @Test func aRoomMessageCrossesOnlyToNodesWithSubscribers() async throws {
+        try await withRedisNodes { redis, nodes in
+            let alice = try await nodes[0].connect(user: "alice")
+            let bob = try await nodes[1].connect(user: "bob")
+            _ = try await nodes[2].connect(user: "carol")
+            try await bob.client.join("quiet")
+            let probe = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer { Task { await probe.close() } }
+            #expect(try await probe.send(["PUBSUB", "SHARDNUMSUB", "sb:{r:quiet}"]).elements?.last?.int == 1)
+
+            let atTwo = try await nodes[1].metric("switchboard_backplane_events_received_total")
+            let atThree = try await nodes[2].metric("switchboard_backplane_events_received_total")
+            for n in 0..<20 { try await alice.client.publish("quiet", data: "\(n)") }
+            for _ in 0..<20 { _ = try await bob.message { $0.room == "quiet" } }
+            #expect(try await nodes[1].metric("switchboard_backplane_events_received_total") - atTwo >= 20)
+            #expect(try await nodes[2].metric("switchboard_backplane_events_received_total") == atThree)
+        }
+    }
+
+    @Test func aNodeStartsWithoutRedisAndJoinsWhenItComes() async throws {
+        let redis = RedisServer(port: try await freePorts(1))
+        let node = try await NodeProcess.start("early", redis: redis.url)
+        defer { Task { try? await node.kill9() } }
+        #expect(try await http("GET", node.http("/readyz")).status == 503)
+        let alice = try await node.connect(user: "alice")
+        try await alice.client.join("r")
+        try await alice.client.ping()
+
+        try await redis.start()
+        defer { Task { try? await redis.stop() } }
+        try await node.waitUntilReady()
+        let other = try await NodeProcess.start("later", redis: redis.url)
+        defer { Task { try? await other.kill9() } }
+        try await other.waitUntilReady()
+        let bob = try await other.connect(user: "bob")
+        // What alice did while Redis was away was registered once it came.
+        #expect(try await bob.client.presence("r") == ["alice"])
+        try await bob.client.publish("r", data: "\"hello early\"")
+        _ = try await alice.message { $0.data == .string("hello early") }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Synchronization
+import SwitchboardClient
+
+/// A `switchboard serve` process, started and stopped by the test.
+final class NodeProcess: Sendable {
+    let nodeID: String
+    let port: Int
+    let arguments: [String]
+    private let process = Mutex<Process?>(nil)
+    private let output = Mutex("")
+
+    init(nodeID: String, port: Int, arguments: [String]) {
+        self.nodeID = nodeID
+        self.port = port
+        self.arguments = arguments
+    }
+
+    /// Starts the node and waits for its `listening on` line.
+    static func start(_ nodeID: String, redis: String, heartbeat: Int = 1, extra: [String] = []) async throws -> NodeProcess {
+        let port = try await freePorts(1)
+        let node = NodeProcess(
+            nodeID: nodeID, port: port,
+            arguments: ["serve", "--port", "\(port)", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", "warning"] + extra)
+        try await node.start()
+        return node
+    }
+
+    func start() async throws {
+        let process = Process()
+        process.executableURL = CommandLineTests.executable
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        // Not the test's own stderr: a stray child must never hold the runner's output open.
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            self.output.withLock { $0 += text }
+        }
+        output.withLock { $0 = "" }
+        try process.run()
+        self.process.withLock { $0 = process }
+        try await eventually("\(nodeID) to listen") { self.output.withLock { $0.contains("listening on") } }
+    }
+
+    func waitUntilReady() async throws {
+        try await eventually("\(nodeID) to be ready") {
+            (try? await SwitchboardTests.http("GET", self.http("/readyz")).status) == 200
+        }
+    }
+
+    var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
+
+    func ws(_ query: String) -> String { "ws://127.0.0.1:\(port)/ws?\(query)" }
+    func http(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    func connect(user: String) async throws -> TestClient {
+        try await TestClient(SwitchboardClient.connect(to: ws("user=\(user)")))
+    }
+
+    /// The value of a metric in this node's /metrics.
+    func metric(_ name: String) async throws -> Double {
+        let text = try await SwitchboardTests.http("GET", http("/metrics")).body
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return 0
+    }
+
+    /// kill -9: the node dies without a word.
+    func kill9() async throws {
+        guard let process = process.withLock({ $0 }) else { return }
+        kill(process.processIdentifier, SIGKILL)
+        try await eventually("\(nodeID) to die") { !process.isRunning }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    @discardableResult
+    func terminate() async throws -> Int32 {
+        guard let process = process.withLock({ $0 }), process.isRunning else { return 0 }
+        process.terminate()
+        try await eventually("\(nodeID) to exit", timeout: .seconds(20)) { !process.isRunning }
+        return process.terminationStatus
+    }
+}
+
+/// A redis-server and `count` nodes on it; everything is stopped afterwards.
+func withRedisNodes(_ count: Int = 3, heartbeat: Int = 1, _ body: (RedisServer, [NodeProcess]) async throws -> Void) async throws {
+    try await withRedis { redis in
+        var nodes: [NodeProcess] = []
+        do {
+            for index in 1...count {
+                nodes.append(try await NodeProcess.start("n\(index)", redis: redis.url, heartbeat: heartbeat))
+            }
+            for node in nodes { try await node.waitUntilReady() }
+            try await body(redis, nodes)
+        } catch {
+            for node in nodes { try? await node.kill9() }
+            throw error
+        }
+        for node in nodes { try? await node.kill9() }
+    }
+}
