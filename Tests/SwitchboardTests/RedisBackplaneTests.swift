@@ -132,7 +132,10 @@ struct RedisBackplaneTests {
                 guard reply.type == "ok" else { return false }
                 return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
             }
-            #expect(try await alice.client.presence("r") == ["bob"])
+            // Each node re-registers its presence when its own connection is back.
+            try await eventually("bob's presence to be registered again") {
+                try await alice.client.presence("r") == ["bob"]
+            }
             try await nodes[0].waitUntilReady()
         }
     }
