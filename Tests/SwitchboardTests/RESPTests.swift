@@ -154,6 +154,20 @@ struct RedisClientTests {
         }
     }
 
+    @Test func aCommandWithoutAnAnswerTimesOutAndDropsTheConnection() async throws {
+        try await withRedis { redis in
+            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let slow = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, commandTimeout: .milliseconds(300))
+            defer { Task { await pauser.close() } }
+            try await pauser.send(["CLIENT", "PAUSE", "3000", "ALL"])
+            let started = ContinuousClock.now
+            await #expect(throws: RedisError.timedOut) { try await slow.send(["GET", "x"]) }
+            #expect(ContinuousClock.now - started < .seconds(2))
+            // Replies would now be out of step with commands, so the connection is closed.
+            try await eventually("the connection to close") { !slow.channel.isActive }
+        }
+    }
+
     @Test func anUnreachableServerIsRetriedWithCappedBackoff() async throws {
         var configuration = RedisClient.Configuration(host: "127.0.0.1", port: try await freePorts(1))
         configuration.minimumBackoff = .milliseconds(100)

@@ -140,6 +140,32 @@ struct RedisBackplaneTests {
         }
     }
 
+    @Test func anOutageIsLoggedOnceNotPerMessage() async throws {
+        try await withRedis { redis in
+            let node = try await NodeProcess.start("logged", redis: redis.url, logLevel: "notice")
+            defer { Task { try? await node.kill9() } }
+            try await node.waitUntilReady()
+            let alice = try await node.connect(user: "alice")
+            try await redis.stop()
+            for _ in 0..<20 {
+                #expect(try await alice.client.request(.publish(room: "r", data: RawJSON("1"))).code == "internal")
+            }
+            try await redis.start()
+            try await eventually("the node to reconnect") { node.printed.contains("reachable again") }
+            try await eventually("publishing to work again") {
+                try await alice.client.request(.publish(room: "r", data: RawJSON("2"))).type == "ok"
+            }
+            let lines = node.printed.split(separator: "\n")
+            // Two connections (commands, subscriptions) each say once that Redis went and came back.
+            #expect(lines.contains { $0.contains("lost the connection to Redis") })
+            #expect(lines.filter { $0.contains("lost the connection to Redis") }.count <= 2)
+            #expect(lines.filter { $0.contains("reachable again") }.count <= 2)
+            #expect(lines.filter { $0.contains("unreachable") }.count <= 2)
+            #expect(!lines.contains { $0.contains("command failed") })
+            #expect(try await node.metric("switchboard_commands_failed_total") == 20)
+        }
+    }
+
     @Test func aRoomMessageCrossesOnlyToNodesWithSubscribers() async throws {
         try await withRedisNodes { redis, nodes in
             let alice = try await nodes[0].connect(user: "alice")

@@ -17,11 +17,11 @@ final class NodeProcess: Sendable {
     }
 
     /// Starts the node and waits for its `listening on` line.
-    static func start(_ nodeID: String, redis: String, heartbeat: Int = 1, extra: [String] = []) async throws -> NodeProcess {
+    static func start(_ nodeID: String, redis: String, heartbeat: Int = 1, logLevel: String = "warning") async throws -> NodeProcess {
         let port = try await freePorts(1)
         let node = NodeProcess(
             nodeID: nodeID, port: port,
-            arguments: ["serve", "--port", "\(port)", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", "warning"] + extra)
+            arguments: ["serve", "--port", "\(port)", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
         try await node.start()
         return node
     }
@@ -49,6 +49,9 @@ final class NodeProcess: Sendable {
             (try? await SwitchboardTests.http("GET", self.http("/readyz")).status) == 200
         }
     }
+
+    /// What the process printed (standard output and error).
+    var printed: String { output.withLock { $0 } }
 
     var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
 
