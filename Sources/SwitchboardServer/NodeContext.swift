@@ -36,20 +36,9 @@ final class NodeContext: Sendable {
     func publish(from sender: String, to address: Address, data: RawJSON) async throws {
         let envelope = Envelope(
             id: identifiers.messageID(), from: sender, address: address, data: data,
-            timestamp: Self.nowMilliseconds())
+            timestamp: wallClockMilliseconds())
         try await router.route(envelope)
         metrics.messagesPublished.increment()
     }
-
-    static func nowMilliseconds() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
 }
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

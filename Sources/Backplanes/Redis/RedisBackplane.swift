@@ -3,9 +3,6 @@ import RESP
 import Synchronization
 import SwitchboardCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Nodes on any machines joined through one Redis.
 ///
@@ -189,7 +186,7 @@ public final class RedisBackplane: Backplane {
         // RESP3 answers [member, score] pairs; RESP2 a flat list.
         let items = (reply.elements ?? []).flatMap { $0.elements ?? [$0] }
         var result: [NodeStatus] = []
-        let now = Self.nowMilliseconds()
+        let now = wallClockMilliseconds()
         var index = 0
         while index + 1 < items.count {
             guard let id = items[index].string else { break }
@@ -231,7 +228,7 @@ public final class RedisBackplane: Backplane {
 
     private func renewLease(node: NodeInfo, load: NodeLoad, send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
         let period = Self.milliseconds(configuration.heartbeat)
-        let deadline = Self.nowMilliseconds() + 2 * period
+        let deadline = wallClockMilliseconds() + 2 * period
         _ = try await send(["ZADD", RESPArgument(names.nodes), RESPArgument(Int(deadline)), RESPArgument(node.id)])
         _ = try await send([
             "HSET", RESPArgument(names.nodeInfo(node.id)), "url", RESPArgument(node.url),
@@ -247,7 +244,7 @@ public final class RedisBackplane: Backplane {
             guard commands.isConnected, let node = state.withLock({ $0.node }) else { continue }
             do {
                 try await renewLease(node: node, load: state.withLock { $0.load }, send: { try await self.commands.send($0) })
-                let lapsed = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), "-inf", RESPArgument(Int(Self.nowMilliseconds()))])
+                let lapsed = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), "-inf", RESPArgument(Int(wallClockMilliseconds()))])
                 for id in (lapsed.elements ?? []).compactMap(\.string) where id != node.id {
                     let claim = try await commands.send([
                         "SET", RESPArgument(names.nodeCleanupClaim(id)), RESPArgument(node.id), "NX", "PX", "60000",
@@ -318,7 +315,7 @@ public final class RedisBackplane: Backplane {
     }
 
     private func liveNodeIDs() async throws -> [String] {
-        let reply = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), RESPArgument(Int(Self.nowMilliseconds())), "+inf"])
+        let reply = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), RESPArgument(Int(wallClockMilliseconds())), "+inf"])
         return (reply.elements ?? []).compactMap(\.string)
     }
 
@@ -342,9 +339,4 @@ public final class RedisBackplane: Backplane {
         duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
-    static func nowMilliseconds() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
 }
