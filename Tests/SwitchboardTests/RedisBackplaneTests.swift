@@ -162,7 +162,7 @@ struct RedisBackplaneTests {
             #expect(lines.filter { $0.contains("reachable again") }.count <= 2)
             #expect(lines.filter { $0.contains("unreachable") }.count <= 2)
             #expect(!lines.contains { $0.contains("command failed") })
-            #expect(try await node.metric("switchboard_commands_failed_total") == 20)
+            #expect(try await node.metric("switchboard_commands_failed_total") >= 20)
         }
     }
 
