@@ -72,6 +72,13 @@ struct RedisBackplaneTests {
                 let listed = try await http("GET", nodes[1].http("/api/nodes")).json?["nodes"]?.array ?? []
                 return listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"] && listed.allSatisfy { $0["alive"] == .bool(true) }
             }
+            // Loads arrive with each heartbeat: n1 holds 1 connection, n2 1, n3 2 (carol, bob).
+            // /api/assign answers the least loaded live node.
+            await alice.client.close()
+            try await eventually("n1 to be assigned, once its load is published") {
+                try await http("GET", nodes[2].http("/api/assign")).json
+                    == .object(["node": .string("n1"), "url": .string(nodes[0].ws("").replacingOccurrences(of: "?", with: ""))])
+            }
         }
     }
 
