@@ -1,5 +1,14 @@
 import Synchronization
 
+/// The backplane refused a message after it had reached this node's own recipients.
+public struct NotHandedToCluster: Error, CustomStringConvertible {
+    public let deliveredLocally: Int
+    public let reason: any Error
+    public var description: String {
+        "not handed to the cluster (\(reason)); delivered to \(deliveredLocally) connection(s) on this node only"
+    }
+}
+
 /// A connection held by this node, as the router sees it.
 public protocol LocalEndpoint: AnyObject, Sendable {
     var user: String { get }
@@ -153,7 +162,11 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         if !local.isEmpty {
             delivery.deliver(event, to: local)
         }
-        try await backplane.publish(envelope)
+        do {
+            try await backplane.publish(envelope)
+        } catch {
+            throw NotHandedToCluster(deliveredLocally: local.count, reason: error)
+        }
     }
 
     /// Events from the backplane: delivered to local recipients only.

@@ -121,7 +121,14 @@ struct Session {
             // Debug only: a backplane outage logs itself once, not once per command.
             node.metrics.commandsFailed.increment()
             logger.debug("command failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
-            connection.send(ServerFrame.error(ProtocolError(id: id, code: .internal, message: "the cluster could not take the command; try again")))
+            let message: String
+            if let partial = error as? NotHandedToCluster {
+                // Local recipients have it: a blind retry would give them a second copy.
+                message = "the cluster could not take the message; it reached only the \(partial.deliveredLocally) connection(s) on this node"
+            } else {
+                message = "the cluster could not take the command; try again"
+            }
+            connection.send(ServerFrame.error(ProtocolError(id: id, code: .internal, message: message)))
         }
     }
 }

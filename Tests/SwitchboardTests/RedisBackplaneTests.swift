@@ -132,6 +132,11 @@ struct RedisBackplaneTests {
             // Redis away: local work goes on, cross-node publishing is refused, not lost silently.
             let refused = try await alice.client.request(.publish(room: "r", data: RawJSON("1")))
             #expect(refused.code == "internal")
+            try await alice.client.join("r")
+            let partial = try await alice.client.request(.publish(room: "r", data: RawJSON("\"local\"")))
+            #expect(partial.code == "internal")
+            #expect(partial.message?.contains("reached only the 1 connection(s) on this node") == true)
+            _ = try await alice.message { $0.data == .string("local") }
             try await alice.client.ping()
             try await redis.start()
             try await eventually("cross-node delivery to resume", timeout: .seconds(15)) {
@@ -139,9 +144,10 @@ struct RedisBackplaneTests {
                 guard reply.type == "ok" else { return false }
                 return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
             }
-            // Each node re-registers its presence when its own connection is back.
-            try await eventually("bob's presence to be registered again") {
-                try await alice.client.presence("r") == ["bob"]
+            // Each node re-registers its presence when its own connection is back, including
+            // alice's join, made while Redis was away.
+            try await eventually("presence to be registered again") {
+                try await alice.client.presence("r") == ["alice", "bob"]
             }
             try await nodes[0].waitUntilReady()
         }
