@@ -84,6 +84,8 @@ public final class SwitchboardNode: Sendable {
                 try await context.router.backplane.join(node: info, receiver: CountingReceiver(context: context))
                 if context.phase == .starting { context.phase = .ready }
                 context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
+            } catch where context.phase == .draining {
+                context.logger.info("stopped before joining the cluster")
             } catch {
                 context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])
             }

@@ -51,10 +51,14 @@ public final class RedisBackplane: Backplane {
         self.configuration = configuration
         self.names = RedisNames(prefix: configuration.prefix)
         self.logger = logger
-        self.subscriber = RedisSubscriber(configuration: configuration.redis, sharded: true, logger: logger)
+        var subscriptionsLogger = logger
+        subscriptionsLogger[metadataKey: "redis.connection"] = "subscriptions"
+        var commandsLogger = logger
+        commandsLogger[metadataKey: "redis.connection"] = "commands"
+        self.subscriber = RedisSubscriber(configuration: configuration.redis, sharded: true, logger: subscriptionsLogger)
         let box = Mutex<RedisBackplane?>(nil)
         self.commands = RedisClient(
-            configuration: configuration.redis, logger: logger,
+            configuration: configuration.redis, logger: commandsLogger,
             onConnect: { connection in
                 // After a reconnect (Redis restarted, say), write this node's entries again.
                 try await box.withLock { $0 }?.register(using: { try await connection.send($0) })
