@@ -37,6 +37,15 @@ let package = Package(
         // Backplanes: one folder each, all behind SwitchboardCore.Backplane.
         .target(name: "EmbeddedBackplane", dependencies: ["SwitchboardCore"], path: "Sources/Backplanes/Embedded"),
         .target(
+            name: "HubBackplane",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardProtocol",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Backplanes/Hub"
+        ),
+        .target(
             name: "RedisBackplane",
             dependencies: ["SwitchboardCore", "RESP", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Backplanes/Redis"
@@ -44,7 +53,7 @@ let package = Package(
         .target(
             name: "SwitchboardServer",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol",
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "HubBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -71,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardServer", "EmbeddedBackplane", "RedisBackplane", "RESP",
+                "SwitchboardServer", "EmbeddedBackplane", "RedisBackplane", "HubBackplane", "RESP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -81,7 +90,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP", "RedisBackplane",
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP", "RedisBackplane", "HubBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -126,6 +126,11 @@ public struct JSONFields: Sendable {
     public var data: Range<Int>?
 
     public static func read(_ bytes: [UInt8]) throws -> JSONFields {
+        try read(bytes, parsing: parsedKeys)
+    }
+
+    /// Reads an object, parsing the fields named in `keys` (plus `data`, located only).
+    public static func read(_ bytes: [UInt8], parsing keys: Set<String>) throws -> JSONFields {
         var fields = JSONFields(bytes: bytes)
         var reader = JSONReader(bytes)
         do {
@@ -144,7 +149,7 @@ public struct JSONFields: Sendable {
                     try reader.expect(UInt8(ascii: ":"))
                     if key == "data" {
                         fields.data = try reader.skipValue()
-                    } else if parsedKeys.contains(key) {
+                    } else if keys.contains(key) {
                         fields.values[key] = try reader.readValue()
                     } else {
                         _ = try reader.skipValue()

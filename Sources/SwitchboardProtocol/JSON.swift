@@ -1,11 +1,15 @@
 /// A parsed JSON value. Numbers keep their source text, so nothing is lost in a round trip.
-public enum JSONValue: Hashable, Sendable {
+public enum JSONValue: Hashable, Sendable, ExpressibleByStringLiteral {
     case null
     case bool(Bool)
     case number(String)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
+
+    public init(stringLiteral value: String) {
+        self = .string(value)
+    }
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let fields) = self { return fields[key] }

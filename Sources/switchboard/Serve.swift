@@ -1,5 +1,6 @@
 import ArgumentParser
 import EmbeddedBackplane
+import HubBackplane
 import RESP
 import RedisBackplane
 import SwitchboardCore
@@ -27,7 +28,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        for (flag, given) in [("peers", peers), ("hub", hub)] where Environment.string(given, flag) != nil {
+        for (flag, given) in [("peers", peers)] where Environment.string(given, flag) != nil {
             throw ValidationError("--\(flag): this backplane is not part of this build yet; run without it for a standalone node, or use `switchboard cluster`")
         }
         let logger = try logging.bootstrap()
@@ -43,7 +44,13 @@ struct Serve: AsyncParsableCommand {
         try checkLimits(configuration)
         warnIfOpen(configuration, logger: logger)
         let backplane: any Backplane
-        if let url = Environment.string(redis, "redis") {
+        if let url = Environment.string(hub, "hub") {
+            guard let secret = Environment.string(clusterSecret, "cluster-secret") else {
+                throw ValidationError("--hub needs --cluster-secret (the hub admits only nodes that present it)")
+            }
+            guard url.hasPrefix("ws://") || url.hasPrefix("wss://") else { throw ValidationError("--hub must be a ws:// URL") }
+            backplane = HubBackplane(configuration: .init(hubURL: url, secret: secret), logger: logger)
+        } else if let url = Environment.string(redis, "redis") {
             let redisConfiguration: RedisClient.Configuration
             do { redisConfiguration = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }
             backplane = RedisBackplane(
@@ -53,6 +60,36 @@ struct Serve: AsyncParsableCommand {
         }
         let node = SwitchboardNode(configuration: configuration, backplane: backplane, logger: logger)
         try await runUntilSignalled(node.services, logger: logger)
+    }
+}
+
+struct Hub: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a cluster hub: nodes started with --hub relay cross-node traffic through it.")
+
+    @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on (default 9000).") var port: Int?
+    @Option(help: "Shared secret nodes must present (required).") var clusterSecret: String?
+    @Option(help: "Seconds between pings to nodes; a node silent for two is dropped (default 25).") var heartbeat: Int?
+    @Option(help: "How /api/assign picks a node: fewest-connections (default) or round-robin.") var assign: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        guard let secret = Environment.string(clusterSecret, "cluster-secret") else {
+            throw ValidationError("--cluster-secret is required: the hub admits only nodes that present it")
+        }
+        let logger = try logging.bootstrap()
+        var configuration = HubConfiguration(secret: secret)
+        configuration.host = Environment.string(host, "host") ?? configuration.host
+        configuration.port = try Environment.int(port, "port", default: configuration.port)
+        configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
+        if let name = Environment.string(assign, "assign") {
+            guard let policy = HubConfiguration.AssignPolicy(rawValue: name) else {
+                throw ValidationError("--assign must be fewest-connections or round-robin")
+            }
+            configuration.assign = policy
+        }
+        try await runUntilSignalled([HubServer(configuration: configuration, logger: logger).service], logger: logger)
     }
 }
 

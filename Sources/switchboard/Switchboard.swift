@@ -7,7 +7,7 @@ struct Switchboard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A clustered WebSocket messaging server.",
-        subcommands: [Serve.self, Cluster.self])
+        subcommands: [Serve.self, Cluster.self, Hub.self])
 }
 
 /// Every option also reads an environment variable: `--max-frame` from `SWITCHBOARD_MAX_FRAME`.

@@ -27,13 +27,20 @@ public actor EmbeddedCluster {
         EmbeddedBackplane(cluster: self)
     }
 
-    func join(_ node: NodeInfo, receiver: any ClusterReceiver) throws {
+    public func join(_ node: NodeInfo, receiver: any ClusterReceiver) throws {
         guard members[node.id] == nil else { throw EmbeddedClusterError.duplicateNode(node.id) }
         departed[node.id] = nil
         members[node.id] = Member(info: node, receiver: receiver)
     }
 
-    func leave(_ nodeID: String) {
+    /// Removes `nodeID`, but only while `receiver` is still the one it joined with: a link that
+    /// closes late must not remove the node's next incarnation.
+    public func leave(_ nodeID: String, ifReceiver receiver: any ClusterReceiver) {
+        guard let member = members[nodeID], member.receiver === receiver else { return }
+        leave(nodeID)
+    }
+
+    public func leave(_ nodeID: String) {
         guard let member = members.removeValue(forKey: nodeID) else { return }
         departed[nodeID] = member.info
         for (room, users) in member.rooms {
@@ -43,48 +50,48 @@ public actor EmbeddedCluster {
         }
     }
 
-    func publish(_ envelope: Envelope, from nodeID: String) {
+    public func publish(_ envelope: Envelope, from nodeID: String) {
         deliver(.message(envelope), to: envelope.address, except: nodeID)
     }
 
-    func userOnline(_ user: String, on nodeID: String) {
+    public func userOnline(_ user: String, on nodeID: String) {
         members[nodeID]?.users.insert(user)
     }
 
-    func userOffline(_ user: String, on nodeID: String) {
+    public func userOffline(_ user: String, on nodeID: String) {
         members[nodeID]?.users.remove(user)
     }
 
-    func roomJoined(_ room: String, user: String, on nodeID: String) {
+    public func roomJoined(_ room: String, user: String, on nodeID: String) {
         guard members[nodeID] != nil else { return }
         let wasIn = isInRoom(user, room)
         members[nodeID]!.rooms[room, default: []].insert(user)
         if !wasIn { deliver(.joined(room: room, user: user), to: .room(room)) }
     }
 
-    func roomLeft(_ room: String, user: String, on nodeID: String) {
+    public func roomLeft(_ room: String, user: String, on nodeID: String) {
         guard members[nodeID]?.rooms[room]?.remove(user) != nil else { return }
         if members[nodeID]!.rooms[room]!.isEmpty { members[nodeID]!.rooms[room] = nil }
         if !isInRoom(user, room) { deliver(.left(room: room, user: user), to: .room(room)) }
     }
 
-    func members(of room: String) -> [String] {
+    public func members(of room: String) -> [String] {
         var users: Set<String> = []
         for member in members.values { users.formUnion(member.rooms[room] ?? []) }
         return users.sorted()
     }
 
-    func nodes(of user: String) -> [String] {
+    public func nodes(of user: String) -> [String] {
         members.values.filter { $0.users.contains(user) }.map(\.info.id).sorted()
     }
 
-    func nodes() -> [NodeStatus] {
+    public func nodes() -> [NodeStatus] {
         let alive = members.values.map { NodeStatus(info: $0.info, load: $0.load, alive: true) }
         let dead = departed.values.map { NodeStatus(info: $0, load: NodeLoad(connections: 0, users: 0), alive: false) }
         return (alive + dead).sorted { $0.info.id < $1.info.id }
     }
 
-    func report(_ load: NodeLoad, for nodeID: String) {
+    public func report(_ load: NodeLoad, for nodeID: String) {
         members[nodeID]?.load = load
     }
 

@@ -1,0 +1,200 @@
+import EmbeddedBackplane
+import HubBackplane
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import ServiceLifecycle
+import Synchronization
+import SwitchboardCore
+import SwitchboardProtocol
+
+public struct HubConfiguration: Sendable {
+    public enum AssignPolicy: String, Sendable, CaseIterable {
+        /// The live node with the fewest connections.
+        case fewestConnections = "fewest-connections"
+        case roundRobin = "round-robin"
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 9000
+    public var secret: String
+    public var heartbeatSeconds = 25
+    public var assign: AssignPolicy = .fewestConnections
+
+    public init(secret: String) {
+        self.secret = secret
+    }
+}
+
+/// `switchboard hub`: the relay of the hub backplane. Nodes link to `/cluster` with the cluster
+/// secret; the hub keeps every node's interest and presence in an `EmbeddedCluster` whose members
+/// are those links, forwards each message only to nodes with a recipient (never back to its
+/// sender), announces presence changes, and drops a node whose link closes or stops answering
+/// pings (its users leave presence, `left` goes out once). It also answers `/api/nodes` and
+/// `/api/assign` for clients and load balancers.
+public final class HubServer: Sendable {
+    let configuration: HubConfiguration
+    let cluster = EmbeddedCluster()
+    let logger: Logger
+    private let roundRobin = Atomic<Int>(0)
+    private let port = Mutex<Int?>(nil)
+
+    public init(configuration: HubConfiguration, logger: Logger) {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "hub"] = "\(configuration.host):\(configuration.port)"
+        self.logger = logger
+    }
+
+    public var service: any Service {
+        let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(
+            ws: WebSocketServerConfiguration(
+                maxFrameSize: 1 << 24, autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)),
+                closeTimeout: .seconds(5), validateUTF8: true))
+        return Application(
+            router: httpRouter(),
+            server: .http1WebSocketUpgrade(configuration: webSocket) { request, channel, _ in
+                await self.shouldUpgrade(request, channel: channel)
+            },
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard-hub"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? self.configuration.port
+                self.port.withLock { $0 = port }
+                print("listening on http://\(self.configuration.host):\(port) (hub)")
+                fflush(nil)
+            },
+            logger: logger)
+    }
+
+    private func httpRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.get("/healthz") { _, _ in HTTPAPI.json(.ok, "{\"ok\":true}") }
+        router.get("/readyz") { _, _ in HTTPAPI.json(.ok, "{\"ready\":true}") }
+        router.get("/api/nodes") { _, _ in
+            HTTPAPI.json(.ok, .object(["nodes": .array(await self.cluster.nodes().map(HTTPAPI.nodeJSON))]))
+        }
+        router.get("/api/assign") { _, _ in
+            let live = await self.cluster.nodes().filter(\.alive)
+            guard !live.isEmpty else { return HTTPAPI.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}") }
+            let chosen: NodeStatus
+            switch self.configuration.assign {
+            case .fewestConnections:
+                chosen = live.min { ($0.load.connections, $0.info.id) < ($1.load.connections, $1.info.id) }!
+            case .roundRobin:
+                chosen = live[self.roundRobin.wrappingAdd(1, ordering: .relaxed).oldValue % live.count]
+            }
+            return HTTPAPI.json(.ok, .object(["node": .string(chosen.info.id), "url": .string(chosen.info.url)]))
+        }
+        return router
+    }
+
+    private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketEndpoint.Handler> {
+        guard WebSocketEndpoint.splitTarget(request.path ?? "/").path == "/cluster" else { return .dontUpgrade }
+        let given = Array((WebSocketEndpoint.bearerToken(request) ?? "").utf8)
+        guard APIKeyMiddleware<BasicRequestContext>.constantTimeEqual(given, Array(configuration.secret.utf8)) else {
+            logger.warning("refused a link without the cluster secret")
+            await WebSocketEndpoint.refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
+            return .dontUpgrade
+        }
+        return .upgrade([:]) { inbound, _, _ in
+            try await HubLinkSession(hub: self, link: NodeLink(channel: channel)).run(inbound)
+        }
+    }
+}
+
+/// The hub's end of one node's link: events for that node are written straight to its channel,
+/// in the order the cluster produces them.
+final class NodeLink: ClusterReceiver, @unchecked Sendable {
+    let channel: any Channel
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    func receive(_ event: ClusterEvent) {
+        switch event {
+        case .message(let envelope): send(HubLink.envelope(envelope, type: "msg"))
+        case .joined(let room, let user): send(HubLink.object(["t": "joined", "room": .string(room), "user": .string(user)]))
+        case .left(let room, let user): send(HubLink.object(["t": "left", "room": .string(room), "user": .string(user)]))
+        }
+    }
+
+    func send(_ bytes: [UInt8]) {
+        let frame = WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(bytes: bytes))
+        channel.writeAndFlush(frame, promise: nil)
+    }
+}
+
+/// Reads one node's requests and applies them to the hub's cluster view.
+struct HubLinkSession {
+    let hub: HubServer
+    let link: NodeLink
+
+    func run(_ inbound: WebSocketInboundStream) async throws {
+        var nodeID: String?
+        defer {
+            if let nodeID {
+                let (cluster, link, logger) = (hub.cluster, link, hub.logger)
+                Task {
+                    await cluster.leave(nodeID, ifReceiver: link)
+                    logger.notice("node \(nodeID) left the hub")
+                }
+            }
+        }
+        for try await message in inbound.messages(maxSize: 1 << 26) {
+            guard case .text(let text) = message, let (fields, values) = HubLink.parse(Array(text.utf8)),
+                let type = values["t"]?.string
+            else { continue }
+            if type == "hello" {
+                guard let id = values["node"]?.string, Name.isValid(id), let url = values["url"]?.string else { return }
+                // A node that redials before its old link was noticed replaces it.
+                await hub.cluster.leave(id)
+                try await hub.cluster.join(NodeInfo(id: id, url: url), receiver: link)
+                nodeID = id
+                hub.logger.notice("node \(id) joined the hub", metadata: ["url": "\(url)"])
+                continue
+            }
+            guard let nodeID else { continue }
+            try await apply(type, fields: fields, values: values, from: nodeID)
+        }
+    }
+
+    private func apply(_ type: String, fields: JSONFields, values: [String: JSONValue], from nodeID: String) async throws {
+        let cluster = hub.cluster
+        let room = values["room"]?.string ?? ""
+        let user = values["user"]?.string ?? ""
+        var reply: [String: JSONValue] = ["t": "ack"]
+        switch type {
+        case "online": await cluster.userOnline(user, on: nodeID)
+        case "offline": await cluster.userOffline(user, on: nodeID)
+        case "joined": await cluster.roomJoined(room, user: user, on: nodeID)
+        case "left": await cluster.roomLeft(room, user: user, on: nodeID)
+        case "pub":
+            guard let envelope = HubLink.envelope(from: fields, extra: values) else { return }
+            await cluster.publish(envelope, from: nodeID)
+        case "load":
+            await cluster.report(NodeLoad(connections: values["connections"]?.int ?? 0, users: values["users"]?.int ?? 0), for: nodeID)
+            return
+        case "members":
+            reply = ["t": "reply", "users": .array(await cluster.members(of: room).map(JSONValue.string))]
+        case "where":
+            reply = ["t": "reply", "nodes": .array(await cluster.nodes(of: user).map(JSONValue.string))]
+        case "nodes":
+            reply = ["t": "reply", "nodes": .array(await cluster.nodes().map(HTTPAPI.nodeJSON))]
+        default:
+            return
+        }
+        if let rid = values["rid"] {
+            reply["rid"] = rid
+            link.send(HubLink.object(reply))
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
