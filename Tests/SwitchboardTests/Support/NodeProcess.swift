@@ -18,10 +18,13 @@ final class NodeProcess: Sendable {
 
     /// Starts the node and waits for its `listening on` line.
     static func start(_ nodeID: String, redis: String, heartbeat: Int = 1, logLevel: String = "warning") async throws -> NodeProcess {
-        let port = try await freePorts(1)
-        let node = NodeProcess(
-            nodeID: nodeID, port: port,
-            arguments: ["serve", "--port", "\(port)", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
+        try await start(nodeID, ["serve", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
+    }
+
+    /// Any `switchboard` subcommand with these arguments, on a free port (or `port`).
+    static func start(_ nodeID: String, _ arguments: [String], port: Int? = nil) async throws -> NodeProcess {
+        let port = if let port { port } else { try await freePorts(1) }
+        let node = NodeProcess(nodeID: nodeID, port: port, arguments: arguments + ["--port", "\(port)"])
         try await node.start()
         return node
     }

@@ -1,0 +1,127 @@
+import Foundation
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardProtocol
+import Testing
+
+/// A `switchboard hub` and three `switchboard serve --hub` processes.
+@Suite("Hub backplane, hub and three processes")
+struct HubBackplaneTests {
+    static let secret = "hub-test-secret"
+
+    static func hub(port: Int? = nil, assign: String = "fewest-connections") async throws -> NodeProcess {
+        try await NodeProcess.start(
+            "hub", ["hub", "--cluster-secret", secret, "--heartbeat", "1", "--assign", assign, "--log-level", "warning"], port: port)
+    }
+
+    static func node(_ id: String, hub: NodeProcess, secret: String = secret) async throws -> NodeProcess {
+        try await NodeProcess.start(
+            id, ["serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "1", "--log-level", "warning"])
+    }
+
+    /// A hub and `count` nodes; everything is stopped afterwards.
+    func withHubNodes(_ count: Int = 3, assign: String = "fewest-connections", _ body: (NodeProcess, [NodeProcess]) async throws -> Void) async throws {
+        let hub = try await Self.hub(assign: assign)
+        var nodes: [NodeProcess] = []
+        do {
+            for index in 1...count { nodes.append(try await Self.node("n\(index)", hub: hub)) }
+            for node in nodes { try await node.waitUntilReady() }
+            try await body(hub, nodes)
+        } catch {
+            for process in nodes + [hub] { try? await process.kill9() }
+            throw error
+        }
+        for process in nodes + [hub] { try? await process.kill9() }
+    }
+
+    @Test func everyProtocolRowAcrossThreeNodes() async throws {
+        try await withHubNodes { hub, nodes in
+            try await exerciseProtocolRows(nodes, assignFrom: hub)
+            let listed = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
+            #expect(listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"])
+        }
+    }
+
+    @Test func assignFollowsUnevenLoad() async throws {
+        try await withHubNodes { hub, nodes in
+            var clients: [TestClient] = []
+            for (index, count) in [3, 1, 2].enumerated() {
+                for n in 0..<count { clients.append(try await nodes[index].connect(user: "u\(index)-\(n)")) }
+            }
+            try await eventually("n2, the least loaded, to be assigned") {
+                try await http("GET", hub.http("/api/assign")).json?["node"] == .string("n2")
+            }
+            for n in 0..<3 { clients.append(try await nodes[1].connect(user: "more-\(n)")) }
+            try await eventually("n3 to be assigned once n2 holds more") {
+                try await http("GET", hub.http("/api/assign")).json?["node"] == .string("n3")
+            }
+        }
+        try await withHubNodes(assign: "round-robin") { hub, _ in
+            var picked: [String] = []
+            for _ in 0..<6 { picked.append(try await http("GET", hub.http("/api/assign")).json?["node"]?.string ?? "") }
+            #expect(picked == ["n1", "n2", "n3", "n1", "n2", "n3"])
+        }
+    }
+
+    @Test func aKilledNodeIsDroppedAndItsUsersLeave() async throws {
+        try await withHubNodes { hub, nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let victim = try await nodes[2].connect(user: "victim")
+            try await victim.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "victim" }
+            try await nodes[2].kill9()
+            _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "victim" }
+            #expect(try await watcher.client.presence("room") == ["watcher"])
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("room")
+            try await bob.client.publish("room", data: "\"still here\"")
+            _ = try await watcher.message { $0.data == .string("still here") }
+            #expect(await watcher.received().filter { $0.type == "left" && $0.user == "victim" }.isEmpty)
+            let listed = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
+            #expect(!listed.contains { $0["id"] == .string("n3") && $0["alive"] == .bool(true) })
+        }
+    }
+
+    @Test func deliveryResumesWhenTheHubComesBack() async throws {
+        try await withHubNodes(2) { hub, nodes in
+            let alice = try await nodes[0].connect(user: "alice")
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("r")
+            try await hub.kill9()
+            // Hub away: local work goes on; cross-node publishing is refused, not lost silently.
+            try await eventually("the nodes to notice") {
+                try await alice.client.request(.publish(room: "r", data: RawJSON("1"))).code == "internal"
+            }
+            try await alice.client.ping()
+            let restarted = try await Self.hub(port: hub.port)
+            defer { Task { try? await restarted.kill9() } }
+            try await eventually("cross-node delivery to resume", timeout: .seconds(15)) {
+                let reply = try await alice.client.request(.publish(room: "r", data: RawJSON("\"back\"")))
+                guard reply.type == "ok" else { return false }
+                return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
+            }
+            // The nodes re-sent their interests and counts: the new hub knows them all.
+            #expect(try await alice.client.presence("r") == ["bob"])
+            try await eventually("both nodes on the new hub") {
+                (try await http("GET", restarted.http("/api/nodes")).json?["nodes"]?.array?.count) == 2
+            }
+        }
+    }
+
+    @Test func aNodeWithTheWrongSecretIsRefused() async throws {
+        try await withHubNodes(1) { hub, _ in
+            let intruder = try await Self.node("intruder", hub: hub, secret: "not-the-secret")
+            defer { Task { try? await intruder.kill9() } }
+            #expect(try await http("GET", intruder.http("/readyz")).status == 503)
+            let listed = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
+            #expect(listed.compactMap { $0["id"]?.string } == ["n1"])
+
+            // And a stranger on the link endpoint gets a 401 before any upgrade.
+            let raw = try await RawWebSocket.connect(port: hub.port, path: "/cluster")
+            defer { raw.close() }
+            try await eventually("an answer") { raw.received.contains("}") || raw.isClosed }
+            #expect(raw.received.hasPrefix("HTTP/1.1 401"))
+        }
+    }
+}
