@@ -83,6 +83,21 @@ struct HubBackplaneTests {
         }
     }
 
+    @Test func aFrozenNodeIsDroppedWhenItsHeartbeatsStop() async throws {
+        try await withHubNodes(2) { _, nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let frozen = try await nodes[1].connect(user: "frozen")
+            try await frozen.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "frozen" }
+            // The link stays open; only the missing pongs give the node away (heartbeat 1 s).
+            let stopped = ContinuousClock.now
+            nodes[1].freeze()
+            _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "frozen" }
+            #expect(ContinuousClock.now - stopped < .seconds(5))
+        }
+    }
+
     @Test func deliveryResumesWhenTheHubComesBack() async throws {
         try await withHubNodes(2) { hub, nodes in
             let alice = try await nodes[0].connect(user: "alice")

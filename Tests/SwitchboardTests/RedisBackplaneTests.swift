@@ -41,6 +41,21 @@ struct RedisBackplaneTests {
         }
     }
 
+    @Test func aFrozenNodeLosesItsLease() async throws {
+        try await withRedisNodes(2) { _, nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let frozen = try await nodes[1].connect(user: "frozen")
+            try await frozen.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "frozen" }
+            // Its Redis connections stay open; only the lapsed lease gives it away.
+            let stopped = ContinuousClock.now
+            nodes[1].freeze()
+            _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "frozen" }
+            #expect(ContinuousClock.now - stopped < .seconds(5))
+        }
+    }
+
     @Test func aDrainingNodeRemovesItsPresenceAtOnce() async throws {
         try await withRedisNodes(2, heartbeat: 30) { _, nodes in
             let watcher = try await nodes[0].connect(user: "watcher")

@@ -81,6 +81,12 @@ final class NodeProcess: Sendable {
         try await eventually("\(nodeID) to die") { !process.isRunning }
     }
 
+    /// SIGSTOP: the process freezes; its sockets stay open but it answers nothing.
+    func freeze() {
+        guard let process = process.withLock({ $0 }) else { return }
+        kill(process.processIdentifier, SIGSTOP)
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit status.
     @discardableResult
     func terminate() async throws -> Int32 {
