@@ -49,7 +49,8 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("--hub needs --cluster-secret (the hub admits only nodes that present it)")
             }
             guard url.hasPrefix("ws://") || url.hasPrefix("wss://") else { throw ValidationError("--hub must be a ws:// URL") }
-            backplane = HubBackplane(configuration: .init(hubURL: url, secret: secret), logger: logger)
+            backplane = HubBackplane(
+                configuration: .init(hubURL: url, secret: secret, heartbeat: .seconds(configuration.heartbeatSeconds)), logger: logger)
         } else if let url = Environment.string(redis, "redis") {
             let redisConfiguration: RedisClient.Configuration
             do { redisConfiguration = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }

@@ -124,6 +124,21 @@ struct HubBackplaneTests {
         }
     }
 
+    @Test func aFrozenHubIsNoticedAndLocalWorkGoesOn() async throws {
+        try await withHubNodes(2) { hub, nodes in
+            let alice = try await nodes[0].connect(user: "alice")
+            try await alice.client.join("r")
+            hub.freeze()
+            // Requests to the frozen hub time out, and the missed pongs drop the link:
+            // publishing is refused within bounded time, and the node still serves its clients.
+            try await eventually("publishing to be refused", timeout: .seconds(20)) {
+                try await alice.client.request(.publish(room: "r", data: RawJSON("1"))).code == "internal"
+            }
+            try await alice.client.ping()
+            _ = try await alice.message { $0.data == .number("1") }
+        }
+    }
+
     @Test func aNodeWithTheWrongSecretIsRefused() async throws {
         try await withHubNodes(1) { hub, _ in
             let intruder = try await Self.node("intruder", hub: hub, secret: "not-the-secret")

@@ -27,12 +27,17 @@ public final class HubBackplane: Backplane {
     public struct Configuration: Sendable {
         public var hubURL: String
         public var secret: String
+        /// The link is pinged this often; a hub that misses a pong is treated as gone.
+        public var heartbeat: Duration
+        /// How long a request may wait for the hub's answer.
+        public var requestTimeout: Duration = .seconds(5)
         public var minimumBackoff: Duration = .milliseconds(100)
         public var maximumBackoff: Duration = .seconds(5)
 
-        public init(hubURL: String, secret: String) {
+        public init(hubURL: String, secret: String, heartbeat: Duration) {
             self.hubURL = hubURL
             self.secret = secret
+            self.heartbeat = heartbeat
         }
     }
 
@@ -95,7 +100,7 @@ public final class HubBackplane: Backplane {
     private func keepLinked() async {
         var attempt = 0
         var down = false
-        var config = WebSocketClientConfiguration(maxFrameSize: 1 << 24)
+        var config = WebSocketClientConfiguration(maxFrameSize: 1 << 24, autoPing: .enabled(timePeriod: configuration.heartbeat))
         config.additionalHeaders[.authorization] = "Bearer \(configuration.secret)"
         let url = configuration.hubURL.hasSuffix("/cluster") ? configuration.hubURL : configuration.hubURL + "/cluster"
         while !state.withLock({ $0.stopped }), !Task.isCancelled {
@@ -200,6 +205,7 @@ public final class HubBackplane: Backplane {
         }
         guard let (outbound, rid) = prepared else { throw HubError.unavailable }
         let frame = String(decoding: build(rid), as: UTF8.self)
+        let timeout = configuration.requestTimeout
         return try await withCheckedThrowingContinuation { continuation in
             state.withLock { $0.pending[rid] = continuation }
             Task {
@@ -208,6 +214,11 @@ public final class HubBackplane: Backplane {
                 } catch {
                     self.state.withLock { $0.pending.removeValue(forKey: rid) }?.resume(throwing: HubError.unavailable)
                 }
+            }
+            // A hub that takes the request but never answers must not hold the caller forever.
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.state.withLock { $0.pending.removeValue(forKey: rid) }?.resume(throwing: HubError.unavailable)
             }
         }
     }
