@@ -76,3 +76,33 @@ func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: NodeProce
                 == .object(["node": .string("n1"), "url": .string(nodes[0].ws("").replacingOccurrences(of: "?", with: ""))])
         }
 }
+
+/// A watcher on `watching` and a victim on `lost` share a room; `lose` takes `lost` away (kill -9,
+/// SIGSTOP). Checks that the others notice within `deadline`: `left` arrives, once; presence,
+/// `/api/users` and `/api/nodes` (asked of `registry`) forget the victim; and the room still works.
+func expectNodeLossNoticed(
+    watching: NodeProcess, lost: NodeProcess, registry: NodeProcess, within deadline: Duration,
+    lose: () async throws -> Void
+) async throws {
+    let watcher = try await watching.connect(user: "watcher")
+    try await watcher.client.join("room")
+    let victim = try await lost.connect(user: "victim")
+    try await victim.client.join("room")
+    _ = try await watcher.next { $0.type == "joined" && $0.user == "victim" }
+
+    let started = ContinuousClock.now
+    try await lose()
+    _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "victim" }
+    #expect(ContinuousClock.now - started < deadline)
+    #expect(try await watcher.client.presence("room") == ["watcher"])
+    #expect(try await http("GET", watching.http("/api/users/victim")).json?["online"] == .bool(false))
+    let listed = try await http("GET", registry.http("/api/nodes")).json?["nodes"]?.array ?? []
+    #expect(!listed.contains { $0["id"] == .string(lost.nodeID) && $0["alive"] == .bool(true) })
+
+    // The room keeps working, and `left` came once.
+    let bob = try await watching.connect(user: "bob")
+    try await bob.client.join("room")
+    try await bob.client.publish("room", data: "\"still here\"")
+    _ = try await watcher.message { $0.data == .string("still here") }
+    #expect(await watcher.received().filter { $0.type == "left" && $0.user == "victim" }.isEmpty)
+}
