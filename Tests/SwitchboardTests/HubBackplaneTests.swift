@@ -9,22 +9,27 @@ import Testing
 struct HubBackplaneTests {
     static let secret = "hub-test-secret"
 
-    static func hub(port: Int? = nil, assign: String = "fewest-connections") async throws -> NodeProcess {
+    /// Heartbeats are 5 s unless a test is about liveness: a 1 s heartbeat also drops healthy
+    /// clients on a machine busy enough to stall them for a second.
+    static func hub(port: Int? = nil, assign: String = "fewest-connections", heartbeat: Int = 5) async throws -> NodeProcess {
         try await NodeProcess.start(
-            "hub", ["hub", "--cluster-secret", secret, "--heartbeat", "1", "--assign", assign, "--log-level", "warning"], port: port)
+            "hub", ["hub", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--assign", assign, "--log-level", "warning"], port: port)
     }
 
-    static func node(_ id: String, hub: NodeProcess, secret: String = secret) async throws -> NodeProcess {
+    static func node(_ id: String, hub: NodeProcess, secret: String = secret, heartbeat: Int = 5) async throws -> NodeProcess {
         try await NodeProcess.start(
-            id, ["serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "1", "--log-level", "warning"])
+            id, ["serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", "warning"])
     }
 
     /// A hub and `count` nodes; everything is stopped afterwards.
-    func withHubNodes(_ count: Int = 3, assign: String = "fewest-connections", _ body: (NodeProcess, [NodeProcess]) async throws -> Void) async throws {
-        let hub = try await Self.hub(assign: assign)
+    func withHubNodes(
+        _ count: Int = 3, assign: String = "fewest-connections", heartbeat: Int = 5,
+        _ body: (NodeProcess, [NodeProcess]) async throws -> Void
+    ) async throws {
+        let hub = try await Self.hub(assign: assign, heartbeat: heartbeat)
         var nodes: [NodeProcess] = []
         do {
-            for index in 1...count { nodes.append(try await Self.node("n\(index)", hub: hub)) }
+            for index in 1...count { nodes.append(try await Self.node("n\(index)", hub: hub, heartbeat: heartbeat)) }
             for node in nodes { try await node.waitUntilReady() }
             try await body(hub, nodes)
         } catch {
@@ -72,9 +77,9 @@ struct HubBackplaneTests {
     }
 
     @Test func aFrozenNodeIsDroppedWhenItsHeartbeatsStop() async throws {
-        try await withHubNodes(2) { hub, nodes in
-            // The link stays open; only the missing pongs give the node away (heartbeat 1 s).
-            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[1], registry: hub, within: .seconds(5)) {
+        try await withHubNodes(2, heartbeat: 2) { hub, nodes in
+            // The link stays open; only the missing pongs give the node away (heartbeat 2 s).
+            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[1], registry: hub, within: .seconds(8)) {
                 nodes[1].freeze()
             }
         }
@@ -107,7 +112,7 @@ struct HubBackplaneTests {
     }
 
     @Test func aFrozenHubIsNoticedAndLocalWorkGoesOn() async throws {
-        try await withHubNodes(2) { hub, nodes in
+        try await withHubNodes(2, heartbeat: 2) { hub, nodes in
             let alice = try await nodes[0].connect(user: "alice")
             try await alice.client.join("r")
             hub.freeze()

@@ -6,7 +6,7 @@ import Testing
 @Suite("Connection and node lifecycle")
 struct LifecycleTests {
     @Test func aClientThatAnswersNoPingIsClosedAndLeavesPresence() async throws {
-        try await withCluster(nodes: 2, configure: { $0.heartbeatSeconds = 1 }) { cluster in
+        try await withCluster(nodes: 2, configure: { $0.heartbeatSeconds = 2 }) { cluster in
             let watcher = try await cluster.connect(1, user: "watcher")
             try await watcher.client.join("room")
             let ghost = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=ghost")
@@ -18,7 +18,7 @@ struct LifecycleTests {
             // The ghost reads (so it sees the pings) but never answers them.
             try await eventually("the server to close the silent connection", timeout: .seconds(15)) { ghost.isClosed }
             #expect(ghost.receivedBytes.contains(0x89), "the server sent a ping first")
-            _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "ghost" }
+            _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "ghost" }
             #expect(try await watcher.client.presence("room") == ["watcher"])
             // The watcher, whose client answers pings, outlived several periods.
             try await watcher.client.ping()

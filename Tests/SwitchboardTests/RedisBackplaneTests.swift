@@ -15,18 +15,18 @@ struct RedisBackplaneTests {
     }
 
     @Test func aKilledNodeLeavesPresenceWithinThreeHeartbeats() async throws {
-        try await withRedisNodes { _, nodes in
-            // Heartbeat 1 s: three periods, plus scheduling slack on a busy machine.
-            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[2], registry: nodes[1], within: .seconds(5)) {
+        try await withRedisNodes(heartbeat: 2) { _, nodes in
+            // Heartbeat 2 s: three periods, plus scheduling slack on a busy machine.
+            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[2], registry: nodes[1], within: .seconds(8)) {
                 try await nodes[2].kill9()
             }
         }
     }
 
     @Test func aFrozenNodeLosesItsLease() async throws {
-        try await withRedisNodes(2) { _, nodes in
+        try await withRedisNodes(2, heartbeat: 2) { _, nodes in
             // Its Redis connections stay open; only the lapsed lease gives it away.
-            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[1], registry: nodes[0], within: .seconds(5)) {
+            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[1], registry: nodes[0], within: .seconds(8)) {
                 nodes[1].freeze()
             }
         }

@@ -17,7 +17,7 @@ final class NodeProcess: Sendable {
     }
 
     /// Starts the node and waits for its `listening on` line.
-    static func start(_ nodeID: String, redis: String, heartbeat: Int = 1, logLevel: String = "warning") async throws -> NodeProcess {
+    static func start(_ nodeID: String, redis: String, heartbeat: Int = 5, logLevel: String = "warning") async throws -> NodeProcess {
         try await start(nodeID, ["serve", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
     }
 
@@ -98,7 +98,7 @@ final class NodeProcess: Sendable {
 }
 
 /// A redis-server and `count` nodes on it; everything is stopped afterwards.
-func withRedisNodes(_ count: Int = 3, heartbeat: Int = 1, _ body: (RedisServer, [NodeProcess]) async throws -> Void) async throws {
+func withRedisNodes(_ count: Int = 3, heartbeat: Int = 5, _ body: (RedisServer, [NodeProcess]) async throws -> Void) async throws {
     try await withRedis { redis in
         var nodes: [NodeProcess] = []
         do {
