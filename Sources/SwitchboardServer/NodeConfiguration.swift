@@ -17,8 +17,13 @@ public struct NodeConfiguration: Sendable {
     public var ratePerSecond: Int = 2000
     /// Consecutive bad or rate-limited frames after which a connection is closed with 1008.
     public var maxStrikes: Int = 100
-    /// HS256 secret of client tokens; when set, every WebSocket needs a valid token.
-    public var jwtSecret: String?
+    /// How client tokens are checked; when set, every WebSocket needs a valid token.
+    public var tokens = TokenKeys()
+    /// HS256 secret of client tokens (shorthand for `tokens.secret`).
+    public var jwtSecret: String? {
+        get { tokens.secret }
+        set { tokens.secret = newValue }
+    }
     /// Protects `/api/*` when set.
     public var apiKey: String?
     /// How long a drain waits for connections to close before leaving the cluster anyway.

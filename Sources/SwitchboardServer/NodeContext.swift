@@ -24,7 +24,7 @@ final class NodeContext: Sendable {
         self.router = MessageRouter(backplane: backplane, delivery: ChannelDelivery())
         self.metrics = NodeMetrics()
         self.logger = logger
-        self.tokens = configuration.jwtSecret.map(TokenVerifier.init(secret:))
+        self.tokens = configuration.tokens.isEmpty ? nil : TokenVerifier(keys: configuration.tokens)
     }
 
     var phase: NodePhase {

@@ -20,7 +20,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Mesh backplane: HOST:PORT,HOST:PORT of existing members.") var peers: String?
     @Option(help: "Hub backplane: ws://HOST:PORT of the hub.") var hub: String?
     @Option(help: "Shared secret of mesh and hub links.") var clusterSecret: String?
-    @Option(help: "HS256 secret for client tokens.") var jwtSecret: String?
+    @Option(help: "HS256 secret for client tokens (at least 32 bytes).") var jwtSecret: String?
+    @Option(help: "PEM file with the public key of client tokens (ES256 or RS256).") var jwtPublicKey: String?
+    @Option(help: "Seconds of clock skew forgiven on a token's exp and nbf (default 30).") var tokenLeeway: Int?
     @Option(help: "Protects /api/* with Authorization: Bearer KEY.") var apiKey: String?
     @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
     @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
@@ -38,6 +40,14 @@ struct Serve: AsyncParsableCommand {
         configuration.advertiseURL = Environment.string(advertiseUrl, "advertise-url")
         configuration.apiKey = Environment.string(apiKey, "api-key")
         configuration.jwtSecret = Environment.string(jwtSecret, "jwt-secret")
+        if let path = Environment.string(jwtPublicKey, "jwt-public-key") {
+            do {
+                configuration.tokens.publicKeyPEM = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                throw ValidationError("--jwt-public-key: cannot read \(path): \(error.localizedDescription)")
+            }
+        }
+        configuration.tokens.leeway = .seconds(try Environment.int(tokenLeeway, "token-leeway", default: 30))
         configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
         configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
         configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)
@@ -135,8 +145,10 @@ func checkLimits(_ configuration: NodeConfiguration) throws {
     guard (0...65535).contains(configuration.port) else { throw ValidationError("port must be 0-65535") }
     guard configuration.heartbeatSeconds >= 1 else { throw ValidationError("--heartbeat must be at least 1 second") }
     guard configuration.maxFrameBytes >= 256 else { throw ValidationError("--max-frame must be at least 256 bytes") }
-    if let secret = configuration.jwtSecret, secret.utf8.count < TokenVerifier.minimumSecretBytes {
-        throw ValidationError("--jwt-secret must be at least \(TokenVerifier.minimumSecretBytes) bytes (HS256 needs a key as long as its hash)")
+    do {
+        try configuration.tokens.validate()
+    } catch {
+        throw ValidationError("token keys: \(error)")
     }
     guard configuration.maxBufferedBytes >= configuration.maxFrameBytes else {
         throw ValidationError("--max-buffered must be at least --max-frame")
@@ -146,7 +158,7 @@ func checkLimits(_ configuration: NodeConfiguration) throws {
 /// One clear warning when a node accepts anyone.
 func warnIfOpen(_ configuration: NodeConfiguration, logger: Logger) {
     var open: [String] = []
-    if configuration.jwtSecret == nil { open.append("WebSocket clients pick any user id (no --jwt-secret)") }
+    if configuration.tokens.isEmpty { open.append("WebSocket clients pick any user id (no --jwt-secret or --jwt-public-key)") }
     if configuration.apiKey == nil { open.append("the HTTP API needs no key (no --api-key)") }
     if !open.isEmpty {
         logger.warning("running open: \(open.joined(separator: "; "))")

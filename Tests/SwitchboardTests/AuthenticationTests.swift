@@ -13,6 +13,7 @@ struct AuthenticationTests {
     struct Claims: JWTPayload {
         var sub: SubjectClaim
         var exp: ExpirationClaim?
+        var nbf: NotBeforeClaim?
         var rooms: [String]?
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
@@ -21,6 +22,23 @@ struct AuthenticationTests {
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
         return try await keys.sign(Claims(sub: .init(value: sub), exp: expiresIn.map { .init(value: Date().addingTimeInterval($0)) }, rooms: rooms))
+    }
+
+    static func claims(sub: String, expiresIn: TimeInterval = 60, notBefore: TimeInterval? = nil) -> Claims {
+        Claims(
+            sub: .init(value: sub), exp: .init(value: Date().addingTimeInterval(expiresIn)),
+            nbf: notBefore.map { .init(value: Date().addingTimeInterval($0)) })
+    }
+
+    /// Connects with `token` and answers the welcome's user, or the HTTP status line it got.
+    static func attempt(_ port: Int, token: String) async throws -> String {
+        let raw = try await RawWebSocket.connect(port: port, path: "/ws?token=\(token)")
+        defer { raw.close() }
+        try await eventually("an answer") { raw.received.contains("}") || raw.isClosed }
+        if raw.received.hasPrefix("HTTP/1.1 101"), let json = raw.received.firstIndex(of: "{") {
+            return (try? JSONValue.parse(String(raw.received[json...].prefix { $0 != "}" }) + "}"))?["user"]?.string ?? "?"
+        }
+        return String(raw.received.prefix(12))
     }
 
     static func base64URL(_ text: String) -> String {
@@ -71,6 +89,70 @@ struct AuthenticationTests {
                 #expect(!raw.received.contains("HTTP/1.1 101"), "\(name)")
             }
         }
+    }
+
+    @Test func publicKeysES256AndRS256() async throws {
+        // ES256: a key pair made here.
+        let ecPrivate = ES256PrivateKey()
+        let ecSigner = JWTKeyCollection()
+        await ecSigner.add(ecdsa: ecPrivate)
+        try await withCluster(nodes: 1, configure: { $0.tokens.publicKeyPEM = ecPrivate.publicKey.pemRepresentation }) { cluster in
+            let token1 = try await ecSigner.sign(Self.claims(sub: "ec-user"))
+            #expect(try await Self.attempt(cluster.ports[0], token: token1) == "ec-user")
+            // HS256 with the public key as its secret: the classic algorithm confusion.
+            let confused = JWTKeyCollection()
+            await confused.add(hmac: HMACKey(from: ecPrivate.publicKey.pemRepresentation), digestAlgorithm: .sha256)
+            let token2 = try await confused.sign(Self.claims(sub: "mallory"))
+            #expect(try await Self.attempt(cluster.ports[0], token: token2) == "HTTP/1.1 401")
+            let token3 = try await Self.token(sub: "hs-user")
+            #expect(try await Self.attempt(cluster.ports[0], token: token3) == "HTTP/1.1 401")
+        }
+        // RS256: a key made by openssl, as an operator would.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-rsa-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let privatePath = directory.appendingPathComponent("key.pem").path, publicPath = directory.appendingPathComponent("pub.pem").path
+        try Self.run("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", privatePath])
+        try Self.run("/usr/bin/openssl", ["pkey", "-in", privatePath, "-pubout", "-out", publicPath])
+        let rsaSigner = JWTKeyCollection()
+        await rsaSigner.add(rsa: try Insecure.RSA.PrivateKey(pem: try String(contentsOfFile: privatePath, encoding: .utf8)), digestAlgorithm: .sha256)
+        let publicPEM = try String(contentsOfFile: publicPath, encoding: .utf8)
+        try await withCluster(nodes: 1, configure: { $0.tokens.publicKeyPEM = publicPEM }) { cluster in
+            let token4 = try await rsaSigner.sign(Self.claims(sub: "rsa-user"))
+            #expect(try await Self.attempt(cluster.ports[0], token: token4) == "rsa-user")
+            let token5 = try await ecSigner.sign(Self.claims(sub: "ec-user"))
+            #expect(try await Self.attempt(cluster.ports[0], token: token5) == "HTTP/1.1 401")
+        }
+    }
+
+    @Test func notBeforeAndClockLeeway() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.jwtSecret = Self.secret
+            $0.tokens.leeway = .seconds(30)
+        }) { cluster in
+            let keys = JWTKeyCollection()
+            await keys.add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
+            let port = cluster.ports[0]
+            let token6 = try await keys.sign(Self.claims(sub: "a", notBefore: 600))
+            #expect(try await Self.attempt(port, token: token6) == "HTTP/1.1 401")
+            let token7 = try await keys.sign(Self.claims(sub: "b", notBefore: 10))
+            #expect(try await Self.attempt(port, token: token7) == "b")
+            let token8 = try await keys.sign(Self.claims(sub: "c", expiresIn: -10))
+            #expect(try await Self.attempt(port, token: token8) == "c")
+            let token9 = try await keys.sign(Self.claims(sub: "d", expiresIn: -120))
+            #expect(try await Self.attempt(port, token: token9) == "HTTP/1.1 401")
+        }
+    }
+
+    static func run(_ executable: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TimedOut(what: "\(executable) to succeed") }
     }
 
     @Test func theRoomsClaimLimitsJoinAndPublish() async throws {
