@@ -15,6 +15,7 @@ public final class NodeMetrics: Sendable {
     let connections: Gauge
     let backplaneEventsReceived: Counter
     let commandsFailed: Counter
+    let refusedHandshakes: Counter
 
     init() {
         connectionsOpened = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_opened", unitName: "total", helpText: "WebSocket sessions opened"))
@@ -27,6 +28,7 @@ public final class NodeMetrics: Sendable {
         slowConsumersClosed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "slow_consumers_closed", unitName: "total", helpText: "Connections closed because their outbound buffer overflowed"))
         backplaneEventsReceived = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "backplane_events_received", unitName: "total", helpText: "Messages and presence events this node received from the backplane"))
         commandsFailed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "commands_failed", unitName: "total", helpText: "Commands and API calls answered 'internal' because the cluster failed"))
+        refusedHandshakes = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "handshakes_refused", unitName: "total", helpText: "WebSocket upgrades refused (token, origin, limits)"))
         connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
     }
 

@@ -24,6 +24,9 @@ public struct NodeConfiguration: Sendable {
         get { tokens.secret }
         set { tokens.secret = newValue }
     }
+    /// Browser origins allowed to open WebSockets (e.g. `https://app.example.com`); nil allows
+    /// any. Clients that send no `Origin` (not browsers) are not affected.
+    public var allowedOrigins: Set<String>?
     /// Protects `/api/*` when set.
     public var apiKey: String?
     /// How long a drain waits for connections to close before leaving the cluster anyway.

@@ -25,11 +25,17 @@ enum WebSocketEndpoint {
         if offered.contains(subprotocol) {
             headers[.secWebSocketProtocol] = subprotocol
         }
+        if let allowed = node.configuration.allowedOrigins, let origin = request.headerFields[.origin], !allowed.contains(origin) {
+            node.metrics.refusedHandshakes.increment()
+            await refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
+            return .dontUpgrade
+        }
         let identity: Identity
         if let tokens = node.tokens {
             do {
                 identity = try await tokens.identity(fromToken: bearerToken(request) ?? query["token"])
             } catch {
+                node.metrics.refusedHandshakes.increment()
                 await refuse(channel, status: .unauthorized, code: "unauthorized", message: error.message)
                 return .dontUpgrade
             }

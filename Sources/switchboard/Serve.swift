@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM file with the public key of client tokens (ES256 or RS256).") var jwtPublicKey: String?
     @Option(help: "Seconds of clock skew forgiven on a token's exp and nbf (default 30).") var tokenLeeway: Int?
     @Option(help: "Protects /api/* with Authorization: Bearer KEY.") var apiKey: String?
+    @Option(help: "Browser origins allowed to connect, comma-separated (default: any).") var allowedOrigins: String?
     @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
     @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
     @Option(help: "Bytes queued for one slow connection before it is closed (default 4194304).") var maxBuffered: Int?
@@ -48,6 +49,9 @@ struct Serve: AsyncParsableCommand {
             }
         }
         configuration.tokens.leeway = .seconds(try Environment.int(tokenLeeway, "token-leeway", default: 30))
+        configuration.allowedOrigins = Environment.string(allowedOrigins, "allowed-origins").map {
+            Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
         configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
         configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
         configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)

@@ -144,6 +144,20 @@ struct AuthenticationTests {
         }
     }
 
+    @Test func onlyAllowedBrowserOriginsConnect() async throws {
+        try await withCluster(nodes: 1, configure: { $0.allowedOrigins = ["https://app.example.com"] }) { cluster in
+            for (origin, expected) in [("https://app.example.com", "HTTP/1.1 101"), ("https://evil.example", "HTTP/1.1 403"), (nil, "HTTP/1.1 101")] {
+                let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=o", origin: origin)
+                defer { raw.close() }
+                try await eventually("an answer") { raw.received.contains("}") || raw.isClosed }
+                #expect(raw.received.hasPrefix(expected), "\(origin ?? "no origin")")
+                if expected.hasSuffix("403") { #expect(raw.received.contains(#""error":"forbidden""#)) }
+            }
+            let metrics = try await http("GET", cluster.http(0, "/metrics")).body
+            #expect(metrics.contains("switchboard_handshakes_refused_total 1"))
+        }
+    }
+
     static func run(_ executable: String, _ arguments: [String]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

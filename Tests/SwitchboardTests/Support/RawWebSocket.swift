@@ -14,7 +14,9 @@ final class RawWebSocket: Sendable {
     }
 
     /// Connects and sends the upgrade request (`received` will hold the response).
-    static func connect(port: Int, path: String, subprotocols: String? = nil, receiveBuffer: Int32? = nil) async throws -> RawWebSocket {
+    static func connect(
+        port: Int, path: String, subprotocols: String? = nil, origin: String? = nil, receiveBuffer: Int32? = nil
+    ) async throws -> RawWebSocket {
         let collector = Collector()
         // Half-closure allowed: the server's FIN does not close our side; only we decide.
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -27,10 +29,11 @@ final class RawWebSocket: Sendable {
         }
         let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
         let socket = RawWebSocket(channel: channel, collector: collector)
-        try await socket.write(Array((
-            "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            + (subprotocols.map { "Sec-WebSocket-Protocol: \($0)\r\n" } ?? "") + "\r\n").utf8))
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        if let subprotocols { request += "Sec-WebSocket-Protocol: \(subprotocols)\r\n" }
+        if let origin { request += "Origin: \(origin)\r\n" }
+        try await socket.write(Array((request + "\r\n").utf8))
         return socket
     }
 
