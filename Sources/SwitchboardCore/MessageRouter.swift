@@ -199,6 +199,15 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         state.withLock { NodeLoad(connections: $0.endpoints.count, users: $0.users.count) }
     }
 
+    public func isMember(_ endpoint: Endpoint, of room: String) -> Bool {
+        state.withLock { $0.roomsOfEndpoint[ObjectIdentifier(endpoint)]?.contains(room) ?? false }
+    }
+
+    /// Connections `user` holds on this node.
+    public func connectionCount(of user: String) -> Int {
+        state.withLock { $0.users[user]?.count ?? 0 }
+    }
+
     public func roomCount(of endpoint: Endpoint) -> Int {
         state.withLock { $0.roomsOfEndpoint[ObjectIdentifier(endpoint)]?.count ?? 0 }
     }

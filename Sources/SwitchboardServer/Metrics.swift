@@ -16,6 +16,7 @@ public final class NodeMetrics: Sendable {
     let backplaneEventsReceived: Counter
     let commandsFailed: Counter
     let refusedHandshakes: Counter
+    let roomLimitRefusals: Counter
 
     init() {
         connectionsOpened = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_opened", unitName: "total", helpText: "WebSocket sessions opened"))
@@ -29,6 +30,7 @@ public final class NodeMetrics: Sendable {
         backplaneEventsReceived = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "backplane_events_received", unitName: "total", helpText: "Messages and presence events this node received from the backplane"))
         commandsFailed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "commands_failed", unitName: "total", helpText: "Commands and API calls answered 'internal' because the cluster failed"))
         refusedHandshakes = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "handshakes_refused", unitName: "total", helpText: "WebSocket upgrades refused (token, origin, limits)"))
+        roomLimitRefusals = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "room_limit_refusals", unitName: "total", helpText: "Joins refused because the connection is in too many rooms"))
         connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
     }
 

@@ -17,6 +17,14 @@ public struct NodeConfiguration: Sendable {
     public var ratePerSecond: Int = 2000
     /// Consecutive bad or rate-limited frames after which a connection is closed with 1008.
     public var maxStrikes: Int = 100
+    /// WebSockets this node accepts; more get 503. One process may hold at most 20000 open files
+    /// on this kind of machine, and running out must never crash a node: TCP accepts are capped a
+    /// little above this too.
+    public var maxConnections: Int = 19000
+    /// WebSockets one user may hold on this node; more get 429.
+    public var maxConnectionsPerUser: Int = 100
+    /// Rooms one connection may be in; more joins get `forbidden`.
+    public var maxRoomsPerConnection: Int = 1000
     /// How client tokens are checked; when set, every WebSocket needs a valid token.
     public var tokens = TokenKeys()
     /// HS256 secret of client tokens (shorthand for `tokens.secret`).

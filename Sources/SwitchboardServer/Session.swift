@@ -92,6 +92,12 @@ struct Session {
             switch request.command {
             case .join(let room):
                 guard allowed(room, id) else { return }
+                let limit = node.configuration.maxRoomsPerConnection
+                guard node.router.roomCount(of: connection) < limit || node.router.isMember(connection, of: room) else {
+                    node.metrics.roomLimitRefusals.increment()
+                    connection.send(ServerFrame.error(ProtocolError(id: id, code: .forbidden, message: "this connection is in \(limit) rooms, the limit; leave one first")))
+                    return
+                }
                 try await node.router.join(connection, room: room)
                 connection.send(ServerFrame.ok(id: id, room: room))
             case .leave(let room):

@@ -64,7 +64,9 @@ public final class SwitchboardNode: Sendable {
             },
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
-                backlog: 4096),
+                backlog: 4096,
+                // Headroom above the WebSocket cap for HTTP calls; never past the process's files.
+                availableConnectionsDelegate: .maximum(configuration.maxConnections + 256, logger: context.logger)),
             onServerRunning: { [self] channel in await self.started(channel) },
             logger: context.logger)
     }

@@ -42,6 +42,18 @@ enum WebSocketEndpoint {
         } else {
             identity = Identity(user: query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil)
         }
+        if node.router.load.connections >= node.configuration.maxConnections {
+            node.metrics.refusedHandshakes.increment()
+            await refuse(channel, status: .serviceUnavailable, code: "rate_limited",
+                message: "this node is full (\(node.configuration.maxConnections) connections); GET /api/assign names another")
+            return .dontUpgrade
+        }
+        if node.router.connectionCount(of: identity.user) >= node.configuration.maxConnectionsPerUser {
+            node.metrics.refusedHandshakes.increment()
+            await refuse(channel, status: .tooManyRequests, code: "rate_limited",
+                message: "user \(identity.user) already has \(node.configuration.maxConnectionsPerUser) connections on this node")
+            return .dontUpgrade
+        }
         return .upgrade(headers) { inbound, outbound, _ in
             let connection = Connection(
                 session: Identifiers.random(16), identity: identity, channel: channel, outbound: outbound,

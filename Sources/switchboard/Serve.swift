@@ -28,6 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
     @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
     @Option(help: "Bytes queued for one slow connection before it is closed (default 4194304).") var maxBuffered: Int?
+    @Option(help: "WebSockets this node accepts (default 19000).") var maxConnections: Int?
+    @Option(help: "WebSockets one user may hold on this node (default 100).") var maxConnectionsPerUser: Int?
+    @Option(help: "Rooms one connection may be in (default 1000).") var maxRooms: Int?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -55,6 +58,9 @@ struct Serve: AsyncParsableCommand {
         configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
         configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
         configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)
+        configuration.maxConnections = try Environment.int(maxConnections, "max-connections", default: configuration.maxConnections)
+        configuration.maxConnectionsPerUser = try Environment.int(maxConnectionsPerUser, "max-connections-per-user", default: configuration.maxConnectionsPerUser)
+        configuration.maxRoomsPerConnection = try Environment.int(maxRooms, "max-rooms", default: configuration.maxRoomsPerConnection)
         try checkLimits(configuration)
         warnIfOpen(configuration, logger: logger)
         let backplane: any Backplane
@@ -153,6 +159,9 @@ func checkLimits(_ configuration: NodeConfiguration) throws {
         try configuration.tokens.validate()
     } catch {
         throw ValidationError("token keys: \(error)")
+    }
+    guard configuration.maxConnections >= 1, configuration.maxConnectionsPerUser >= 1, configuration.maxRoomsPerConnection >= 1 else {
+        throw ValidationError("connection and room limits must be at least 1")
     }
     guard configuration.maxBufferedBytes >= configuration.maxFrameBytes else {
         throw ValidationError("--max-buffered must be at least --max-frame")

@@ -110,6 +110,38 @@ struct BadInputTests {
         }
     }
 
+    @Test func connectionAndRoomLimits() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.maxConnections = 3
+            $0.maxConnectionsPerUser = 2
+            $0.maxRoomsPerConnection = 2
+        }) { cluster in
+            let first = try await cluster.connect(0, user: "alice")
+            _ = try await cluster.connect(0, user: "alice")
+            let third = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=alice")
+            defer { third.close() }
+            try await eventually("an answer") { third.received.contains("}") || third.isClosed }
+            #expect(third.received.hasPrefix("HTTP/1.1 429") && third.received.contains(#""error":"rate_limited""#))
+
+            _ = try await cluster.connect(0, user: "bob")
+            let full = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=carol")
+            defer { full.close() }
+            try await eventually("an answer") { full.received.contains("}") || full.isClosed }
+            #expect(full.received.hasPrefix("HTTP/1.1 503"))
+
+            try await first.client.join("a")
+            try await first.client.join("b")
+            try await first.client.join("a")  // already in: fine
+            let refused = try await first.client.request(.join(room: "c"))
+            #expect(refused.code == "forbidden")
+            try await first.client.leave("a")
+            try await first.client.join("c")
+            let metrics = try await http("GET", cluster.http(0, "/metrics")).body
+            #expect(metrics.contains("switchboard_handshakes_refused_total 2"))
+            #expect(metrics.contains("switchboard_room_limit_refusals_total 1"))
+        }
+    }
+
     @Test func anUpgradeOnAnotherPathIsRefused() async throws {
         try await withCluster(nodes: 1) { cluster in
             let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/elsewhere")
