@@ -21,12 +21,25 @@ final class NodeProcess: Sendable {
         try await start(nodeID, ["serve", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
     }
 
-    /// Any `switchboard` subcommand with these arguments, on a free port (or `port`).
+    /// Any `switchboard` subcommand with these arguments, on a free port (or `port`). A port
+    /// taken in the meantime makes the process exit: then another is tried.
     static func start(_ nodeID: String, _ arguments: [String], port: Int? = nil) async throws -> NodeProcess {
-        let port = if let port { port } else { try await freePorts(1) }
-        let node = NodeProcess(nodeID: nodeID, port: port, arguments: arguments + ["--port", "\(port)"])
-        try await node.start()
-        return node
+        for attempt in 1...3 {
+            let chosen = if let port { port } else { try await freePorts(1) }
+            let node = NodeProcess(nodeID: nodeID, port: chosen, arguments: arguments + ["--port", "\(chosen)"])
+            do {
+                try await node.start()
+                return node
+            } catch is ExitedEarly where port == nil && attempt < 3 {
+                continue
+            }
+        }
+        throw ExitedEarly(output: "")
+    }
+
+    struct ExitedEarly: Error, CustomStringConvertible {
+        let output: String
+        var description: String { "the process exited before listening: \(output)" }
     }
 
     func start() async throws {
@@ -44,7 +57,8 @@ final class NodeProcess: Sendable {
         output.withLock { $0 = "" }
         try process.run()
         self.process.withLock { $0 = process }
-        try await eventually("\(nodeID) to listen") { self.output.withLock { $0.contains("listening on") } }
+        try await eventually("\(nodeID) to listen") { self.output.withLock { $0.contains("listening on") } || !process.isRunning }
+        guard process.isRunning else { throw ExitedEarly(output: printed) }
     }
 
     func waitUntilReady() async throws {
