@@ -2,6 +2,7 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import NIOSSL
 import NIOWebSocket
 import Synchronization
 import SwitchboardCore
@@ -36,7 +37,7 @@ public final class SwitchboardClient: Sendable {
     /// outgoing messages into fragments (the server reassembles them) and bounds incoming frames.
     public static func connect(
         to url: String, headers: [String: String] = [:], maxFrameSize: Int = 1 << 24,
-        timeout: Duration = .seconds(10), logger: Logger? = nil
+        timeout: Duration = .seconds(10), tls: TLSConfiguration? = nil, logger: Logger? = nil
     ) async throws -> SwitchboardClient {
         let logger = logger ?? Logger(label: "switchboard-client")
         let (frames, continuation) = AsyncStream.makeStream(of: ServerMessage.self)
@@ -48,7 +49,7 @@ public final class SwitchboardClient: Sendable {
         let configuration = WebSocketClientConfiguration(maxFrameSize: maxFrameSize, additionalHeaders: fields, validateUTF8: true)
         let task = Task {
             do {
-                let close = try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+                let close = try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: logger) { inbound, outbound, _ in
                     link.attach(outbound)
                     for try await message in inbound.messages(maxSize: 1 << 26) {
                         guard case .text(let text) = message else { continue }

@@ -1,3 +1,6 @@
+import HummingbirdTLS
+import NIOSSL
+
 /// Everything a node is told at start. Defaults follow ../docs/PROTOCOL.md and OPERATIONS.
 public struct NodeConfiguration: Sendable {
     public var host: String = "127.0.0.1"
@@ -35,6 +38,8 @@ public struct NodeConfiguration: Sendable {
     /// Browser origins allowed to open WebSockets (e.g. `https://app.example.com`); nil allows
     /// any. Clients that send no `Origin` (not browsers) are not affected.
     public var allowedOrigins: Set<String>?
+    /// Native TLS (`wss://`, `https://`); nil serves plain text (e.g. behind nginx).
+    public var tls: TLSConfiguration?
     /// Protects `/api/*` when set.
     public var apiKey: String?
     /// How long a drain waits for connections to close before leaving the cluster anyway.
@@ -45,6 +50,6 @@ public struct NodeConfiguration: Sendable {
     }
 
     func webSocketURL(boundPort: Int) -> String {
-        advertiseURL ?? "ws://\(host):\(boundPort)/ws"
+        advertiseURL ?? "\(tls == nil ? "ws" : "wss")://\(host):\(boundPort)/ws"
     }
 }

@@ -1,5 +1,8 @@
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -19,7 +22,11 @@ public final class SwitchboardNode: Sendable {
     }
     private let listeningState = Mutex(Listening.waiting([]))
 
-    public init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
+    /// Throws when the TLS configuration cannot make a TLS context (bad certificate or key).
+    public init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) throws {
+        if let tls = configuration.tls {
+            _ = try NIOSSLContext(configuration: tls)
+        }
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
         self.context = NodeContext(configuration: configuration, backplane: backplane, logger: logger)
@@ -57,11 +64,16 @@ public final class SwitchboardNode: Sendable {
                 autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)),
                 closeTimeout: .seconds(5),
                 validateUTF8: true))
+        var server: HTTPServerBuilder = .http1WebSocketUpgrade(configuration: webSocket) { [context] request, channel, _ in
+            await WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
+        }
+        if let tls = configuration.tls {
+            // The configuration was checked when the node was made (see `init`).
+            server = try! .tls(server, tlsConfiguration: tls)
+        }
         return Application(
             router: HTTPAPI.router(context),
-            server: .http1WebSocketUpgrade(configuration: webSocket) { [context] request, channel, _ in
-                await WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
-            },
+            server: server,
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
                 backlog: 4096,
@@ -75,7 +87,7 @@ public final class SwitchboardNode: Sendable {
     private func started(_ channel: any Channel) async {
         let port = channel.localAddress?.port ?? context.configuration.port
         let host = context.configuration.host
-        print("listening on http://\(host):\(port) (node \(id))")
+        print("listening on \(context.configuration.tls == nil ? "http" : "https")://\(host):\(port) (node \(id))")
         fflush(nil)
         let info = NodeInfo(id: id, url: context.configuration.webSocketURL(boundPort: port))
         // Joining may wait for the cluster (Redis down at start): the node serves its own

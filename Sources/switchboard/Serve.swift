@@ -1,5 +1,7 @@
 import ArgumentParser
 import EmbeddedBackplane
+import HummingbirdTLS
+import NIOSSL
 import HubBackplane
 import RESP
 import RedisBackplane
@@ -25,6 +27,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds of clock skew forgiven on a token's exp and nbf (default 30).") var tokenLeeway: Int?
     @Option(help: "Protects /api/* with Authorization: Bearer KEY.") var apiKey: String?
     @Option(help: "Browser origins allowed to connect, comma-separated (default: any).") var allowedOrigins: String?
+    @Option(help: "PEM certificate chain for native TLS (wss://); needs --tls-key.") var tlsCert: String?
+    @Option(help: "PEM private key for native TLS.") var tlsKey: String?
     @Option(help: "Seconds between server pings (default 25).") var heartbeat: Int?
     @Option(help: "Largest client message in bytes (default 65536).") var maxFrame: Int?
     @Option(help: "Bytes queued for one slow connection before it is closed (default 4194304).") var maxBuffered: Int?
@@ -52,6 +56,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         configuration.tokens.leeway = .seconds(try Environment.int(tokenLeeway, "token-leeway", default: 30))
+        configuration.tls = try loadTLS(certificate: Environment.string(tlsCert, "tls-cert"), key: Environment.string(tlsKey, "tls-key"))
         configuration.allowedOrigins = Environment.string(allowedOrigins, "allowed-origins").map {
             Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
@@ -79,7 +84,12 @@ struct Serve: AsyncParsableCommand {
         } else {
             backplane = EmbeddedCluster().backplane()
         }
-        let node = SwitchboardNode(configuration: configuration, backplane: backplane, logger: logger)
+        let node: SwitchboardNode
+        do {
+            node = try SwitchboardNode(configuration: configuration, backplane: backplane, logger: logger)
+        } catch {
+            throw ValidationError("TLS: \(error)")
+        }
         try await runUntilSignalled(node.services, logger: logger)
     }
 }
@@ -144,7 +154,7 @@ struct Cluster: AsyncParsableCommand {
             configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
             try checkLimits(configuration)
             if index == 1 { warnIfOpen(configuration, logger: logger) }
-            services += SwitchboardNode(configuration: configuration, backplane: cluster.backplane(), logger: logger).services
+            services += try SwitchboardNode(configuration: configuration, backplane: cluster.backplane(), logger: logger).services
         }
         try await runUntilSignalled(services, logger: logger)
     }
@@ -165,6 +175,24 @@ func checkLimits(_ configuration: NodeConfiguration) throws {
     }
     guard configuration.maxBufferedBytes >= configuration.maxFrameBytes else {
         throw ValidationError("--max-buffered must be at least --max-frame")
+    }
+}
+
+/// Native TLS from PEM files: both or neither.
+func loadTLS(certificate: String?, key: String?) throws -> TLSConfiguration? {
+    switch (certificate, key) {
+    case (nil, nil):
+        return nil
+    case (let certificate?, let key?):
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+            return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
+        } catch {
+            throw ValidationError("--tls-cert/--tls-key: cannot load \(certificate) and \(key): \(error)")
+        }
+    default:
+        throw ValidationError("--tls-cert and --tls-key go together")
     }
 }
 

@@ -26,7 +26,7 @@ struct TestCluster {
             var configuration = NodeConfiguration(nodeID: "n\(index)")
             configuration.port = 0
             configure(&configuration)
-            nodes.append(SwitchboardNode(configuration: configuration, backplane: backplane(embedded), logger: logger))
+            nodes.append(try SwitchboardNode(configuration: configuration, backplane: backplane(embedded), logger: logger))
         }
         let groups = nodes.map { ServiceGroup(services: $0.services, logger: logger) }
         let tasks = groups.map { group in Task { try await group.run() } }

@@ -1,0 +1,44 @@
+import Foundation
+import NIOSSL
+import SwitchboardClient
+import SwitchboardServer
+import Testing
+
+@Suite("Native TLS")
+struct TLSTests {
+    @Test func wssWithASelfSignedCertificate() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificatePath = directory.appendingPathComponent("cert.pem").path
+        let keyPath = directory.appendingPathComponent("key.pem").path
+        try AuthenticationTests.run("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", keyPath, "-out", certificatePath,
+        ])
+        let chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
+        let server = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
+
+        try await withCluster(nodes: 2, configure: { $0.tls = server }) { cluster in
+            var client = TLSConfiguration.makeClientConfiguration()
+            client.trustRoots = .certificates(chain)
+            let url = { (index: Int, user: String) in "wss://localhost:\(cluster.ports[index])/ws?user=\(user)" }
+            let alice = try await TestClient(SwitchboardClient.connect(to: url(0, "alice"), tls: client))
+            let bob = try await TestClient(SwitchboardClient.connect(to: url(1, "bob"), tls: client))
+            try await alice.client.send(to: "bob", data: "\"over tls\"")
+            _ = try await bob.message { $0.data == .string("over tls") }
+
+            // Plain text to a TLS port gets nowhere; neither does a client that trusts nothing here.
+            await #expect(throws: (any Error).self) {
+                _ = try await SwitchboardClient.connect(to: cluster.ws(0, "user=plain"), timeout: .seconds(3))
+            }
+            await #expect(throws: (any Error).self) {
+                _ = try await SwitchboardClient.connect(to: url(0, "stranger"), timeout: .seconds(3), tls: .makeClientConfiguration())
+            }
+            let nodes = try await bob.client.request(.presence(room: "none"))
+            #expect(nodes.type == "ok")
+        }
+    }
+}
