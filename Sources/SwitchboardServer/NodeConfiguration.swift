@@ -26,6 +26,10 @@ public struct NodeConfiguration: Sendable {
     public var maxConnections: Int = 19000
     /// WebSockets one user may hold on this node; more get 429.
     public var maxConnectionsPerUser: Int = 100
+    /// Seconds an accepted socket may stay silent before it is closed.
+    public var handshakeTimeoutSeconds: Int = 10
+    /// Accepted sockets that have not sent anything yet, at most; more are closed on arrival.
+    public var maxPendingHandshakes: Int = 1000
     /// Rooms one connection may be in; more joins get `forbidden`.
     public var maxRoomsPerConnection: Int = 1000
     /// How client tokens are checked; when set, every WebSocket needs a valid token.

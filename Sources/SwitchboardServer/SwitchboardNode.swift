@@ -64,12 +64,16 @@ public final class SwitchboardNode: Sendable {
                 autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)),
                 closeTimeout: .seconds(5),
                 validateUTF8: true))
-        var server: HTTPServerBuilder = .http1WebSocketUpgrade(configuration: webSocket) { [context] request, channel, _ in
-            await WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
-        }
-        if let tls = configuration.tls {
-            // The configuration was checked when the node was made (see `init`).
-            server = try! .tls(server, tlsConfiguration: tls)
+        let limits = HandshakeLimits(
+            timeout: .seconds(Int64(configuration.handshakeTimeoutSeconds)), maxPending: configuration.maxPendingHandshakes,
+            refused: { [context] in context.metrics.refusedHandshakes.increment() })
+        let server = HTTPServerBuilder { [context] responder in
+            let upgrade = HTTP1WebSocketUpgradeChannel(responder: responder, configuration: webSocket) { request, channel, _ in
+                await WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
+            }
+            let guarded = HandshakeGuardChannel(base: upgrade, limits: limits)
+            guard let tls = configuration.tls else { return guarded }
+            return try TLSChannel(guarded, tlsConfiguration: tls)
         }
         return Application(
             router: HTTPAPI.router(context),

@@ -35,6 +35,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "WebSockets this node accepts (default 19000).") var maxConnections: Int?
     @Option(help: "WebSockets one user may hold on this node (default 100).") var maxConnectionsPerUser: Int?
     @Option(help: "Rooms one connection may be in (default 1000).") var maxRooms: Int?
+    @Option(help: "Frames a connection may send at once (default 2000).") var rateBurst: Int?
+    @Option(help: "Frames per second a connection may keep sending (default 2000).") var ratePerSecond: Int?
+    @Option(help: "Seconds an accepted socket may stay silent before it is closed (default 10).") var handshakeTimeout: Int?
+    @Option(help: "Accepted sockets that have sent nothing yet, at most (default 1000).") var maxPendingHandshakes: Int?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -66,6 +70,10 @@ struct Serve: AsyncParsableCommand {
         configuration.maxConnections = try Environment.int(maxConnections, "max-connections", default: configuration.maxConnections)
         configuration.maxConnectionsPerUser = try Environment.int(maxConnectionsPerUser, "max-connections-per-user", default: configuration.maxConnectionsPerUser)
         configuration.maxRoomsPerConnection = try Environment.int(maxRooms, "max-rooms", default: configuration.maxRoomsPerConnection)
+        configuration.rateBurst = try Environment.int(rateBurst, "rate-burst", default: configuration.rateBurst)
+        configuration.ratePerSecond = try Environment.int(ratePerSecond, "rate-per-second", default: configuration.ratePerSecond)
+        configuration.handshakeTimeoutSeconds = try Environment.int(handshakeTimeout, "handshake-timeout", default: configuration.handshakeTimeoutSeconds)
+        configuration.maxPendingHandshakes = try Environment.int(maxPendingHandshakes, "max-pending-handshakes", default: configuration.maxPendingHandshakes)
         try checkLimits(configuration)
         warnIfOpen(configuration, logger: logger)
         let backplane: any Backplane
@@ -170,8 +178,11 @@ func checkLimits(_ configuration: NodeConfiguration) throws {
     } catch {
         throw ValidationError("token keys: \(error)")
     }
-    guard configuration.maxConnections >= 1, configuration.maxConnectionsPerUser >= 1, configuration.maxRoomsPerConnection >= 1 else {
-        throw ValidationError("connection and room limits must be at least 1")
+    guard configuration.maxConnections >= 1, configuration.maxConnectionsPerUser >= 1, configuration.maxRoomsPerConnection >= 1,
+        configuration.rateBurst >= 1, configuration.ratePerSecond >= 1, configuration.handshakeTimeoutSeconds >= 1,
+        configuration.maxPendingHandshakes >= 1
+    else {
+        throw ValidationError("connection, room, rate and handshake limits must be at least 1")
     }
     guard configuration.maxBufferedBytes >= configuration.maxFrameBytes else {
         throw ValidationError("--max-buffered must be at least --max-frame")

@@ -142,6 +142,29 @@ struct BadInputTests {
         }
     }
 
+    @Test func silentSocketsAreClosedAndCapped() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.handshakeTimeoutSeconds = 3
+            $0.maxPendingHandshakes = 2
+        }) { cluster in
+            let first = try await RawWebSocket.open(port: cluster.ports[0])
+            let second = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { first.close(); second.close() }
+            // A third silent socket is one too many: closed on arrival, long before the timeout.
+            let third = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { third.close() }
+            try await eventually("the third to be refused", timeout: .seconds(2)) { third.isClosed }
+            #expect(!first.isClosed && !second.isClosed)
+            // The silent ones are closed when their time is up.
+            try await eventually("the silent sockets to be closed", timeout: .seconds(10)) { first.isClosed && second.isClosed }
+            // Real clients are unaffected.
+            let client = try await cluster.connect(0, user: "talker")
+            try await client.client.ping()
+            let metrics = try await http("GET", cluster.http(0, "/metrics")).body
+            #expect(metrics.contains("switchboard_handshakes_refused_total 3"))
+        }
+    }
+
     @Test func anUpgradeOnAnotherPathIsRefused() async throws {
         try await withCluster(nodes: 1) { cluster in
             let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/elsewhere")

@@ -13,6 +13,18 @@ final class RawWebSocket: Sendable {
         self.collector = collector
     }
 
+    /// Opens a TCP connection and sends nothing.
+    static func open(port: Int) async throws -> RawWebSocket {
+        let collector = Collector()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawWebSocket(channel: channel, collector: collector)
+    }
+
     /// Connects and sends the upgrade request (`received` will hold the response).
     static func connect(
         port: Int, path: String, subprotocols: String? = nil, origin: String? = nil, receiveBuffer: Int32? = nil
