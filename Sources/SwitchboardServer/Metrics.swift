@@ -17,6 +17,7 @@ public final class NodeMetrics: Sendable {
     let commandsFailed: Counter
     let refusedHandshakes: Counter
     let roomLimitRefusals: Counter
+    let tooLarge: Counter
 
     init() {
         connectionsOpened = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_opened", unitName: "total", helpText: "WebSocket sessions opened"))
@@ -31,6 +32,7 @@ public final class NodeMetrics: Sendable {
         commandsFailed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "commands_failed", unitName: "total", helpText: "Commands and API calls answered 'internal' because the cluster failed"))
         refusedHandshakes = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "handshakes_refused", unitName: "total", helpText: "WebSocket upgrades refused (token, origin, limits)"))
         roomLimitRefusals = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "room_limit_refusals", unitName: "total", helpText: "Joins refused because the connection is in too many rooms"))
+        tooLarge = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "messages_too_large", unitName: "total", helpText: "Connections closed (1009) for a message over the size limit"))
         connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
     }
 

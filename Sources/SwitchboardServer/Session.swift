@@ -60,10 +60,18 @@ struct Session {
                 }
             }
         } catch {
+            if Self.isTooLarge(error) { node.metrics.tooLarge.increment() }
             await node.router.disconnect(connection)
             throw error
         }
         await node.router.disconnect(connection)
+    }
+
+    /// Too big after reassembly ends the read loop with hummingbird-websocket's internal close
+    /// error, whose type is not public, so it is recognised by its code's name. (One frame too
+    /// big never reaches here: `OversizeCounter` counts it in the pipeline.)
+    static func isTooLarge(_ error: any Error) -> Bool {
+        String(describing: error).contains("messageTooLarge")
     }
 
     /// Answers a refused frame; true when the connection has been closed for repeated abuse.

@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import Prometheus
 import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
@@ -65,6 +66,7 @@ enum WebSocketEndpoint {
                 await connection.close(.policyViolation, reason: "invalid user id")
                 return
             }
+            await OversizeCounter.install(on: channel, counter: node.metrics.tooLarge)
             var session = Session(connection: connection, node: node)
             try await session.run(inbound)
         }
@@ -102,5 +104,28 @@ enum WebSocketEndpoint {
             query[key] = value.removingPercentEncoding ?? value
         }
         return (String(target[..<mark]), query)
+    }
+}
+
+/// Counts single frames over the size limit. NIO's frame decoder reports them as an error that
+/// its protocol error handler answers with 1009; this handler, right after the decoder, sees it.
+final class OversizeCounter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let counter: Counter
+
+    init(counter: Counter) {
+        self.counter = counter
+    }
+
+    static func install(on channel: any Channel, counter: Counter) async {
+        try? await channel.eventLoop.submit {
+            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(OversizeCounter(counter: counter), position: .after(decoder))
+        }.get()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError, error == .invalidFrameLength { counter.increment() }
+        context.fireErrorCaught(error)
     }
 }

@@ -52,6 +52,9 @@ struct BadInputTests {
             let small = try await SwitchboardClient.connect(to: cluster.ws(0, "user=small"), maxFrameSize: 128)
             try await small.publish("frags", data: "\"" + String(repeating: "z", count: 600) + "\"")
             _ = try await fine.message { $0.from == "small" }
+            try await eventually("both 1009 closes counted") {
+                try await http("GET", cluster.http(0, "/metrics")).body.contains("switchboard_messages_too_large_total 2")
+            }
         }
     }
 

@@ -56,6 +56,18 @@ struct CommandLineTests {
         #expect(process.terminationStatus == 0)
     }
 
+    @Test func anOpenNodeWarnsOnceAndASecuredOneDoesNot() async throws {
+        let open = try await NodeProcess.start("open", ["serve", "--node-id", "open", "--log-level", "warning"])
+        defer { Task { try? await open.kill9() } }
+        try await open.waitUntilReady()
+        #expect(open.printed.components(separatedBy: "running open").count - 1 == 1)
+        let secured = try await NodeProcess.start(
+            "secured", ["serve", "--node-id", "secured", "--api-key", "k", "--jwt-secret", AuthenticationTests.secret, "--log-level", "warning"])
+        defer { Task { try? await secured.kill9() } }
+        try await secured.waitUntilReady()
+        #expect(!secured.printed.contains("running open"))
+    }
+
     @Test func aBackplaneThatIsNotBuiltYetIsAClearError() async throws {
         let process = Process()
         process.executableURL = Self.executable
