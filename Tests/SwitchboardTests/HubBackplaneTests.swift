@@ -16,9 +16,11 @@ struct HubBackplaneTests {
             "hub", ["hub", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--assign", assign, "--log-level", "warning"], port: port)
     }
 
-    static func node(_ id: String, hub: NodeProcess, secret: String = secret, heartbeat: Int = 5) async throws -> NodeProcess {
+    static func node(
+        _ id: String, hub: NodeProcess, secret: String = secret, heartbeat: Int = 5, logLevel: String = "warning"
+    ) async throws -> NodeProcess {
         try await NodeProcess.start(
-            id, ["serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", "warning"])
+            id, ["serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
     }
 
     /// A hub and `count` nodes; everything is stopped afterwards.
@@ -44,6 +46,19 @@ struct HubBackplaneTests {
             try await exerciseProtocolRows(nodes, assignFrom: hub)
             let listed = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
             #expect(listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"])
+        }
+    }
+
+    @Test func theHubAnnouncesNodesJoiningAndLeaving() async throws {
+        try await withHubNodes(1) { hub, _ in
+            let listener = try await Self.node("listener", hub: hub, logLevel: "notice")
+            defer { Task { try? await listener.kill9() } }
+            try await listener.waitUntilReady()
+            let newcomer = try await Self.node("newcomer", hub: hub)
+            try await newcomer.waitUntilReady()
+            try await eventually("the join to be announced") { listener.printed.contains("node newcomer joined the cluster") }
+            try await newcomer.kill9()
+            try await eventually("the leave to be announced") { listener.printed.contains("node newcomer left the cluster") }
         }
     }
 

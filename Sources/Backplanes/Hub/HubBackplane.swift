@@ -176,6 +176,10 @@ public final class HubBackplane: Backplane {
         case "msg":
             guard let envelope = HubLink.envelope(from: fields, extra: values) else { return }
             state.withLock { $0.receiver }?.receive(.message(envelope))
+        case "node":
+            // The hub announces other nodes joining and leaving the cluster.
+            guard let node = values["node"]?.string, let event = values["event"]?.string else { return }
+            logger.notice("node \(node) \(event == "joined" ? "joined" : "left") the cluster")
         case "joined", "left":
             guard let room = values["room"]?.string, let user = values["user"]?.string else { return }
             let event: ClusterEvent = type == "joined" ? .joined(room: room, user: user) : .left(room: room, user: user)

@@ -8,7 +8,8 @@ import SwitchboardProtocol
 ///              `pub` (an envelope), `load` (connections, users), and the queries `members`
 ///              (room), `where` (user), `nodes`. Each but `hello` and `load` carries `rid`; the
 ///              hub answers `{"t":"ack","rid":..}` once it holds, or `{"t":"reply","rid":..,...}`.
-/// hub -> node: `msg` (an envelope), `joined`/`left` events.
+/// hub -> node: `msg` (an envelope), `joined`/`left` events, and `node` (node, event: `joined`
+///              or `left`) when another node joins or leaves the cluster.
 public enum HubLink {
     public static func envelope(_ envelope: Envelope, type: StaticString, rid: Int? = nil) -> [UInt8] {
         var out = JSONWriter(capacity: 96 + envelope.data.bytes.count)
@@ -64,7 +65,7 @@ public enum HubLink {
 
     /// Parses a link frame: the small fields, and where `data` sits.
     public static func parse(_ bytes: [UInt8]) -> (fields: JSONFields, values: [String: JSONValue])? {
-        guard let fields = try? JSONFields.read(bytes, parsing: ["t", "rid", "room", "user", "node", "url", "id", "from", "ts", "all", "connections", "users", "nodes", "ok"]) else { return nil }
+        guard let fields = try? JSONFields.read(bytes, parsing: ["t", "rid", "room", "user", "node", "url", "id", "from", "ts", "all", "connections", "users", "nodes", "ok", "event"]) else { return nil }
         return (fields, fields.values)
     }
 }

@@ -41,6 +41,24 @@ public final class HubServer: Sendable {
     let logger: Logger
     private let roundRobin = Atomic<Int>(0)
     private let port = Mutex<Int?>(nil)
+    /// Every linked node, to announce joins and leaves to the others.
+    private let links = Mutex<[String: NodeLink]>([:])
+
+    /// Tells every other node that `node` joined or left.
+    func announce(_ node: String, _ event: String, link: NodeLink) {
+        let others = links.withLock { links -> [NodeLink] in
+            if event == "joined" {
+                links[node] = link
+            } else {
+                // A late close of a link the node has already replaced announces nothing.
+                guard links[node] === link else { return [] }
+                links[node] = nil
+            }
+            return links.filter { $0.key != node }.map(\.value)
+        }
+        let frame = HubLink.object(["t": "node", "node": .string(node), "event": .string(event)])
+        for other in others { other.send(frame) }
+    }
 
     public init(configuration: HubConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -139,8 +157,10 @@ struct HubLinkSession {
         defer {
             if let nodeID {
                 let (cluster, link, logger) = (hub.cluster, link, hub.logger)
+                let hub = self.hub
                 Task {
                     await cluster.leave(nodeID, ifReceiver: link)
+                    hub.announce(nodeID, "left", link: link)
                     logger.notice("node \(nodeID) left the hub")
                 }
             }
@@ -155,6 +175,7 @@ struct HubLinkSession {
                 await hub.cluster.leave(id)
                 try await hub.cluster.join(NodeInfo(id: id, url: url), receiver: link)
                 nodeID = id
+                hub.announce(id, "joined", link: link)
                 hub.logger.notice("node \(id) joined the hub", metadata: ["url": "\(url)"])
                 continue
             }
