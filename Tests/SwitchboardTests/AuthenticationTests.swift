@@ -34,7 +34,7 @@ struct AuthenticationTests {
     static func attempt(_ port: Int, token: String) async throws -> String {
         let raw = try await RawWebSocket.connect(port: port, path: "/ws?token=\(token)")
         defer { raw.close() }
-        try await eventually("an answer") { raw.received.contains("}") || raw.isClosed }
+        try await raw.waitForAnswer("an answer")
         if raw.received.hasPrefix("HTTP/1.1 101"), let json = raw.received.firstIndex(of: "{") {
             return (try? JSONValue.parse(String(raw.received[json...].prefix { $0 != "}" }) + "}"))?["user"]?.string ?? "?"
         }
@@ -79,7 +79,7 @@ struct AuthenticationTests {
             for (name, token) in cases {
                 let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws" + (token.map { "?token=\($0)" } ?? ""))
                 defer { raw.close() }
-                try await eventually("an answer to the \(name) token") { raw.received.contains("}") || raw.isClosed }
+                try await raw.waitForAnswer("an answer to the \(name) token")
                 #expect(raw.received.hasPrefix("HTTP/1.1 401"), "\(name)")
                 #expect(raw.received.lowercased().contains("content-type: application/json"), "\(name)")
                 let body = raw.received.components(separatedBy: "\r\n\r\n").dropFirst().first ?? ""
@@ -149,7 +149,7 @@ struct AuthenticationTests {
             for (origin, expected) in [("https://app.example.com", "HTTP/1.1 101"), ("https://evil.example", "HTTP/1.1 403"), (nil, "HTTP/1.1 101")] {
                 let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=o", origin: origin)
                 defer { raw.close() }
-                try await eventually("an answer") { raw.received.contains("}") || raw.isClosed }
+                try await raw.waitForAnswer("an answer")
                 #expect(raw.received.hasPrefix(expected), "\(origin ?? "no origin")")
                 if expected.hasSuffix("403") { #expect(raw.received.contains(#""error":"forbidden""#)) }
             }

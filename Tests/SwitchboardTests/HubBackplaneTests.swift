@@ -152,7 +152,7 @@ struct HubBackplaneTests {
             // And a stranger on the link endpoint gets a 401 before any upgrade.
             let raw = try await RawWebSocket.connect(port: hub.port, path: "/cluster")
             defer { raw.close() }
-            try await eventually("an answer") { raw.received.contains("}") || raw.isClosed }
+            try await raw.waitForAnswer("an answer")
             #expect(raw.received.hasPrefix("HTTP/1.1 401"))
         }
     }

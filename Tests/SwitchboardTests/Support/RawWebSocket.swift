@@ -68,6 +68,12 @@ final class RawWebSocket: Sendable {
     /// The same, as text (frame headers show as replacement characters).
     var received: String { String(decoding: receivedBytes, as: UTF8.self) }
 
+    /// Waits until the server has answered the upgrade: a JSON body or first frame has arrived
+    /// (both end in `}`), or the server closed the socket.
+    func waitForAnswer(_ what: String = "an answer") async throws {
+        try await eventually(what) { self.received.contains("}") || self.isClosed }
+    }
+
     /// True once a server close frame with `code` has arrived.
     func receivedClose(code: UInt16) -> Bool {
         let bytes = receivedBytes
