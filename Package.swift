@@ -47,6 +47,17 @@ let package = Package(
             path: "Sources/Backplanes/Hub"
         ),
         .target(
+            name: "MeshBackplane",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Backplanes/Mesh"
+        ),
+        .target(
             name: "RedisBackplane",
             dependencies: ["SwitchboardCore", "RESP", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Backplanes/Redis"
@@ -54,7 +65,7 @@ let package = Package(
         .target(
             name: "SwitchboardServer",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "HubBackplane",
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "HubBackplane", "MeshBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -85,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardServer", "EmbeddedBackplane", "RedisBackplane", "HubBackplane", "RESP",
+                "SwitchboardServer", "EmbeddedBackplane", "RedisBackplane", "HubBackplane", "MeshBackplane", "RESP",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -97,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP", "RedisBackplane", "HubBackplane",
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

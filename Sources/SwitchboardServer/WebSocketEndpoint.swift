@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
+import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import MeshBackplane
 import NIOCore
 import NIOHTTP1
 import Prometheus
@@ -18,6 +20,7 @@ enum WebSocketEndpoint {
     static func shouldUpgrade(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> ShouldUpgradeResult<Handler> {
         let target = request.path ?? "/"
         let (path, query) = splitTarget(target)
+        if path == "/cluster" { return await clusterLink(request, channel: channel, node: node) }
         guard path == "/ws", node.phase != .draining else { return .dontUpgrade }
         var headers = HTTPFields()
         let offered = request.headerFields[values: .secWebSocketProtocol]
@@ -69,6 +72,21 @@ enum WebSocketEndpoint {
             await OversizeCounter.install(on: channel, counter: node.metrics.tooLarge)
             var session = Session(connection: connection, node: node)
             try await session.run(inbound)
+        }
+    }
+
+    /// `GET /cluster`: a mesh peer's link, admitted only with the cluster secret.
+    static func clusterLink(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> ShouldUpgradeResult<Handler> {
+        guard let mesh = node.router.backplane as? MeshBackplane else { return .dontUpgrade }
+        let given = Array((bearerToken(request) ?? "").utf8)
+        guard APIKeyMiddleware<BasicRequestContext>.constantTimeEqual(given, Array(mesh.secret.utf8)) else {
+            node.metrics.refusedHandshakes.increment()
+            node.logger.warning("refused a cluster link without the cluster secret")
+            await refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
+            return .dontUpgrade
+        }
+        return .upgrade([:]) { inbound, outbound, _ in
+            try await mesh.acceptLink(inbound: inbound, outbound: outbound, channel: channel)
         }
     }
 

@@ -3,6 +3,7 @@ import EmbeddedBackplane
 import HummingbirdTLS
 import NIOSSL
 import HubBackplane
+import MeshBackplane
 import RESP
 import RedisBackplane
 import SwitchboardCore
@@ -42,8 +43,9 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        for (flag, given) in [("peers", peers)] where Environment.string(given, flag) != nil {
-            throw ValidationError("--\(flag): this backplane is not part of this build yet; run without it for a standalone node, or use `switchboard cluster`")
+        let chosen = [("redis", redis), ("peers", peers), ("hub", hub)].filter { Environment.string($0.1, $0.0) != nil }.map(\.0)
+        guard chosen.count <= 1 else {
+            throw ValidationError("choose one backplane: --\(chosen.joined(separator: ", --")) were given")
         }
         let logger = try logging.bootstrap()
         var configuration = NodeConfiguration(nodeID: Environment.string(nodeId, "node-id") ?? "node-" + randomSuffix())
@@ -84,6 +86,17 @@ struct Serve: AsyncParsableCommand {
             guard url.hasPrefix("ws://") || url.hasPrefix("wss://") else { throw ValidationError("--hub must be a ws:// URL") }
             backplane = HubBackplane(
                 configuration: .init(hubURL: url, secret: secret, heartbeat: .seconds(configuration.heartbeatSeconds)), logger: logger)
+        } else if let list = Environment.string(peers, "peers") {
+            guard let secret = Environment.string(clusterSecret, "cluster-secret") else {
+                throw ValidationError("--peers needs --cluster-secret (mesh links are admitted only with it)")
+            }
+            let seeds = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !seeds.isEmpty else { throw ValidationError("--peers needs at least one HOST:PORT") }
+            for seed in seeds where !seed.contains("://") && !seed.contains(":") {
+                throw ValidationError("--peers: \(seed) is not HOST:PORT")
+            }
+            backplane = MeshBackplane(
+                configuration: .init(seeds: seeds, secret: secret, heartbeat: .seconds(configuration.heartbeatSeconds)), logger: logger)
         } else if let url = Environment.string(redis, "redis") {
             let redisConfiguration: RedisClient.Configuration
             do { redisConfiguration = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }

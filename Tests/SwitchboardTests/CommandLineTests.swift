@@ -68,7 +68,7 @@ struct CommandLineTests {
         #expect(!secured.printed.contains("running open"))
     }
 
-    @Test func aBackplaneThatIsNotBuiltYetIsAClearError() async throws {
+    @Test func aMeshWithoutTheClusterSecretIsAClearError() async throws {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = ["serve", "--peers", "127.0.0.1:1"]
@@ -78,7 +78,7 @@ struct CommandLineTests {
         try await eventually("the process to exit") { !process.isRunning }
         #expect(process.terminationStatus != 0)
         let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(text.contains("--peers"))
+        #expect(text.contains("--peers needs --cluster-secret"))
     }
 }
 

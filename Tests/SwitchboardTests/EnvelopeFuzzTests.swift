@@ -1,4 +1,5 @@
 import HubBackplane
+import MeshBackplane
 import SwitchboardCore
 import SwitchboardProtocol
 import Testing
@@ -74,6 +75,52 @@ struct EnvelopeFuzzTests {
             if let (fields, values) = HubLink.parse(bytes) {
                 _ = HubLink.envelope(from: fields, extra: values)
             }
+        }
+    }
+
+    static let meshFrames: [MeshFrame] = [
+        .welcome(MemberRecord(id: "n1", url: "ws://127.0.0.1:8080/ws", incarnation: 1_700_000_000_000)),
+        .hello(MemberRecord(id: "n2", url: "ws://h:1/ws", incarnation: 5, left: true)),
+        .members([MemberRecord(id: "a", url: "u", incarnation: 1), MemberRecord(id: "b", url: "v", incarnation: -2, left: true)]),
+        .members([]),
+        .sync(seq: 1, load: NodeLoad(connections: 3, users: 2), users: ["alice", "bob"],
+              rooms: [.init(room: "lobby", user: "alice"), .init(room: "é", user: "bob")], final: true),
+        .sync(seq: UInt32.max, load: NodeLoad(connections: 0, users: 0), users: [], rooms: [], final: false),
+        .delta(seq: 2, .online(user: "u")), .delta(seq: 3, .offline(user: "u")),
+        .delta(seq: 4, .joined(room: "r", user: "u")), .delta(seq: 5, .left(room: "r", user: "u")),
+        .message(seq: 6, Envelope(id: "m", from: "alice", address: .room("lobby"), data: RawJSON(#"{"a":[1,"é"]}"#), timestamp: 42)),
+        .message(seq: 7, Envelope(id: "m", from: "server", address: .everyone, data: RawJSON(""), timestamp: -1)),
+        .message(seq: 8, Envelope(id: "m", from: "a", address: .user("bob"), data: RawJSON("1"), timestamp: 0)),
+        .ack(seq: 9), .beat(NodeLoad(connections: 1, users: 1)), .bye, .refused("wrong secret"),
+    ]
+
+    @Test func meshLinkFramesRoundTripAndRefuseGarbage() {
+        for frame in Self.meshFrames {
+            let bytes = frame.encoded()
+            #expect(MeshFrame.decode(bytes) == frame)
+            // Every truncation is refused, except of a message (its data is the rest of the frame).
+            if case .message = frame { continue }
+            for cut in 0..<bytes.count {
+                #expect(MeshFrame.decode(Array(bytes[..<cut])) == nil)
+            }
+            #expect(MeshFrame.decode(bytes + [0]) == nil)
+        }
+        // Renumbering an encoded frame is the same as encoding it with that number.
+        let message = Self.meshFrames[10]
+        guard case .message(_, let envelope) = message else { return }
+        #expect(MeshFrame.numbered(message.encoded(), seq: 77) == MeshFrame.message(seq: 77, envelope).encoded())
+        // A forged count larger than the frame could hold is refused without reserving memory.
+        #expect(MeshFrame.decode([1, 3, 0xFF, 0xFF, 0xFF, 0xFF]) == nil)
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<20000 {
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = [1] + (0..<Int.random(in: 0...48, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            } else {
+                bytes = Self.meshFrames[round % Self.meshFrames.count].encoded()
+                bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            }
+            _ = MeshFrame.decode(bytes)
         }
     }
 }

@@ -27,7 +27,8 @@ final class RawWebSocket: Sendable {
 
     /// Connects and sends the upgrade request (`received` will hold the response).
     static func connect(
-        port: Int, path: String, subprotocols: String? = nil, origin: String? = nil, receiveBuffer: Int32? = nil
+        port: Int, path: String, subprotocols: String? = nil, origin: String? = nil, authorization: String? = nil,
+        receiveBuffer: Int32? = nil
     ) async throws -> RawWebSocket {
         let collector = Collector()
         // Half-closure allowed: the server's FIN does not close our side; only we decide.
@@ -45,6 +46,7 @@ final class RawWebSocket: Sendable {
         request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         if let subprotocols { request += "Sec-WebSocket-Protocol: \(subprotocols)\r\n" }
         if let origin { request += "Origin: \(origin)\r\n" }
+        if let authorization { request += "Authorization: \(authorization)\r\n" }
         try await socket.write(Array((request + "\r\n").utf8))
         return socket
     }

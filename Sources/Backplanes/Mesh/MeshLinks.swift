@@ -1,0 +1,378 @@
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+import SwitchboardCore
+
+/// The two ends of mesh links: dialling a member (we send on that link) and accepting a member's
+/// link at `/cluster` (we read from it and ack).
+extension MeshBackplane {
+    /// Frames up to this size travel on links; the node's client frame limit does not apply.
+    static let maxLinkFrame = 1 << 24
+    /// Users or room members per sync frame, so that a large interest goes in parts.
+    static let syncPartSize = 4096
+
+    // MARK: Dialling
+
+    /// Dials `id` for as long as it is a member, redialling with capped backoff and jitter.
+    func keepLinked(to id: String) async {
+        var attempt = 0
+        var reported = false
+        while !Task.isCancelled {
+            guard let record = state.withLock({ $0.stopped ? nil : $0.members[id]?.record }), !record.left else { return }
+            do {
+                try await link(to: record)
+                attempt = 0
+                reported = false
+                if !state.withLock({ $0.stopped }) { logger.notice("link to node \(id) closed; redialling") }
+            } catch {
+                state.withLock { $0.members[id]?.failedDials += 1 }
+                if !reported {
+                    logger.warning("cannot link to node \(id) at \(record.url): \(error); retrying with backoff")
+                    reported = true
+                }
+                attempt += 1
+            }
+            let ceiling = min(configuration.maximumBackoff, configuration.minimumBackoff * (1 << min(attempt, 20)))
+            try? await Task.sleep(for: ceiling * Double.random(in: 0.5...1.0))
+        }
+    }
+
+    /// One link to a member: returns when a working link ends; throws if it never worked.
+    private func link(to record: MemberRecord) async throws {
+        let link = PeerLink(peer: record.id)
+        defer {
+            link.close()
+            state.withLock { state in
+                if state.members[record.id]?.outgoing === link { state.members[record.id]!.outgoing = nil }
+            }
+        }
+        try await connect(to: Self.clusterURL(record.url)) { inbound, outbound, greeted in
+            var frames = inbound.messages(maxSize: Self.maxLinkFrame).makeAsyncIterator()
+            switch try await Self.nextFrame(&frames) {
+            case .welcome(let answered) where answered.id == record.id:
+                self.mergeAll([answered])
+            case .welcome(let answered):
+                self.mergeAll([answered])
+                throw MeshError.refused("node \(answered.id) answers at \(record.url), not \(record.id)")
+            case .refused(let why):
+                throw MeshError.refused(why)
+            default:
+                throw MeshError.refused("no welcome")
+            }
+            greeted()
+            try await self.send(on: link, inbound: &frames, outbound: outbound)
+        }
+    }
+
+    /// The working life of a link we dialled: introduce ourselves, sync our interest, then write
+    /// what is queued while reading acks and gossip.
+    private func send(
+        on link: PeerLink, inbound frames: inout WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter
+    ) async throws {
+        guard let (me, records) = state.withLock({ state in state.me.map { ($0, allRecords(state)) } }) else { return }
+        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.hello(me).encoded())))
+        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(records).encoded())))
+        // Our interest is snapshotted and queued under the lock that orders every delta after it.
+        let registered = state.withLock { state -> Bool in
+            guard !state.stopped, state.members[link.peer] != nil else { return false }
+            state.members[link.peer]!.outgoing?.close()
+            state.members[link.peer]!.outgoing = link
+            state.members[link.peer]!.failedDials = 0
+            link.enqueueSync(Self.syncParts(state.local, load: state.load))
+            return true
+        }
+        guard registered else { return }
+        logger.info("linked to node \(link.peer)")
+        let writer = Task {
+            for await bytes in link.frames {
+                do { try await outbound.write(.binary(ByteBuffer(bytes: bytes))) } catch { break }
+            }
+            link.close()
+            try? await outbound.close(.normalClosure, reason: nil)
+        }
+        defer { writer.cancel() }
+        do {
+            while let frame = try await Self.nextFrame(&frames) {
+                heard(from: link.peer, onLink: nil)
+                switch frame {
+                case .ack(let seq): link.acked(seq)
+                case .members(let records): mergeAll(records)
+                case .refused(let why):
+                    logger.warning("node \(link.peer) closed our link: \(why)")
+                    link.close()
+                default: break
+                }
+            }
+        } catch {
+            logger.debug("link to \(link.peer) failed: \(error)")
+        }
+        link.close()
+        await writer.value
+    }
+
+    enum Introduction: Equatable {
+        case answered
+        case unreachable
+        /// The seed is up but would not link: a wrong secret, or not a mesh node.
+        case refused
+    }
+
+    /// Introduces this node to a seed: sends what we know, takes in its member list.
+    func introduce(to seed: String) async -> Introduction {
+        do {
+            try await connect(to: Self.seedURL(seed)) { inbound, outbound, greeted in
+                var frames = inbound.messages(maxSize: Self.maxLinkFrame).makeAsyncIterator()
+                guard case .welcome(let answered) = try await Self.nextFrame(&frames) else { throw MeshError.refused("no welcome") }
+                let records = self.state.withLock { self.allRecords($0) }
+                // A seed list may name this node itself.
+                if answered.id != records.first?.id {
+                    try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(records).encoded())))
+                    guard case .members(let known) = try await Self.nextFrame(&frames) else { throw MeshError.refused("no member list") }
+                    self.mergeAll([answered] + known)
+                }
+                greeted()
+                try? await outbound.close(.normalClosure, reason: nil)
+            }
+            state.withLock { $0.introduced = true }
+            return .answered
+        } catch let error as WebSocketClientError where error == .webSocketUpgradeFailed {
+            return .refused
+        } catch MeshError.refused {
+            return .refused
+        } catch {
+            logger.debug("seed \(seed): \(error)")
+            return .unreachable
+        }
+    }
+
+    func keepIntroducing(to seed: String) async {
+        var attempt = 1
+        while !Task.isCancelled, !state.withLock({ $0.stopped }) {
+            let ceiling = min(configuration.maximumBackoff, configuration.minimumBackoff * (1 << min(attempt, 20)))
+            try? await Task.sleep(for: ceiling * Double.random(in: 0.5...1.0))
+            if await introduce(to: seed) == .answered {
+                logger.notice("seed \(seed) answered")
+                return
+            }
+            attempt += 1
+        }
+    }
+
+    /// Dials `url` with the cluster secret and runs `body` on the link. `body` calls `greeted`
+    /// once the far end has answered; a far end that does not within the request timeout is
+    /// given up on. Throws if the link was never greeted.
+    private func connect(
+        to url: String,
+        body: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter, _ greeted: @Sendable () -> Void) async throws -> Void
+    ) async throws {
+        var configuration = WebSocketClientConfiguration(maxFrameSize: Self.maxLinkFrame, closeTimeout: .seconds(1))
+        configuration.additionalHeaders[.authorization] = "Bearer \(self.configuration.secret)"
+        let outcome = DialOutcome()
+        let logger = self.logger
+        let dial = Task {
+            do {
+                try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+                    try await body(inbound, outbound) { outcome.greeted.store(true, ordering: .relaxed) }
+                }
+            } catch {
+                outcome.failure.withLock { $0 = error }
+            }
+        }
+        let timeout = self.configuration.requestTimeout
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            if !outcome.greeted.load(ordering: .relaxed) {
+                outcome.failure.withLock { $0 = $0 ?? MeshError.timedOut }
+                dial.cancel()
+            }
+        }
+        await dial.value
+        timer.cancel()
+        if !outcome.greeted.load(ordering: .relaxed) {
+            throw outcome.failure.withLock { $0 } ?? MeshError.refused("closed before greeting")
+        }
+    }
+
+    // MARK: Accepting
+
+    /// Serves a link another node dialled to `/cluster` (the caller has checked the secret).
+    public func acceptLink(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
+        // Link frames may be larger than client frames (a big sync, a message plus its envelope).
+        await Self.allowLargeFrames(on: channel)
+        guard let me = state.withLock({ $0.stopped ? nil : $0.me }) else {
+            try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.refused("this node is not in the mesh").encoded())))
+            return
+        }
+        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.welcome(me).encoded())))
+        var frames = inbound.messages(maxSize: Self.maxLinkFrame).makeAsyncIterator()
+        switch try await Self.nextFrame(&frames) {
+        case .members(let records):
+            // An introduction from a node that named us as its seed.
+            mergeAll(records)
+            let known = state.withLock { allRecords($0) }
+            try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
+            while try await Self.nextFrame(&frames) != nil {}
+        case .hello(let record):
+            try await receive(from: record, inbound: &frames, outbound: outbound)
+        default:
+            return
+        }
+    }
+
+    private func receive(
+        from peer: MemberRecord, inbound frames: inout WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter
+    ) async throws {
+        let refusal: String? = state.withLock { state in
+            guard Name.isValid(peer.id) else { return "invalid node id" }
+            if peer.id == state.me?.id { return "node id \(peer.id) is taken (by this node)" }
+            if let known = state.members[peer.id]?.record, known.incarnation > peer.incarnation { return "a newer incarnation of \(peer.id) is linked" }
+            return nil
+        }
+        if let refusal {
+            logger.warning("refused a link from \(peer.id) at \(peer.url): \(refusal)")
+            try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.refused(refusal).encoded())))
+            return
+        }
+        var effects = Effects()
+        let (linkID, previous) = state.withLock { state -> (Int, InboundLink?) in
+            merge(peer, into: &state, effects: &effects)
+            state.nextLinkID += 1
+            let previous = state.members[peer.id]!.inbound
+            state.members[peer.id]!.inbound = InboundLink(id: state.nextLinkID, incarnation: peer.incarnation, outbound: outbound)
+            state.members[peer.id]!.lastHeard = .now
+            return (state.nextLinkID, previous)
+        }
+        if let previous { effects.closeInbound.append(previous.outbound) }
+        perform(effects)
+        defer {
+            state.withLock { state in
+                if state.members[peer.id]?.inbound?.id == linkID { state.members[peer.id]!.inbound = nil }
+            }
+        }
+        let known = state.withLock { allRecords($0) }
+        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
+        var syncing = Interest()
+        while let frame = try await Self.nextFrame(&frames) {
+            let current = heard(from: peer.id, onLink: linkID)
+            switch frame {
+            case .sync(let seq, let load, let users, let rooms, let final):
+                syncing.users.formUnion(users)
+                for pair in rooms { syncing.rooms[pair.room, default: []].insert(pair.user) }
+                if final, current {
+                    replaceView(of: peer.id, with: syncing, load: load)
+                    syncing = Interest()
+                }
+                try await ack(seq, outbound)
+            case .delta(let seq, let delta):
+                if current { apply(delta, from: peer.id) }
+                try await ack(seq, outbound)
+            case .message(let seq, let envelope):
+                state.withLock { $0.receiver }?.receive(.message(envelope))
+                try await ack(seq, outbound)
+            case .beat(let load):
+                state.withLock { $0.members[peer.id]?.load = load }
+            case .members(let records):
+                mergeAll(records)
+            case .bye:
+                var record = peer
+                record.left = true
+                mergeAll([record])
+            default:
+                break
+            }
+        }
+    }
+
+    private func ack(_ seq: UInt32, _ outbound: WebSocketOutboundWriter) async throws {
+        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.ack(seq: seq).encoded())))
+    }
+
+    /// Notes that `id` is alive. With a link id, only while that is the member's current link;
+    /// returns whether it is.
+    @discardableResult
+    private func heard(from id: String, onLink linkID: Int?) -> Bool {
+        state.withLock { state in
+            guard state.members[id] != nil else { return false }
+            if let linkID, state.members[id]!.inbound?.id != linkID { return false }
+            state.members[id]!.lastHeard = .now
+            return true
+        }
+    }
+
+    private func replaceView(of id: String, with interest: Interest, load: NodeLoad) {
+        var effects = Effects()
+        let first = state.withLock { state -> Bool in
+            guard let member = state.members[id], !member.record.left else { return false }
+            let pairs = Set((member.view?.pairs ?? []) + interest.pairs)
+            effects.events = state.changePresence(touching: pairs) { $0.members[id]!.view = interest }
+            state.members[id]!.load = load
+            return member.view == nil
+        }
+        if first { logger.notice("node \(id) is in the mesh", metadata: ["users": "\(interest.users.count)"]) }
+        perform(effects)
+    }
+
+    private func apply(_ delta: InterestDelta, from id: String) {
+        var effects = Effects()
+        state.withLock { state in
+            guard state.members[id]?.view != nil else { return }
+            effects.events = state.changePresence(touching: delta.pairs) { $0.members[id]!.view!.apply(delta) }
+        }
+        perform(effects)
+    }
+
+    // MARK: Helpers
+
+    /// The next link frame; nil at the end of the link. A malformed frame ends the link.
+    static func nextFrame(_ frames: inout WebSocketInboundMessageStream.AsyncIterator) async throws -> MeshFrame? {
+        while let message = try await frames.next() {
+            guard case .binary(let buffer) = message else { continue }
+            guard let frame = MeshFrame.decode(Array(buffer.readableBytesView)) else { throw MeshError.refused("malformed link frame") }
+            return frame
+        }
+        return nil
+    }
+
+    static func syncParts(_ interest: Interest, load: NodeLoad) -> [(UInt32) -> MeshFrame] {
+        let users = Array(interest.users)
+        let pairs = interest.pairs
+        let parts = max(1, (max(users.count, pairs.count) + syncPartSize - 1) / syncPartSize)
+        return (0..<parts).map { part in
+            let userSlice = Array(users.dropFirst(part * syncPartSize).prefix(syncPartSize))
+            let pairSlice = Array(pairs.dropFirst(part * syncPartSize).prefix(syncPartSize))
+            return { seq in .sync(seq: seq, load: load, users: userSlice, rooms: pairSlice, final: part == parts - 1) }
+        }
+    }
+
+    /// `ws://host:port/ws` -> `ws://host:port/cluster`.
+    static func clusterURL(_ clientURL: String) -> String {
+        let parts = clientURL.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+        // ["ws:", "", "host:port", "ws"]
+        guard parts.count >= 3, parts[0].hasSuffix(":"), parts[1].isEmpty else { return clientURL }
+        return "\(parts[0])//\(parts[2])/cluster"
+    }
+
+    /// `host:port` (or a ws:// URL) -> the cluster endpoint.
+    static func seedURL(_ seed: String) -> String {
+        clusterURL(seed.contains("://") ? seed : "ws://" + seed)
+    }
+
+    /// Swaps the channel's frame decoder for one that takes link-sized frames. Safe because the
+    /// dialler sends nothing until our welcome, which goes out after the swap.
+    static func allowLargeFrames(on channel: any Channel) async {
+        try? await channel.eventLoop.submit {
+            let pipeline = channel.pipeline.syncOperations
+            let old = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxLinkFrame)), position: .after(old.handler))
+            pipeline.removeHandler(context: old, promise: nil)
+        }.get()
+    }
+}
+
+/// How a dial went: whether the far end greeted us, and the error if it did not.
+private final class DialOutcome: Sendable {
+    let greeted = Atomic(false)
+    let failure = Mutex<(any Error)?>(nil)
+}

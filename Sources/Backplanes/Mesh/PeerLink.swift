@@ -1,0 +1,106 @@
+import Synchronization
+
+/// This node's sending side of one link to a peer: an ordered queue of frames that the link's
+/// writer drains, and the requests waiting for the peer's ack. Frames that need an ack carry a
+/// sequence number; the peer acks each after applying it.
+final class PeerLink: Sendable {
+    private struct State {
+        var nextSeq: UInt32 = 0
+        var pending: [UInt32: (deadline: ContinuousClock.Instant, waiter: CheckedContinuation<Void, any Error>)] = [:]
+        var closed = false
+        /// The peer has applied our full sync: from then on its view of us is complete.
+        var synced = false
+        var syncSeq: UInt32?
+    }
+
+    let peer: String
+    let frames: AsyncStream<[UInt8]>
+    private let queue: AsyncStream<[UInt8]>.Continuation
+    private let state = Mutex(State())
+
+    init(peer: String) {
+        self.peer = peer
+        (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+    }
+
+    var isSynced: Bool { state.withLock { $0.synced } }
+
+    /// Queues a frame that needs no answer.
+    func post(_ frame: MeshFrame) {
+        queue.yield(frame.encoded())
+    }
+
+    /// Queues this node's whole interest, in parts; the ack of the last part marks the link synced.
+    func enqueueSync(_ parts: [(UInt32) -> MeshFrame]) {
+        state.withLock { state in
+            guard !state.closed else { return }
+            for part in parts {
+                state.nextSeq &+= 1
+                queue.yield(part(state.nextSeq).encoded())
+            }
+            state.syncSeq = state.nextSeq
+        }
+    }
+
+    /// Sends a numbered frame and waits until the peer has applied it. `build` makes the frame's
+    /// bytes for its number (see `MeshFrame.numbered`).
+    func request(timeout: Duration, _ build: (UInt32) -> [UInt8]) async throws {
+        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+            let queued = state.withLock { state -> Bool in
+                guard !state.closed else { return false }
+                state.nextSeq &+= 1
+                state.pending[state.nextSeq] = (ContinuousClock.now + timeout, waiter)
+                // Numbering and queueing under one lock keep the queue in sequence order.
+                queue.yield(build(state.nextSeq))
+                return true
+            }
+            if !queued { waiter.resume(throwing: MeshError.unreachable([peer])) }
+        }
+    }
+
+    /// The peer applied frame `seq`.
+    func acked(_ seq: UInt32) {
+        let waiter = state.withLock { state in
+            if seq == state.syncSeq { state.synced = true }
+            return state.pending.removeValue(forKey: seq)?.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Fails requests the peer has not answered in time.
+    func expire(now: ContinuousClock.Instant) {
+        let overdue = state.withLock { state in
+            let late = state.pending.filter { $0.value.deadline <= now }
+            for seq in late.keys { state.pending[seq] = nil }
+            return late.values.map(\.waiter)
+        }
+        for waiter in overdue { waiter.resume(throwing: MeshError.unreachable([peer])) }
+    }
+
+    /// Ends the link: queued frames are still written, waiting requests fail.
+    func close() {
+        let waiting = state.withLock { state in
+            state.closed = true
+            state.synced = false
+            defer { state.pending = [:] }
+            return state.pending.values.map(\.waiter)
+        }
+        queue.finish()
+        for waiter in waiting { waiter.resume(throwing: MeshError.unreachable([peer])) }
+    }
+}
+
+public enum MeshError: Error, CustomStringConvertible {
+    /// These peers have a recipient but no working link to this node right now.
+    case unreachable([String])
+    case refused(String)
+    case timedOut
+
+    public var description: String {
+        switch self {
+        case .unreachable(let peers): "no link to node \(peers.sorted().joined(separator: ", ")) right now"
+        case .refused(let why): "the peer refused the link: \(why)"
+        case .timedOut: "the peer did not answer in time"
+        }
+    }
+}

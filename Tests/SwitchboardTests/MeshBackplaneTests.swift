@@ -1,0 +1,187 @@
+import Foundation
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardProtocol
+import Testing
+
+/// Three and four `switchboard serve --peers` processes linked directly to each other.
+@Suite("Mesh backplane, three and four processes")
+struct MeshBackplaneTests {
+    static let secret = "mesh-test-secret"
+
+    /// A mesh node on `port`, seeded with `seeds` (ports). Heartbeats are 5 s unless a test is
+    /// about liveness (see HubBackplaneTests).
+    static func node(
+        _ id: String, port: Int, seeds: [Int], secret: String = secret, heartbeat: Int = 5, logLevel: String = "warning"
+    ) async throws -> NodeProcess {
+        try await NodeProcess.start(
+            id,
+            ["serve", "--node-id", id, "--peers", seeds.map { "127.0.0.1:\($0)" }.joined(separator: ","),
+             "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", logLevel],
+            port: port)
+    }
+
+    /// `count` nodes on consecutive ports, each seeded with all of them (itself included), as an
+    /// operator would start a fixed cluster; everything is stopped afterwards.
+    func withMesh(_ count: Int = 3, heartbeat: Int = 5, logLevel: String = "warning", _ body: ([NodeProcess]) async throws -> Void) async throws {
+        let base = try await freePorts(count)
+        let ports = Array(base..<(base + count))
+        var nodes: [NodeProcess] = []
+        do {
+            for (index, port) in ports.enumerated() {
+                nodes.append(try await Self.node("n\(index + 1)", port: port, seeds: ports, heartbeat: heartbeat, logLevel: logLevel))
+            }
+            for node in nodes { try await node.waitUntilReady() }
+            try await eventually("every node to see all \(count)") {
+                for node in nodes where try await Self.aliveNodes(node) != nodes.map(\.nodeID).sorted() { return false }
+                return true
+            }
+            try await body(nodes)
+        } catch {
+            for node in nodes { try? await node.kill9() }
+            throw error
+        }
+        for node in nodes { try? await node.kill9() }
+    }
+
+    static func aliveNodes(_ node: NodeProcess) async throws -> [String] {
+        let listed = try await http("GET", node.http("/api/nodes")).json?["nodes"]?.array ?? []
+        return listed.filter { $0["alive"] == .bool(true) }.compactMap { $0["id"]?.string }.sorted()
+    }
+
+    @Test func everyProtocolRowAcrossThreeNodes() async throws {
+        try await withMesh { nodes in
+            try await exerciseProtocolRows(nodes)
+        }
+    }
+
+    @Test func aFourthNodeJoinsThroughOneSeedAndLinksToAll() async throws {
+        try await withMesh(logLevel: "info") { nodes in
+            let fourth = try await Self.node("n4", port: try await freePorts(1), seeds: [nodes[1].port], logLevel: "info")
+            defer { Task { try? await fourth.kill9() } }
+            try await fourth.waitUntilReady()
+            // It learned the whole member list from its one seed, and everyone learned of it.
+            for node in nodes + [fourth] {
+                try await eventually("\(node.nodeID) to see four nodes") { try await Self.aliveNodes(node) == ["n1", "n2", "n3", "n4"] }
+            }
+            for id in ["n1", "n2", "n3"] { #expect(fourth.printed.contains("linked to node \(id)")) }
+            for node in nodes { #expect(node.printed.contains("linked to node n4")) }
+            // And traffic flows both ways between it and the nodes it was not seeded with.
+            let dave = try await fourth.connect(user: "dave")
+            let alice = try await nodes[0].connect(user: "alice")
+            let carol = try await nodes[2].connect(user: "carol")
+            for client in [dave, alice, carol] { try await client.client.join("r") }
+            try await dave.client.publish("r", data: "\"from n4\"")
+            _ = try await alice.message { $0.data == .string("from n4") }
+            _ = try await carol.message { $0.data == .string("from n4") }
+            try await alice.client.send(to: "dave", data: "\"to n4\"")
+            _ = try await dave.message { $0.data == .string("to n4") }
+            #expect(try await dave.client.presence("r") == ["alice", "carol", "dave"])
+        }
+    }
+
+    @Test func aKilledNodeIsDetectedCleanedAndTheRestKeepWorking() async throws {
+        try await withMesh(heartbeat: 2) { nodes in
+            // Detected by silence: 3 heartbeats of 2 s, checked every half second.
+            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[2], registry: nodes[1], within: .seconds(8)) {
+                try await nodes[2].kill9()
+            }
+            // Every survivor dropped it, and n1 and n2 still talk.
+            #expect(try await Self.aliveNodes(nodes[1]) == ["n1", "n2"])
+            let bob = try await nodes[1].connect(user: "bob2")
+            try await bob.client.join("room")
+            let watcher = try await nodes[0].connect(user: "w2")
+            try await watcher.client.join("room")
+            try await bob.client.publish("room", data: "\"n2 to n1\"")
+            _ = try await watcher.message { $0.data == .string("n2 to n1") }
+        }
+    }
+
+    @Test func aFrozenNodeIsDeclaredDeadWhenItFallsSilent() async throws {
+        try await withMesh(heartbeat: 2) { nodes in
+            // Its sockets stay open; only the missing heartbeats give it away.
+            try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[1], registry: nodes[2], within: .seconds(8)) {
+                nodes[1].freeze()
+            }
+        }
+    }
+
+    @Test func aRestartedNodeRejoinsWithANewIncarnation() async throws {
+        try await withMesh { nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let victim = try await nodes[2].connect(user: "victim")
+            try await victim.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "victim" }
+            // Back at once, long before silence would give the old one away (heartbeat 5 s):
+            // the new incarnation replaces the old, whose users leave presence once.
+            try await nodes[2].kill9()
+            let restarted = try await Self.node("n3", port: nodes[2].port, seeds: [nodes[0].port])
+            defer { Task { try? await restarted.kill9() } }
+            try await restarted.waitUntilReady()
+            _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "victim" }
+            try await eventually("n1 to see n3 again") { try await Self.aliveNodes(nodes[0]) == ["n1", "n2", "n3"] }
+            #expect(try await watcher.client.presence("room") == ["watcher"])
+
+            let again = try await restarted.connect(user: "victim")
+            try await again.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "victim" }
+            try await watcher.client.publish("room", data: "\"welcome back\"")
+            _ = try await again.message { $0.data == .string("welcome back") }
+            try await again.client.publish("room", data: "\"thanks\"")
+            _ = try await watcher.message { $0.data == .string("thanks") }
+            #expect(await watcher.received().filter { $0.type == "left" && $0.user == "victim" }.isEmpty)
+            #expect(await watcher.received().filter { $0.type == "message" && $0.data == .string("thanks") }.isEmpty)
+        }
+    }
+
+    @Test func aWrongSecretIsRefused() async throws {
+        try await withMesh(1) { nodes in
+            let intruder = try await Self.node("intruder", port: try await freePorts(1), seeds: [nodes[0].port], secret: "not-the-secret")
+            defer { Task { try? await intruder.kill9() } }
+            try await eventually("the intruder to say why") { intruder.printed.contains("refused this node's link") }
+            #expect(try await http("GET", intruder.http("/readyz")).status == 503)
+            #expect(try await Self.aliveNodes(nodes[0]) == ["n1"])
+            let listed = try await http("GET", nodes[0].http("/api/nodes")).json?["nodes"]?.array ?? []
+            #expect(listed.compactMap { $0["id"]?.string } == ["n1"])
+
+            // A stranger, with a wrong secret or none, gets a 401 before any upgrade.
+            for authorization in ["Bearer wrong", nil] {
+                let raw = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: authorization)
+                defer { raw.close() }
+                try await raw.waitForAnswer("an answer")
+                #expect(raw.received.hasPrefix("HTTP/1.1 401"))
+            }
+            #expect(try await nodes[0].metric("switchboard_handshakes_refused_total") >= 3)
+        }
+    }
+
+    @Test func messagesCrossOnlyToNodesWithARecipient() async throws {
+        try await withMesh { nodes in
+            let alice = try await nodes[0].connect(user: "alice")
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("only-n2")
+            let before = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
+            for n in 0..<20 { try await alice.client.publish("only-n2", data: "\(n)") }
+            for n in 0..<20 { try await alice.client.send(to: "bob", data: "\(n)") }
+            for n in 0..<20 { _ = try await bob.message { $0.data == .number("\(n)") && $0.room == nil } }
+            let after = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
+            // n2 got the 20 room messages and the 20 direct ones; n3, with no recipient, got none.
+            #expect(after[1] - before[1] == 40)
+            #expect(after[2] - before[2] == 0)
+            // A broadcast reaches every node.
+            try await alice.client.broadcast(data: "\"all\"")
+            try await eventually("the broadcast to reach n3") {
+                try await nodes[2].metric("switchboard_backplane_events_received_total") == after[2] + 1
+            }
+        }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
