@@ -47,8 +47,9 @@ struct Serve: AsyncParsableCommand {
         guard chosen.count <= 1 else {
             throw ValidationError("choose one backplane: --\(chosen.joined(separator: ", --")) were given")
         }
-        let logger = try logging.bootstrap()
+        var logger = try logging.bootstrap()
         var configuration = NodeConfiguration(nodeID: Environment.string(nodeId, "node-id") ?? "node-" + randomSuffix())
+        logger[metadataKey: "node"] = "\(configuration.nodeID)"
         configuration.host = Environment.string(host, "host") ?? configuration.host
         configuration.port = try Environment.int(port, "port", default: configuration.port)
         configuration.advertiseURL = Environment.string(advertiseUrl, "advertise-url")

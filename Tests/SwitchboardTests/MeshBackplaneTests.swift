@@ -156,6 +156,37 @@ struct MeshBackplaneTests {
         }
     }
 
+    @Test func aMalformedLinkFrameClosesThatLinkOnly() async throws {
+        try await withMesh(2, logLevel: "info") { nodes in
+            let raw = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
+            defer { raw.close() }
+            try await eventually("the upgrade") { raw.received.hasPrefix("HTTP/1.1 101") }
+            try await raw.sendFrame(opcode: 0x2, [1, 99, 0, 0])
+            try await eventually("the link to be closed") { raw.receivedClose(code: 1002) }
+            try await eventually("the reason to be logged") { nodes[0].printed.contains("closed a cluster link: malformed link frame") }
+            // The node and its real links are unharmed.
+            let alice = try await nodes[0].connect(user: "alice")
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("r")
+            try await alice.client.publish("r", data: "\"fine\"")
+            _ = try await bob.message { $0.data == .string("fine") }
+        }
+    }
+
+    @Test func aDrainingNodeSaysGoodbyeAndItsUsersLeaveAtOnce() async throws {
+        try await withMesh(2) { nodes in
+            let watcher = try await nodes[0].connect(user: "watcher")
+            try await watcher.client.join("room")
+            let leaver = try await nodes[1].connect(user: "leaver")
+            try await leaver.client.join("room")
+            _ = try await watcher.next { $0.type == "joined" && $0.user == "leaver" }
+            #expect(try await nodes[1].terminate() == 0)
+            // Heartbeat 5 s: silence would take 15 s; the goodbye makes it immediate.
+            _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "leaver" }
+            #expect(try await Self.aliveNodes(nodes[0]) == ["n1"])
+        }
+    }
+
     @Test func messagesCrossOnlyToNodesWithARecipient() async throws {
         try await withMesh { nodes in
             let alice = try await nodes[0].connect(user: "alice")

@@ -207,17 +207,25 @@ extension MeshBackplane {
         }
         try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.welcome(me).encoded())))
         var frames = inbound.messages(maxSize: Self.maxLinkFrame).makeAsyncIterator()
-        switch try await Self.nextFrame(&frames) {
-        case .members(let records):
-            // An introduction from a node that named us as its seed.
-            mergeAll(records)
-            let known = state.withLock { allRecords($0) }
-            try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
-            while try await Self.nextFrame(&frames) != nil {}
-        case .hello(let record):
-            try await receive(from: record, inbound: &frames, outbound: outbound)
-        default:
-            return
+        do {
+            switch try await Self.nextFrame(&frames) {
+            case .members(let records):
+                // An introduction from a node that named us as its seed.
+                mergeAll(records)
+                let known = state.withLock { allRecords($0) }
+                try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
+                while try await Self.nextFrame(&frames) != nil {}
+            case .hello(let record):
+                try await receive(from: record, inbound: &frames, outbound: outbound)
+            case nil:
+                return
+            default:
+                throw MeshError.refused("a link must start with hello")
+            }
+        } catch MeshError.refused(let why) {
+            // Nothing of the bad frame was applied; the sender redials and syncs afresh.
+            logger.warning("closed a cluster link: \(why)")
+            try? await outbound.close(.protocolError, reason: why)
         }
     }
 

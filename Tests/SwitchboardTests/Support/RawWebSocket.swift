@@ -57,10 +57,14 @@ final class RawWebSocket: Sendable {
 
     /// A masked client text frame (payloads under 126 bytes).
     func sendText(_ text: String) async throws {
-        let payload = Array(text.utf8)
+        try await sendFrame(opcode: 0x1, Array(text.utf8))
+    }
+
+    /// A masked client frame with this opcode (payloads under 126 bytes).
+    func sendFrame(opcode: UInt8, _ payload: [UInt8]) async throws {
         precondition(payload.count < 126)
         let mask: [UInt8] = [1, 2, 3, 4]
-        var frame: [UInt8] = [0x81, 0x80 | UInt8(payload.count)] + mask
+        var frame: [UInt8] = [0x80 | opcode, 0x80 | UInt8(payload.count)] + mask
         for (i, byte) in payload.enumerated() { frame.append(byte ^ mask[i % 4]) }
         try await write(frame)
     }
