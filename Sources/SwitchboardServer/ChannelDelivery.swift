@@ -1,28 +1,45 @@
 import NIOCore
+import Synchronization
 import SwitchboardCore
 import SwitchboardProtocol
 
 /// Delivers cluster events to local connections: the frame is encoded once into one buffer, and
-/// each event loop gets one task that writes that buffer to all of its connections and then
-/// flushes each of them once.
-struct ChannelDelivery: LocalDelivery {
+/// each event loop gets one task that writes that buffer to all of its connections. Flushing is
+/// deferred to the end of the loop's current batch of work: however many events reach a socket
+/// in one turn, it is flushed once (one write system call), and a `?batch=1` socket gets them
+/// packed into one frame.
+final class ChannelDelivery: LocalDelivery {
     let allocator = ByteBufferAllocator()
+    private let flushers = Mutex<[ObjectIdentifier: LoopFlusher]>([:])
 
     func deliver(_ event: ClusterEvent, to connections: [Connection]) {
         let frame = allocator.buffer(bytes: ServerFrame.event(event))
         if connections.count == 1 {
             let connection = connections[0]
+            let flusher = flusher(for: connection.eventLoop)
             connection.eventLoop.execute {
                 connection.write(frame)
-                connection.channel.flush()
+                flusher.schedule(connection)
             }
             return
         }
         for (loop, group) in Self.byEventLoop(connections) {
+            let flusher = flusher(for: loop)
             loop.execute {
-                for connection in group { connection.write(frame) }
-                for connection in group { connection.channel.flush() }
+                for connection in group {
+                    connection.write(frame)
+                    flusher.schedule(connection)
+                }
             }
+        }
+    }
+
+    private func flusher(for loop: any EventLoop) -> LoopFlusher {
+        flushers.withLock { flushers in
+            if let flusher = flushers[ObjectIdentifier(loop)] { return flusher }
+            let flusher = LoopFlusher(loop: loop)
+            flushers[ObjectIdentifier(loop)] = flusher
+            return flusher
         }
     }
 
@@ -39,5 +56,31 @@ struct ChannelDelivery: LocalDelivery {
             }
         }
         return groups
+    }
+}
+
+/// The connections of one event loop written to since its last flush. Touched only on `loop`.
+final class LoopFlusher: @unchecked Sendable {
+    let loop: any EventLoop
+    private var dirty: [Connection] = []
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    /// Flushes `connection` once the loop has run what is queued now (tasks run in order, so the
+    /// flush comes after every delivery already waiting).
+    func schedule(_ connection: Connection) {
+        guard connection.markDirty() else { return }
+        dirty.append(connection)
+        if dirty.count == 1 {
+            loop.execute { self.flushAll() }
+        }
+    }
+
+    private func flushAll() {
+        let flushing = dirty
+        dirty = []
+        for connection in flushing { connection.flushPending() }
     }
 }

@@ -26,11 +26,17 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private var welcomed = false
     private var early: [ByteBuffer] = []
     private var overflowed = false
+    /// `?batch=1`: deliveries of one loop turn go out as one frame, objects separated by `\n`.
+    let batch: Bool
+    private var packed: ByteBuffer?
+    /// Written to since the last flush (see LoopFlusher).
+    private var dirty = false
 
     init(
         session: String, identity: Identity, channel: any Channel, outbound: WebSocketOutboundWriter,
-        maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger
+        maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, batch: Bool = false
     ) {
+        self.batch = batch
         self.session = session
         self.identity = identity
         self.channel = channel
@@ -42,13 +48,32 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     var eventLoop: any EventLoop { channel.eventLoop }
 
-    /// Sends one frame (a reply) from any thread.
+    /// Sends one frame (a reply) from any thread, after any deliveries still packed.
     func send(_ bytes: [UInt8]) {
         let buffer = channel.allocator.buffer(bytes: bytes)
         eventLoop.execute {
             self.write(buffer)
-            self.channel.flush()
+            self.flushPending()
         }
+    }
+
+    /// Marks the connection as written to; false if it already was (and is due a flush).
+    func markDirty() -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard !dirty else { return false }
+        dirty = true
+        return true
+    }
+
+    /// Writes what is packed and flushes the socket.
+    func flushPending() {
+        eventLoop.preconditionInEventLoop()
+        dirty = false
+        if let frame = packed {
+            packed = nil
+            writeFrame(frame)
+        }
+        channel.flush()
     }
 
     /// Writes the welcome frame, then anything delivered before it.
@@ -70,7 +95,18 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             early.append(buffer)
             return
         }
-        writeFrame(buffer)
+        guard batch else {
+            writeFrame(buffer)
+            return
+        }
+        // Packed until the flush: one frame for everything this turn delivers here.
+        if packed == nil {
+            packed = buffer
+        } else {
+            packed!.writeInteger(UInt8(ascii: "\n"))
+            var copy = buffer
+            packed!.writeBuffer(&copy)
+        }
     }
 
     private func writeFrame(_ buffer: ByteBuffer) {

@@ -61,7 +61,8 @@ enum WebSocketEndpoint {
         return .upgrade(headers) { inbound, outbound, _ in
             let connection = Connection(
                 session: Identifiers.random(16), identity: identity, channel: channel, outbound: outbound,
-                maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger)
+                maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
+                batch: query["batch"] == "1")
             guard Name.isValid(identity.user) else {
                 // No session for a bad name: say why, then close (policy violation).
                 connection.open(welcome: ServerFrame.error(ProtocolError(

@@ -43,11 +43,16 @@ struct Churn: AsyncParsableCommand {
 
     func run() async throws {
         let targets = try load.parsedTargets()
+        // Watchers apart, so that only what they see counts as presence seen.
+        let observer = LoadGenerator(threads: 1, sourceAddresses: 1, batch: load.batch)
         let generator = LoadGenerator(threads: load.threads, sourceAddresses: load.sources, batch: load.batch)
-        let watching = try await generator.open(
+        let watching = try await observer.open(
             watchers, user: { "watcher-\($0)" }, target: { _ in targets[targets.count - 1] },
             onOpen: { _, channel in channel.sendText(Commands.join("churn")) })
-        _ = await generator.wait(upTo: .seconds(10)) { generator.totals.replies.load(ordering: .relaxed) >= watchers }
+        _ = await observer.wait(upTo: .seconds(10)) { observer.totals.replies.load(ordering: .relaxed) >= watchers }
+        // The watchers' own joins are not part of the churn.
+        try await Task.sleep(for: .milliseconds(500))
+        observer.totals.presence.store(0, ordering: .relaxed)
         let counts = Totals()
         let deadline = ContinuousClock.now + .seconds(duration)
         let started = ContinuousClock.now
@@ -81,10 +86,11 @@ struct Churn: AsyncParsableCommand {
         result["cycles"] = cycles
         result["failures"] = counts.closed.load(ordering: .relaxed)
         result["cycles_per_s"] = Double(cycles) / seconds
-        result["presence_events_seen"] = generator.totals.presence.load(ordering: .relaxed)
+        result["presence_events_seen"] = observer.totals.presence.load(ordering: .relaxed)
         result["presence_events_expected"] = 2 * watchers * cycles
         result.print()
-        await generator.shutdown(watching)
+        await observer.shutdown(watching)
+        await generator.shutdown([])
     }
 }
 
