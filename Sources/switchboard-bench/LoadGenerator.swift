@@ -49,6 +49,7 @@ final class Totals: Sendable {
     let opened = Atomic(0)
     let closed = Atomic(0)
     let presence = Atomic(0)
+    let welcomed = Atomic(0)
 }
 
 func nanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
@@ -84,6 +85,8 @@ final class LoadGenerator: @unchecked Sendable {
             totals.replies.add(1, ordering: .relaxed)
         } else if bytes.starts(with: "{\"type\":\"error\"") {
             recorder.errors += 1
+        } else if bytes.starts(with: "{\"type\":\"welcome\"") {
+            totals.welcomed.add(1, ordering: .relaxed)
         } else if bytes.starts(with: "{\"type\":\"joined\"") || bytes.starts(with: "{\"type\":\"left\"") {
             totals.presence.add(1, ordering: .relaxed)
         }

@@ -104,6 +104,9 @@ struct Unicast: AsyncParsableCommand {
         let generator = LoadGenerator(threads: load.threads, sourceAddresses: load.sources, batch: load.batch)
         let receivers = try await generator.open(pairs, user: { "recv-\($0)" }, target: { _ in targets[1] })
         let senders = try await generator.open(pairs, user: { "send-\($0)" }, target: { _ in targets[0] })
+        // Welcome comes once the user is online cluster-wide: sending earlier is answered `offline`.
+        let everyone = 2 * pairs
+        _ = await generator.wait(upTo: .seconds(30)) { generator.totals.welcomed.load(ordering: .relaxed) >= everyone }
         let payload = load.payload
         let total = rate * duration
         let pairs = self.pairs
