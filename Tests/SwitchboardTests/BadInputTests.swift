@@ -147,19 +147,20 @@ struct BadInputTests {
 
     @Test func silentSocketsAreClosedAndCapped() async throws {
         try await withCluster(nodes: 1, configure: {
-            $0.handshakeTimeoutSeconds = 3
+            $0.handshakeTimeoutSeconds = 8
             $0.maxPendingHandshakes = 2
         }) { cluster in
             let first = try await RawWebSocket.open(port: cluster.ports[0])
             let second = try await RawWebSocket.open(port: cluster.ports[0])
             defer { first.close(); second.close() }
-            // A third silent socket is one too many: closed on arrival, long before the timeout.
+            // A third silent socket is one too many: closed on arrival, while the first two, which
+            // arrived earlier, are still waiting out their timeout.
             let third = try await RawWebSocket.open(port: cluster.ports[0])
             defer { third.close() }
-            try await eventually("the third to be refused", timeout: .seconds(2)) { third.isClosed }
+            try await eventually("the third to be refused", timeout: .seconds(6)) { third.isClosed }
             #expect(!first.isClosed && !second.isClosed)
             // The silent ones are closed when their time is up.
-            try await eventually("the silent sockets to be closed", timeout: .seconds(10)) { first.isClosed && second.isClosed }
+            try await eventually("the silent sockets to be closed", timeout: .seconds(15)) { first.isClosed && second.isClosed }
             // Real clients are unaffected.
             let client = try await cluster.connect(0, user: "talker")
             try await client.client.ping()
