@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs every scenario against the ceiling server and Switchboard (embedded, Redis, mesh), one
-# after the other on this machine, and appends one JSON line per result to bench/results/latest.jsonl.
-#   bench/run.sh                 # everything (about 5 minutes after the release build)
-#   SCENARIOS="fanout" bench/run.sh
+# Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh) and the peers
+# (Centrifuge, python-socketio, Node ws, each two nodes over Redis), one after the other on this
+# machine, and writes one JSON line per result to bench/results/latest.jsonl.
+#   bench/peers/install.sh       # once: the peers, from Debian
+#   bench/run.sh                 # everything (about 12 minutes after the release build)
+#   SCENARIOS="fanout" SERVERS="ceiling redis centrifuge" bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product switchboard >/dev/null
@@ -22,6 +24,7 @@ wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >
 
 # start_servers KIND: two nodes on 18401/18402 (the ceiling is one process on 18400).
 start_servers() {
+  DIALECT=switchboard
   case "$1" in
     ceiling) $BENCH ceiling --port 18400 >/dev/null 2>&1 & PIDS+=($!); sleep 1; TARGETS=ws://127.0.0.1:18400/ws,ws://127.0.0.1:18400/ws; SERVER_PID=$!;;
     embedded) $SB cluster --nodes 2 --base-port 18401 --log-level error >/dev/null 2>&1 & PIDS+=($!); SERVER_PID=$!
@@ -29,6 +32,13 @@ start_servers() {
     redis) redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
            for i in 1 2; do $SB serve --node-id r$i --port 1840$i --redis redis://127.0.0.1:18409 --log-level error >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
+    centrifuge|socketio|node-ws)
+          redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
+          for i in 1 2; do bench/peers/start.sh "$1" 1840$i 127.0.0.1:18409 >/dev/null 2>&1 & PIDS+=($!); done
+          SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402
+          path=/ws; [ "$1" = socketio ] && path=/socket.io/
+          TARGETS=ws://127.0.0.1:18401$path,ws://127.0.0.1:18402$path
+          DIALECT=switchboard; [ "$1" = centrifuge ] && DIALECT=centrifuge; [ "$1" = socketio ] && DIALECT=socketio;;
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
@@ -37,20 +47,22 @@ stop_servers() { cleanup; PIDS=(); sleep 1; }
 
 run() { # label scenario args...
   local label=$1 scenario=$2; shift 2
-  $BENCH "$scenario" --targets "$TARGETS" --label "$label" "$@" | tee /dev/stderr | grep '^{' >> "$OUT" || echo "{\"scenario\":\"$scenario\",\"server\":\"$label\",\"failed\":true}" >> "$OUT"
+  $BENCH "$scenario" --targets "$TARGETS" --label "$label" --dialect "$DIALECT" "$@" | tee /dev/stderr | grep '^{' >> "$OUT" || echo "{\"scenario\":\"$scenario\",\"server\":\"$label\",\"failed\":true}" >> "$OUT"
 }
 
-for kind in ceiling embedded redis mesh; do
+for kind in ${SERVERS:-ceiling embedded redis mesh centrifuge socketio node-ws}; do
   start_servers $kind
   for scenario in $SCENARIOS; do
     case $scenario in
       fanout) run $kind fanout --subscribers 1000 --messages 2000
-              run $kind fanout --subscribers 1000 --messages 2000 --batch
-              sed -i '$ s/"server":"'$kind'"/"server":"'$kind'-batch"/' "$OUT";;
+              if [ $DIALECT = switchboard ] && [ $kind != node-ws ]; then
+                run $kind fanout --subscribers 1000 --messages 2000 --batch
+                sed -i '$ s/"server":"'$kind'"/"server":"'$kind'-batch"/' "$OUT"
+              fi;;
       paced) run $kind fanout --subscribers 1000 --rate 50 --duration 10;;
       unicast) [ $kind = ceiling ] || run $kind unicast --pairs 100 --rate 1000 --duration 10;;
       churn) [ $kind = ceiling ] || run $kind churn --workers 20 --duration 10;;
-      idle) [ $kind = embedded ] && run $kind idle --connections 18000 --server-pid "$SERVER_PID" --rest 30 || true;;
+      idle) [ $kind = ceiling ] || [ $kind = mesh ] || run $kind idle --connections 18000 --server-pid "$SERVER_PID" --rest 30 || true;;
     esac
   done
   stop_servers

@@ -86,6 +86,11 @@ final class CeilingHandler: ChannelInboundHandler, @unchecked Sendable {
         self.room = room
     }
 
+    /// Added once upgraded: greet, as every server in the run does before commands.
+    func handlerAdded(context: ChannelHandlerContext) {
+        reply(context, "{\"type\":\"welcome\"}")
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {

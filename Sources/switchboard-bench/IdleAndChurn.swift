@@ -13,7 +13,7 @@ struct Idle: AsyncParsableCommand {
 
     func run() async throws {
         let target = try load.parsedTargets()[0]
-        let generator = LoadGenerator(threads: load.threads, sourceAddresses: load.sources, batch: load.batch)
+        let generator = load.generator()
         let before = try ProcessStats(pid: serverPid)
         let channels = try await generator.open(connections, user: { "idle-\($0)" }, target: { _ in target })
         try await Task.sleep(for: .seconds(3))
@@ -44,11 +44,11 @@ struct Churn: AsyncParsableCommand {
     func run() async throws {
         let targets = try load.parsedTargets()
         // Watchers apart, so that only what they see counts as presence seen.
-        let observer = LoadGenerator(threads: 1, sourceAddresses: 1, batch: load.batch)
-        let generator = LoadGenerator(threads: load.threads, sourceAddresses: load.sources, batch: load.batch)
+        let observer = load.generator(threads: 1, sources: 1)
+        let generator = load.generator()
         let watching = try await observer.open(
             watchers, user: { "watcher-\($0)" }, target: { _ in targets[targets.count - 1] },
-            onOpen: { _, channel in channel.sendText(Commands.join("churn")) })
+            onOpen: { _, channel in channel.sendText(observer.dialect.join("churn")) })
         _ = await observer.wait(upTo: .seconds(10)) { observer.totals.replies.load(ordering: .relaxed) >= watchers }
         // The watchers' own joins are not part of the churn.
         try await Task.sleep(for: .milliseconds(500))
@@ -67,7 +67,7 @@ struct Churn: AsyncParsableCommand {
                             // Joined once the join is answered; then closed at once.
                             let channel = try await generator.open(
                                 1, user: { _ in name }, target: { _ in targets[0] },
-                                onOpen: { _, channel in channel.sendText(Commands.join("churn")) },
+                                onOpen: { _, channel in channel.sendText(generator.dialect.join("churn")) },
                                 onReply: { _, channel in channel.close(promise: nil) })[0]
                             try await channel.closeFuture.get()
                             counts.opened.add(1, ordering: .relaxed)

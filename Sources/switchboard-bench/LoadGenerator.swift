@@ -63,37 +63,46 @@ final class LoadGenerator: @unchecked Sendable {
     let totals = Totals()
     let sourceAddresses: Int
     let batch: Bool
+    let dialect: Dialect
 
-    init(threads: Int, sourceAddresses: Int, batch: Bool) {
+    init(threads: Int, sourceAddresses: Int, batch: Bool, dialect: Dialect) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         loops = Array(group.makeIterator())
         recorders = loops.map { _ in Recorder() }
         self.sourceAddresses = max(1, sourceAddresses)
         self.batch = batch
+        self.dialect = dialect
     }
 
-    /// Counts a message: a bench payload is a delivery (latency recorded), `ok` a reply.
-    func record(_ bytes: UnsafeRawBufferPointer, on recorder: Recorder) {
-        if let stamp = bytes.benchStamp(), bytes.starts(with: "{\"type\":\"message\"") {
+    /// Counts a message: a bench payload is a delivery (latency recorded), a command's answer a
+    /// reply. Returns what it was, for the connection to act on.
+    func record(_ bytes: UnsafeRawBufferPointer, on recorder: Recorder) -> Incoming {
+        let incoming = dialect.classify(bytes)
+        switch incoming {
+        case .delivery:
+            guard let stamp = bytes.benchStamp() else { return .other }
             let now = nanos()
             recorder.received += 1
             recorder.lastReceipt = now
             _ = recorder.latency.record(now > stamp.sent ? now - stamp.sent : 0)
             totals.received.add(1, ordering: .relaxed)
-        } else if bytes.starts(with: "{\"type\":\"ok\"") {
+        case .reply:
             recorder.replies += 1
             totals.replies.add(1, ordering: .relaxed)
-        } else if bytes.starts(with: "{\"type\":\"error\"") {
+        case .error:
             recorder.errors += 1
-        } else if bytes.starts(with: "{\"type\":\"welcome\"") {
+        case .welcome:
             totals.welcomed.add(1, ordering: .relaxed)
-        } else if bytes.starts(with: "{\"type\":\"joined\"") || bytes.starts(with: "{\"type\":\"left\"") {
+        case .presence:
             totals.presence.add(1, ordering: .relaxed)
+        case .answer, .other:
+            break
         }
+        return incoming
     }
 
     /// Opens `count` connections; `user(i)` names each, `target(i)` picks its node. Returns once
-    /// all are upgraded (or throws with how many failed).
+    /// all are welcomed (or throws with how many failed); `onOpen` runs at each one's welcome.
     func open(
         _ count: Int, user: @escaping @Sendable (Int) -> String, target: @escaping @Sendable (Int) -> Target,
         onOpen: @escaping @Sendable (Int, any Channel) -> Void = { _, _ in },
@@ -127,7 +136,8 @@ final class LoadGenerator: @unchecked Sendable {
         let loopIndex = index % loops.count
         let recorder = recorders[loopIndex]
         let upgraded = loops[loopIndex].makePromise(of: Void.self)
-        let path = target.path("user=\(user)" + (batch ? "&batch=1" : ""))
+        let path = dialect.path(target, user: user, batch: batch)
+        let greeting = dialect.greeting
         let source = try SocketAddress(ipAddress: "127.0.0.\(1 + index % sourceAddresses)", port: 0)
         let totals = self.totals
         let channel = try await ClientBootstrap(group: loops[loopIndex])
@@ -137,17 +147,25 @@ final class LoadGenerator: @unchecked Sendable {
                 let handler = LoadConnection(
                     host: target.host, port: target.port, path: path,
                     onOpen: {
-                        totals.opened.add(1, ordering: .relaxed)
-                        onOpen(index, channel)
-                        upgraded.succeed()
+                        if let greeting { channel.sendText(greeting) }
                     },
                     onMessage: { bytes in
-                        self.record(bytes, on: recorder)
-                        if let onReply, bytes.starts(with: "{\"type\":\"ok\"") { onReply(index, channel) }
+                        switch self.record(bytes, on: recorder) {
+                        case .welcome:
+                            totals.opened.add(1, ordering: .relaxed)
+                            onOpen(index, channel)
+                            upgraded.succeed()
+                        case .reply:
+                            onReply?(index, channel)
+                        case .answer(let answer):
+                            channel.sendText(answer)
+                        default:
+                            break
+                        }
                     },
                     onClose: {
                         totals.closed.add(1, ordering: .relaxed)
-                        upgraded.fail(BenchError("closed before the upgrade"))
+                        upgraded.fail(BenchError("closed before the welcome"))
                     })
                 return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }
@@ -200,24 +218,11 @@ final class LoadGenerator: @unchecked Sendable {
     }
 }
 
-/// Client commands, encoded once as zero-masked frames.
-enum Commands {
-    static func join(_ room: String) -> [UInt8] { Array("{\"type\":\"join\",\"room\":\"\(room)\"}".utf8) }
-
-    /// `data` is `[seq,sentNanos,"pad"]`, padded so that `data` is `payload` bytes long.
-    static func data(seq: Int, sent: UInt64, payload: Int) -> String {
-        let head = "[\(seq),\(sent),\""
-        let pad = max(0, payload - head.utf8.count - 2)
-        return head + String(repeating: "x", count: pad) + "\"]"
-    }
-
-    static func publish(room: String, seq: Int, payload: Int) -> [UInt8] {
-        Array("{\"type\":\"publish\",\"room\":\"\(room)\",\"data\":\(data(seq: seq, sent: nanos(), payload: payload))}".utf8)
-    }
-
-    static func send(to user: String, seq: Int, payload: Int) -> [UInt8] {
-        Array("{\"type\":\"send\",\"to\":\"\(user)\",\"data\":\(data(seq: seq, sent: nanos(), payload: payload))}".utf8)
-    }
+/// The bench payload: `[seq,sentNanos,"pad"]`, padded so that it is `payload` bytes long.
+func benchData(seq: Int, payload: Int) -> String {
+    let head = "[\(seq),\(nanos()),\""
+    let pad = max(0, payload - head.utf8.count - 2)
+    return head + String(repeating: "x", count: pad) + "\"]"
 }
 
 extension Channel {

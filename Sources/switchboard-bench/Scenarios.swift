@@ -11,6 +11,12 @@ struct LoadOptions: ParsableArguments {
     @Option(help: "Source addresses 127.0.0.1..N for the connections (28k ports each).") var sources = 1
     @Flag(help: "Connect with ?batch=1 (several messages per frame).") var batch = false
     @Option(help: "Name of the server under test, for the report.") var label = "switchboard"
+    @Option(help: "Protocol of the server under test: \(Dialect.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var dialect: Dialect = .switchboard
+
+    func generator(threads: Int? = nil, sources: Int? = nil) -> LoadGenerator {
+        LoadGenerator(threads: threads ?? self.threads, sourceAddresses: sources ?? self.sources, batch: batch, dialect: dialect)
+    }
 
     func parsedTargets() throws -> [Target] {
         try targets.split(separator: ",").map { try Target(String($0)) }
@@ -29,11 +35,11 @@ struct Fanout: AsyncParsableCommand {
 
     func run() async throws {
         let targets = try load.parsedTargets()
-        let generator = LoadGenerator(threads: load.threads, sourceAddresses: load.sources, batch: load.batch)
+        let generator = load.generator()
         let subscribers = self.subscribers
         let channels = try await generator.open(
             subscribers, user: { "sub-\($0)" }, target: { targets[$0 % targets.count] },
-            onOpen: { _, channel in channel.sendText(Commands.join("bench")) })
+            onOpen: { _, channel in channel.sendText(generator.dialect.join("bench")) })
         guard await generator.wait(upTo: .seconds(30), { generator.totals.replies.load(ordering: .relaxed) >= subscribers }) else {
             throw BenchError("only \(generator.totals.replies.load(ordering: .relaxed)) of \(subscribers) joins were answered")
         }
@@ -48,7 +54,7 @@ struct Fanout: AsyncParsableCommand {
         if rate > 0 {
             task = publisher.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(1_000_000_000 / rate))) { task in
                 let seq = published.add(1, ordering: .relaxed).newValue
-                publisher.sendText(Commands.publish(room: "bench", seq: seq, payload: payload))
+                publisher.sendText(generator.dialect.publish(room: "bench", data: benchData(seq: seq, payload: payload)))
                 if seq >= total { task.cancel() }
             }
         } else {
@@ -58,7 +64,7 @@ struct Fanout: AsyncParsableCommand {
                 while published.load(ordering: .relaxed) < total,
                     published.load(ordering: .relaxed) * subscribers - generator.totals.received.load(ordering: .relaxed) < window * subscribers {
                     let seq = published.add(1, ordering: .relaxed).newValue
-                    publisher.sendText(Commands.publish(room: "bench", seq: seq, payload: payload), flush: false)
+                    publisher.sendText(generator.dialect.publish(room: "bench", data: benchData(seq: seq, payload: payload)), flush: false)
                     sent = true
                 }
                 if sent { publisher.flush() }
@@ -101,7 +107,7 @@ struct Unicast: AsyncParsableCommand {
     func run() async throws {
         let targets = try load.parsedTargets()
         guard targets.count >= 2 else { throw BenchError("unicast needs two targets") }
-        let generator = LoadGenerator(threads: load.threads, sourceAddresses: load.sources, batch: load.batch)
+        let generator = load.generator()
         let receivers = try await generator.open(pairs, user: { "recv-\($0)" }, target: { _ in targets[1] })
         let senders = try await generator.open(pairs, user: { "send-\($0)" }, target: { _ in targets[0] })
         // Welcome comes once the user is online cluster-wide: sending earlier is answered `offline`.
@@ -114,7 +120,7 @@ struct Unicast: AsyncParsableCommand {
         let started = nanos()
         let task = senders[0].eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(1_000_000_000 / rate))) { task in
             let seq = sent.add(1, ordering: .relaxed).newValue
-            senders[seq % pairs].sendText(Commands.send(to: "recv-\(seq % pairs)", seq: seq, payload: payload))
+            senders[seq % pairs].sendText(generator.dialect.send(to: "recv-\(seq % pairs)", data: benchData(seq: seq, payload: payload)))
             if seq >= total { task.cancel() }
         }
         _ = await generator.wait(upTo: .seconds(Int64(duration + 30))) { sent.load(ordering: .relaxed) >= total }
