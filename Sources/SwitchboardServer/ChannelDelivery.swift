@@ -3,8 +3,9 @@ import Synchronization
 import SwitchboardCore
 import SwitchboardProtocol
 
-/// Delivers cluster events to local connections: the frame is encoded once into one buffer, and
-/// each event loop gets one task that writes that buffer to all of its connections. Flushing is
+/// Delivers cluster events to local connections: the frame, WebSocket header included, is encoded
+/// once into one buffer, and each event loop gets one task that writes that buffer to all of its
+/// connections. Flushing is
 /// deferred to the end of the loop's current batch of work: however many events reach a socket
 /// in one turn, it is flushed once (one write system call), and a `?batch=1` socket gets them
 /// packed into one frame.
@@ -13,7 +14,7 @@ final class ChannelDelivery: LocalDelivery {
     private let flushers = Mutex<[ObjectIdentifier: LoopFlusher]>([:])
 
     func deliver(_ event: ClusterEvent, to connections: [Connection]) {
-        let frame = allocator.buffer(bytes: ServerFrame.event(event))
+        let frame = EncodedFrame(ServerFrame.event(event), allocator: allocator)
         if connections.count == 1 {
             let connection = connections[0]
             let flusher = flusher(for: connection.eventLoop)

@@ -7,9 +7,10 @@ import SwitchboardCore
 /// One client WebSocket held by this node.
 ///
 /// Frames are written straight to the NIO channel on its event loop, never through an awaiting
-/// writer, so a slow socket cannot stall whoever delivers to it. What the socket has not taken
-/// yet stays in NIO's outbound buffer; when that exceeds `maxBufferedBytes` the connection is
-/// closed (it would otherwise grow without bound) and the others are unaffected.
+/// writer, so a slow socket cannot stall whoever delivers to it. They go through `wire`, below
+/// the frame encoder, as bytes encoded once for every recipient. What the socket has not taken
+/// yet stays in NIO's outbound buffer; when that exceeds `maxBufferedBytes` at a flush the
+/// connection is closed (it would otherwise grow without bound) and the others are unaffected.
 ///
 /// The mutable state below is touched only on `channel.eventLoop`.
 final class Connection: LocalEndpoint, @unchecked Sendable {
@@ -18,22 +19,24 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     var user: String { identity.user }
     let channel: any Channel
     let outbound: WebSocketOutboundWriter
+    private let wire: WireWriter
     private let maxBufferedBytes: Int
     private let metrics: NodeMetrics
     private let logger: Logger
 
     /// Until `welcome` is written, deliveries wait here: `welcome` is always the first frame.
     private var welcomed = false
-    private var early: [ByteBuffer] = []
+    private var early: [EncodedFrame] = []
     private var overflowed = false
     /// `?batch=1`: deliveries of one loop turn go out as one frame, objects separated by `\n`.
     let batch: Bool
     private var packed: ByteBuffer?
-    /// Written to since the last flush (see LoopFlusher).
+    /// Written to since the last flush (see LoopFlusher), and how many frames.
     private var dirty = false
+    private var framesSinceFlush = 0
 
     init(
-        session: String, identity: Identity, channel: any Channel, outbound: WebSocketOutboundWriter,
+        session: String, identity: Identity, channel: any Channel, outbound: WebSocketOutboundWriter, wire: WireWriter,
         maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, batch: Bool = false
     ) {
         self.batch = batch
@@ -41,6 +44,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         self.identity = identity
         self.channel = channel
         self.outbound = outbound
+        self.wire = wire
         self.maxBufferedBytes = maxBufferedBytes
         self.metrics = metrics
         self.logger = logger
@@ -50,9 +54,9 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     /// Sends one frame (a reply) from any thread, after any deliveries still packed.
     func send(_ bytes: [UInt8]) {
-        let buffer = channel.allocator.buffer(bytes: bytes)
+        let frame = EncodedFrame(bytes, allocator: channel.allocator)
         eventLoop.execute {
-            self.write(buffer)
+            self.write(frame)
             self.flushPending()
         }
     }
@@ -65,59 +69,61 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         return true
     }
 
-    /// Writes what is packed and flushes the socket.
+    /// Writes what is packed and flushes the socket, unless its backlog is over the limit.
     func flushPending() {
         eventLoop.preconditionInEventLoop()
         dirty = false
-        if let frame = packed {
+        if let payload = packed {
             packed = nil
-            writeFrame(frame)
+            writeWire(WireFrame.text(payload, allocator: channel.allocator))
         }
-        channel.flush()
+        guard framesSinceFlush > 0, !overflowed else { return }
+        metrics.deliveries.increment(by: Int64(framesSinceFlush))
+        framesSinceFlush = 0
+        let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        guard buffered <= maxBufferedBytes else {
+            overflow(buffered: buffered)
+            return
+        }
+        wire.flush()
     }
 
     /// Writes the welcome frame, then anything delivered before it.
     func open(welcome: [UInt8]) {
-        let buffer = channel.allocator.buffer(bytes: welcome)
+        let frame = EncodedFrame(welcome, allocator: channel.allocator)
         eventLoop.execute {
             self.welcomed = true
-            self.writeFrame(buffer)
-            for frame in self.early { self.writeFrame(frame) }
+            self.write(frame)
+            for frame in self.early { self.write(frame) }
             self.early = []
-            self.channel.flush()
+            self.flushPending()
         }
     }
 
     /// Queues a frame. On the event loop only; the caller flushes.
-    func write(_ buffer: ByteBuffer) {
+    func write(_ frame: EncodedFrame) {
         eventLoop.preconditionInEventLoop()
         guard welcomed else {
-            early.append(buffer)
+            early.append(frame)
             return
         }
         guard batch else {
-            writeFrame(buffer)
+            writeWire(frame.wire)
             return
         }
         // Packed until the flush: one frame for everything this turn delivers here.
         if packed == nil {
-            packed = buffer
+            packed = frame.payload
         } else {
             packed!.writeInteger(UInt8(ascii: "\n"))
-            var copy = buffer
-            packed!.writeBuffer(&copy)
+            var payload = frame.payload
+            packed!.writeBuffer(&payload)
         }
     }
 
-    private func writeFrame(_ buffer: ByteBuffer) {
-        guard !overflowed, channel.isActive else { return }
-        let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-        guard buffered + buffer.readableBytes <= maxBufferedBytes else {
-            overflow(buffered: buffered)
-            return
-        }
-        channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
-        metrics.deliveries.increment()
+    private func writeWire(_ frame: ByteBuffer) {
+        guard !overflowed, wire.write(frame) else { return }
+        framesSinceFlush += 1
     }
 
     private func overflow(buffered: Int) {

@@ -59,8 +59,10 @@ enum WebSocketEndpoint {
             return .dontUpgrade
         }
         return .upgrade(headers) { inbound, outbound, _ in
+            // Gone already if the client left during the upgrade: nothing to serve.
+            guard let wire = try? await WireWriter.install(on: channel) else { return }
             let connection = Connection(
-                session: Identifiers.random(16), identity: identity, channel: channel, outbound: outbound,
+                session: Identifiers.random(16), identity: identity, channel: channel, outbound: outbound, wire: wire,
                 maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
                 batch: query["batch"] == "1")
             guard Name.isValid(identity.user) else {

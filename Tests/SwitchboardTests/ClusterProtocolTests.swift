@@ -176,6 +176,30 @@ struct ClusterProtocolTests {
         }
     }
 
+    @Test func batchPacksDeliveriesIntoFramesInOrder() async throws {
+        try await withCluster { cluster in
+            let packer = try await RawWebSocket.connect(port: cluster.ports[1], path: "/ws?user=packer&batch=1")
+            defer { packer.close() }
+            try await eventually("the welcome") { packer.textFrames.count == 1 }
+            try await packer.sendText(#"{"type":"join","room":"packed","id":"j"}"#)
+            try await eventually("the join's answer") { packer.textFrames.contains { $0.contains(#""id":"j""#) } }
+            let sender = try await cluster.connect(0, user: "sender")
+            // A burst, so that several deliveries reach the packer's socket in one loop turn;
+            // the packer's own pings go in the middle of it.
+            for n in 0..<1000 {
+                try await sender.client.sendText(#"{"type":"publish","room":"packed","data":\#(n)}"#)
+                if n % 250 == 0 { try await packer.sendText(#"{"type":"ping","id":"p\#(n)"}"#) }
+            }
+            let objects = { packer.textFrames.flatMap { $0.split(separator: "\n").map(String.init) } }
+            try await eventually("every delivery") { objects().filter { $0.hasPrefix(#"{"type":"message""#) }.count == 1000 }
+            try await eventually("every pong") { objects().filter { $0.hasPrefix(#"{"type":"pong""#) }.count == 4 }
+            let delivered = objects().filter { $0.hasPrefix(#"{"type":"message""#) }
+            #expect(delivered.enumerated().allSatisfy { n, text in text.contains(#""data":\#(n)"#) })
+            #expect(objects().allSatisfy { $0.hasPrefix("{") && $0.hasSuffix("}") })
+            #expect(packer.textFrames.count < objects().count, "some frames hold several messages")
+        }
+    }
+
     @Test func subprotocolIsEchoed() async throws {
         try await withCluster(nodes: 1) { cluster in
             let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=p")

@@ -88,6 +88,32 @@ final class RawWebSocket: Sendable {
             bytes[$0] == 0x88 && bytes[$0 + 1] >= 2 && bytes[$0 + 2] == UInt8(code >> 8) && bytes[$0 + 3] == UInt8(code & 0xFF)
         }
     }
+    /// The payloads of the complete server text frames received so far (after the HTTP head).
+    var textFrames: [String] {
+        let bytes = receivedBytes
+        guard let head = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return [] }
+        var frames: [String] = []
+        var index = head.upperBound
+        while index + 2 <= bytes.count {
+            let opcode = bytes[index] & 0x0F
+            var length = Int(bytes[index + 1] & 0x7F)
+            var start = index + 2
+            if length == 126 {
+                guard start + 2 <= bytes.count else { break }
+                length = Int(bytes[start]) << 8 | Int(bytes[start + 1])
+                start += 2
+            } else if length == 127 {
+                guard start + 8 <= bytes.count else { break }
+                length = bytes[start..<start + 8].reduce(0) { $0 << 8 | Int($1) }
+                start += 8
+            }
+            guard start + length <= bytes.count else { break }
+            if opcode == 0x1 { frames.append(String(decoding: bytes[start..<start + length], as: UTF8.self)) }
+            index = start + length
+        }
+        return frames
+    }
+
     var isClosed: Bool { collector.closed.withLockedValue { $0 } }
 
     /// Stops reading from the socket: the kernel buffers fill and the server's writes back up.

@@ -1,0 +1,97 @@
+import NIOCore
+import NIOWebSocket
+
+/// Writes whole, already-encoded WebSocket frames straight to the transport.
+///
+/// It sits just on the socket's side of NIO's frame encoder, so a delivery skips the handlers
+/// above it (the async writer's bridge, the encoder) and their per-write wrapping and retains:
+/// the fan-out encodes a frame once and each connection only queues the same bytes. Anything
+/// below it (TLS) still applies. Replies and deliveries take this one path, so they stay in order.
+final class WireWriter: ChannelOutboundHandler, @unchecked Sendable {
+    /// Whatever passes by from above (encoded frames) goes on unchanged.
+    typealias OutboundIn = ByteBuffer
+
+    /// Touched only on the channel's event loop.
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Queues a frame's bytes; false once the handler has left the pipeline (channel closing).
+    func write(_ frame: ByteBuffer) -> Bool {
+        guard let context else { return false }
+        context.write(NIOAny(frame), promise: nil)
+        return true
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    /// Adds a writer below the frame encoder of an upgraded WebSocket channel.
+    static func install(on channel: any Channel) async throws -> WireWriter {
+        try await channel.eventLoop.submit {
+            let writer = WireWriter()
+            let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
+            try channel.pipeline.syncOperations.addHandler(writer, position: .before(encoder))
+            return writer
+        }.get()
+    }
+}
+
+/// An unmasked, final text frame (server to client), header and payload in one buffer.
+enum WireFrame {
+    static func text(_ payload: some Collection<UInt8>, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var frame = allocator.buffer(capacity: payload.count + 10)
+        writeHeader(length: payload.count, into: &frame)
+        frame.writeBytes(payload)
+        return frame
+    }
+
+    static func text(_ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var frame = allocator.buffer(capacity: payload.readableBytes + 10)
+        writeHeader(length: payload.readableBytes, into: &frame)
+        var payload = payload
+        frame.writeBuffer(&payload)
+        return frame
+    }
+
+    /// Bytes of the header in front of a payload of `length` bytes.
+    static func headerLength(_ length: Int) -> Int {
+        length < 126 ? 2 : length <= 0xFFFF ? 4 : 10
+    }
+
+    private static func writeHeader(length: Int, into frame: inout ByteBuffer) {
+        frame.writeInteger(UInt8(0x81))  // FIN, text
+        if length < 126 {
+            frame.writeInteger(UInt8(length))
+        } else if length <= 0xFFFF {
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(length))
+        } else {
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(length))
+        }
+    }
+}
+
+/// A text frame encoded once: `wire` for connections that take it whole, `payload` (the same
+/// storage, past the header) for `?batch=1` connections that pack several into one frame.
+struct EncodedFrame: Sendable {
+    let wire: ByteBuffer
+    private let headerLength: Int
+
+    init(_ payload: [UInt8], allocator: ByteBufferAllocator) {
+        wire = WireFrame.text(payload, allocator: allocator)
+        headerLength = WireFrame.headerLength(payload.count)
+    }
+
+    var payload: ByteBuffer {
+        wire.getSlice(at: wire.readerIndex + headerLength, length: wire.readableBytes - headerLength)!
+    }
+}
