@@ -11,7 +11,7 @@ swift build -c release --product switchboard >/dev/null
 swift build -c release --product switchboard-bench >/dev/null
 SB=.build/release/switchboard
 BENCH=.build/release/switchboard-bench
-OUT=bench/results/latest.jsonl
+OUT=${OUT:-bench/results/latest.jsonl}
 mkdir -p bench/results
 : > "$OUT"
 SCENARIOS=${SCENARIOS:-"fanout paced unicast churn idle"}

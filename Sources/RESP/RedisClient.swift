@@ -123,6 +123,12 @@ public final class RedisClient: Sendable {
         return try await connection.send(arguments)
     }
 
+    /// Queues a command on the current connection without waiting (see `RedisConnection.enqueue`).
+    public func enqueue(_ arguments: [RESPArgument]) throws -> EventLoopFuture<RESPValue> {
+        guard let connection = state.withLock({ $0.connection }) else { throw RedisError.unavailable }
+        return connection.enqueue(arguments)
+    }
+
     /// The current connection, if any.
     public var connection: RedisConnection? { state.withLock { $0.connection } }
 

@@ -61,6 +61,12 @@ public final class RedisConnection: Sendable {
     }
 
     private func sendRaw(_ arguments: [RESPArgument], expectsReply: Bool) async throws -> RESPValue {
+        try await enqueue(arguments, expectsReply: expectsReply).get()
+    }
+
+    /// Queues a command behind those queued before it (from this thread) and returns its reply
+    /// to come: the caller may queue more before waiting (pipelining).
+    public func enqueue(_ arguments: [RESPArgument], expectsReply: Bool = true) -> EventLoopFuture<RESPValue> {
         let loop = channel.eventLoop
         let promise = loop.makePromise(of: RESPValue.self)
         let handler = self.handler
@@ -76,7 +82,7 @@ public final class RedisConnection: Sendable {
             }
             promise.futureResult.whenComplete { _ in timer.cancel() }
         }
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }

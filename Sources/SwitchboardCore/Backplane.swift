@@ -58,6 +58,9 @@ public protocol Backplane: Sendable {
 
     /// Hands a message to every other node with a recipient for its address.
     func publish(_ envelope: Envelope) async throws
+    /// Like `publish`, but returns once the message is queued, in call order, so that a sender
+    /// can have several on their way; `wait()` then says whether the cluster took it.
+    func submit(_ envelope: Envelope) -> PendingPublish
 
     /// The first connection of `user` opened on this node.
     func userOnline(_ user: String) async throws
@@ -76,4 +79,26 @@ public protocol Backplane: Sendable {
     func nodes() async throws -> [NodeStatus]
     /// Publishes this node's load.
     func report(_ load: NodeLoad) async
+}
+
+/// A message handed to a backplane whose acceptance has not been awaited yet.
+public struct PendingPublish: Sendable {
+    private let acceptance: @Sendable () async throws -> Void
+
+    public init(_ acceptance: @escaping @Sendable () async throws -> Void) {
+        self.acceptance = acceptance
+    }
+
+    /// Returns once the cluster has the message; throws if it could not take it.
+    public func wait() async throws {
+        try await acceptance()
+    }
+}
+
+extension Backplane {
+    /// Without a queue of its own, a backplane publishes when the sender waits: a sender that
+    /// waits for each message in turn still gets them out in order, only without overlap.
+    public func submit(_ envelope: Envelope) -> PendingPublish {
+        PendingPublish { try await self.publish(envelope) }
+    }
 }

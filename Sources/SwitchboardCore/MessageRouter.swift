@@ -157,15 +157,24 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// Delivers a message to this node's recipients, then hands it to the backplane for the others.
     /// Calls from one task are delivered everywhere in the order they were made.
     public func route(_ envelope: Envelope) async throws {
+        try await submit(envelope).wait()
+    }
+
+    /// `route` without the wait: local recipients have the message when this returns, and the
+    /// backplane has it queued behind any message submitted before it.
+    public func submit(_ envelope: Envelope) -> PendingPublish {
         let event = ClusterEvent.message(envelope)
         let local = recipients(for: event.address)
         if !local.isEmpty {
             delivery.deliver(event, to: local)
         }
-        do {
-            try await backplane.publish(envelope)
-        } catch {
-            throw NotHandedToCluster(deliveredLocally: local.count, reason: error)
+        let pending = backplane.submit(envelope)
+        return PendingPublish {
+            do {
+                try await pending.wait()
+            } catch {
+                throw NotHandedToCluster(deliveredLocally: local.count, reason: error)
+            }
         }
     }
 

@@ -34,11 +34,16 @@ final class NodeContext: Sendable {
 
     /// Makes an envelope for `data` and routes it; returns once the cluster has it.
     func publish(from sender: String, to address: Address, data: RawJSON) async throws {
+        try await submit(from: sender, to: address, data: data).wait()
+    }
+
+    /// Delivers locally and queues the message on the backplane; see `MessageRouter.submit`.
+    func submit(from sender: String, to address: Address, data: RawJSON) -> PendingPublish {
         let envelope = Envelope(
             id: identifiers.messageID(), from: sender, address: address, data: data,
             timestamp: wallClockMilliseconds())
-        try await router.route(envelope)
         metrics.messagesPublished.increment()
+        return router.submit(envelope)
     }
 }
 

@@ -5,15 +5,21 @@ import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
 
-/// Runs one client connection: welcome, then each command in the order it arrived. A command
-/// is finished (its effect handed to the cluster) before the next is read, which is what keeps
-/// one sender's messages in order everywhere.
+/// Runs one client connection: welcome, then each command in the order it arrived. Publishes
+/// and broadcasts are queued on the backplane in that order and answered, in order, as the
+/// cluster takes them, so a fast sender has several on their way at once (up to
+/// `maxPublishesInFlight`); any other command first waits for those answers. That is what keeps
+/// one sender's messages, and the answers to its commands, in order everywhere.
 struct Session {
     let connection: Connection
     let node: NodeContext
     var limiter: RateLimiter
     /// Consecutive bad or refused frames; too many closes the connection (1008).
     var strikes = 0
+    /// The answer to the last publish still on its way; each waits for the one before it.
+    private var lastAnswer: Task<Void, Never>?
+    private var publishesInFlight = 0
+    static let maxPublishesInFlight = 64
 
     init(connection: Connection, node: NodeContext) {
         self.connection = connection
@@ -76,6 +82,7 @@ struct Session {
 
     /// Answers a refused frame; true when the connection has been closed for repeated abuse.
     private mutating func refuse(_ error: ProtocolError) async throws -> Bool {
+        await settleAnswers()
         connection.send(ServerFrame.error(error))
         strikes += 1
         guard strikes >= node.configuration.maxStrikes else { return false }
@@ -94,8 +101,19 @@ struct Session {
         return true
     }
 
-    private func handle(_ request: ClientRequest) async {
+    private mutating func handle(_ request: ClientRequest) async {
         let id = request.id
+        switch request.command {
+        case .publish(let room, _) where !connection.identity.mayUse(room):
+            break
+        case .publish(let room, let data):
+            return await pipeline(id) { $0.submit(from: $1, to: .room(room), data: data) }
+        case .broadcast(let data):
+            return await pipeline(id) { $0.submit(from: $1, to: .everyone, data: data) }
+        default:
+            break
+        }
+        await settleAnswers()
         do {
             switch request.command {
             case .join(let room):
@@ -111,10 +129,9 @@ struct Session {
             case .leave(let room):
                 try await node.router.leave(connection, room: room)
                 connection.send(ServerFrame.ok(id: id, room: room))
-            case .publish(let room, let data):
-                guard allowed(room, id) else { return }
-                try await node.publish(from: connection.user, to: .room(room), data: data)
-                connection.send(ServerFrame.ok(id: id))
+            case .publish(let room, _):
+                // Publishes to allowed rooms were pipelined above: this one is refused.
+                _ = allowed(room, id)
             case .send(let to, let data):
                 guard try await node.router.isOnline(to) else {
                     connection.send(ServerFrame.error(ProtocolError(id: id, code: .offline, message: "user '\(to)' is not connected to any node")))
@@ -122,9 +139,8 @@ struct Session {
                 }
                 try await node.publish(from: connection.user, to: .user(to), data: data)
                 connection.send(ServerFrame.ok(id: id))
-            case .broadcast(let data):
-                try await node.publish(from: connection.user, to: .everyone, data: data)
-                connection.send(ServerFrame.ok(id: id))
+            case .broadcast:
+                break  // pipelined above
             case .presence(let room):
                 let users = try await node.router.backplane.members(of: room)
                 connection.send(ServerFrame.ok(id: id, room: room, users: users))
@@ -132,17 +148,48 @@ struct Session {
                 connection.send(ServerFrame.pong(id: id))
             }
         } catch {
-            // Debug only: a backplane outage logs itself once, not once per command.
-            node.metrics.commandsFailed.increment()
-            logger.debug("command failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
-            let message: String
-            if let partial = error as? NotHandedToCluster {
-                // Local recipients have it: a blind retry would give them a second copy.
-                message = "the cluster could not take the message; it reached only the \(partial.deliveredLocally) connection(s) on this node"
-            } else {
-                message = "the cluster could not take the command; try again"
-            }
-            connection.send(ServerFrame.error(ProtocolError(id: id, code: .internal, message: message)))
+            Self.answer(failure: error, to: id, on: connection, node: node)
         }
+    }
+
+    /// Queues a publish now; its answer comes once the cluster has it, after earlier answers.
+    private mutating func pipeline(_ id: CommandID?, _ submit: (NodeContext, String) -> PendingPublish) async {
+        let pending = submit(node, connection.user)
+        let previous = lastAnswer
+        let (connection, node) = (connection, node)
+        lastAnswer = Task {
+            await previous?.value
+            do {
+                try await pending.wait()
+                connection.send(ServerFrame.ok(id: id))
+            } catch {
+                Self.answer(failure: error, to: id, on: connection, node: node)
+            }
+        }
+        publishesInFlight += 1
+        // Back-pressure: past the limit, the next frame is read once the cluster caught up.
+        if publishesInFlight >= Self.maxPublishesInFlight { await settleAnswers() }
+    }
+
+    /// Waits until every publish queued so far is answered.
+    private mutating func settleAnswers() async {
+        guard let last = lastAnswer else { return }
+        await last.value
+        lastAnswer = nil
+        publishesInFlight = 0
+    }
+
+    private static func answer(failure error: any Error, to id: CommandID?, on connection: Connection, node: NodeContext) {
+        // Debug only: a backplane outage logs itself once, not once per command.
+        node.metrics.commandsFailed.increment()
+        node.logger.debug("command failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
+        let message: String
+        if let partial = error as? NotHandedToCluster {
+            // Local recipients have it: a blind retry would give them a second copy.
+            message = "the cluster could not take the message; it reached only the \(partial.deliveredLocally) connection(s) on this node"
+        } else {
+            message = "the cluster could not take the command; try again"
+        }
+        connection.send(ServerFrame.error(ProtocolError(id: id, code: .internal, message: message)))
     }
 }

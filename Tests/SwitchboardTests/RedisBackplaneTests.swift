@@ -14,6 +14,27 @@ struct RedisBackplaneTests {
         }
     }
 
+    @Test func aFastSendersPublishesAreAnsweredAndDeliveredInOrder() async throws {
+        try await withRedisNodes(2) { _, nodes in
+            let sender = try await nodes[0].connect(user: "sender")
+            let reader = try await nodes[1].connect(user: "reader")
+            try await reader.client.join("ordered")
+            // Without waiting for answers, as a fast client would: many are on their way to
+            // Redis at once, yet arrive and are answered in the order sent.
+            for n in 0..<300 {
+                try await sender.client.sendText(#"{"type":"publish","room":"ordered","data":\#(n),"id":"m\#(n)"}"#)
+            }
+            try await sender.client.sendText(#"{"type":"ping","id":"last"}"#)
+            for n in 0..<300 {
+                #expect(try await reader.message().data == .number("\(n)"))
+            }
+            var answers: [ServerMessage] = []
+            for _ in 0...300 { answers.append(try await sender.next("an answer")) }
+            #expect(answers.map { $0.id?.string } == (0..<300).map { "m\($0)" } + ["last"])
+            #expect(answers.dropLast().allSatisfy { $0.type == "ok" } && answers.last?.type == "pong")
+        }
+    }
+
     @Test func aKilledNodeLeavesPresenceWithinThreeHeartbeats() async throws {
         try await withRedisNodes(heartbeat: 2) { _, nodes in
             // Heartbeat 2 s: three periods, plus scheduling slack on a busy machine.

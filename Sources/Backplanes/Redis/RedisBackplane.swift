@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import RESP
 import Synchronization
 import SwitchboardCore
@@ -107,8 +108,20 @@ public final class RedisBackplane: Backplane {
     // MARK: Messages
 
     public func publish(_ envelope: Envelope) async throws {
+        try await submit(envelope).wait()
+    }
+
+    /// Queued on the command connection at once, so one sender's messages keep their order
+    /// while several are on their way to Redis.
+    public func submit(_ envelope: Envelope) -> PendingPublish {
         let payload = WireEvent.encode(.message(envelope), origin: nodeID)
-        try await commands.send(["SPUBLISH", RESPArgument(names.channel(envelope.address)), RESPArgument(bytes: payload)])
+        let reply: Result<EventLoopFuture<RESPValue>, any Error> = Result {
+            try commands.enqueue(["SPUBLISH", RESPArgument(names.channel(envelope.address)), RESPArgument(bytes: payload)])
+        }
+        return PendingPublish {
+            let value = try await reply.get().get()
+            if case .error(let message) = value { throw RedisError.server(message) }
+        }
     }
 
     private func pumpMessages() async {
