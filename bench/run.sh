@@ -36,9 +36,12 @@ start_servers() {
           redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
           for i in 1 2; do bench/peers/start.sh "$1" 1840$i 127.0.0.1:18409 >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402
-          path=/ws; [ "$1" = socketio ] && path=/socket.io/
-          TARGETS=ws://127.0.0.1:18401$path,ws://127.0.0.1:18402$path
-          DIALECT=switchboard; [ "$1" = centrifuge ] && DIALECT=centrifuge; [ "$1" = socketio ] && DIALECT=socketio;;
+          case $1 in
+            centrifuge) DIALECT=centrifuge; path=/ws;;
+            socketio) DIALECT=socketio; path=/socket.io/;;
+            node-ws) DIALECT=switchboard; path=/ws;;  # it speaks Switchboard's protocol
+          esac
+          TARGETS=ws://127.0.0.1:18401$path,ws://127.0.0.1:18402$path;;
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
