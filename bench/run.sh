@@ -46,11 +46,12 @@ start_servers() {
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
 }
-stop_servers() { cleanup; PIDS=(); sleep 1; }
+# Waits for each process to exit, so that the next server finds its ports free.
+stop_servers() { cleanup; for pid in "${PIDS[@]:-}"; do wait "$pid" 2>/dev/null || true; done; PIDS=(); }
 
 run() { # label scenario args...
   local label=$1 scenario=$2; shift 2
-  $BENCH "$scenario" --targets "$TARGETS" --label "$label" --dialect "$DIALECT" "$@" | tee /dev/stderr | grep '^{' >> "$OUT" || echo "{\"scenario\":\"$scenario\",\"server\":\"$label\",\"failed\":true}" >> "$OUT"
+  $BENCH "$scenario" --targets "$TARGETS" --label "$label" --dialect "$DIALECT" "$@" | tee -a /dev/stderr | grep '^{' >> "$OUT" || echo "{\"scenario\":\"$scenario\",\"server\":\"$label\",\"failed\":true}" >> "$OUT"
 }
 
 for kind in ${SERVERS:-ceiling embedded redis mesh centrifuge socketio node-ws}; do
