@@ -42,8 +42,12 @@ final class NodeContext: Sendable {
         let envelope = Envelope(
             id: identifiers.messageID(), from: sender, address: address, data: data,
             timestamp: wallClockMilliseconds())
-        metrics.messagesPublished.increment()
-        return router.submit(envelope)
+        let pending = router.submit(envelope)
+        let published = metrics.messagesPublished
+        return PendingPublish {
+            try await pending.wait()
+            published.increment()  // counted once the cluster has it, as before pipelining
+        }
     }
 }
 

@@ -104,9 +104,7 @@ struct Session {
     private mutating func handle(_ request: ClientRequest) async {
         let id = request.id
         switch request.command {
-        case .publish(let room, _) where !connection.identity.mayUse(room):
-            break
-        case .publish(let room, let data):
+        case .publish(let room, let data) where connection.identity.mayUse(room):
             return await pipeline(id) { $0.submit(from: $1, to: .room(room), data: data) }
         case .broadcast(let data):
             return await pipeline(id) { $0.submit(from: $1, to: .everyone, data: data) }
@@ -130,7 +128,8 @@ struct Session {
                 try await node.router.leave(connection, room: room)
                 connection.send(ServerFrame.ok(id: id, room: room))
             case .publish(let room, _):
-                // Publishes to allowed rooms were pipelined above: this one is refused.
+                // Publishes to allowed rooms were pipelined above: this one is refused, after
+                // the answers to earlier publishes.
                 _ = allowed(room, id)
             case .send(let to, let data):
                 guard try await node.router.isOnline(to) else {
