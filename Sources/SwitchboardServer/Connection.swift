@@ -1,4 +1,3 @@
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -18,7 +17,6 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     let identity: Identity
     var user: String { identity.user }
     let channel: any Channel
-    let outbound: WebSocketOutboundWriter
     private let wire: WireWriter
     private let maxBufferedBytes: Int
     private let metrics: NodeMetrics
@@ -34,16 +32,19 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// Written to since the last flush (see LoopFlusher), and how many frames.
     private var dirty = false
     private var framesSinceFlush = 0
+    /// A ping went out and no pong came back yet (see `Heartbeats`).
+    private(set) var awaitingPong = false
+    /// Our close frame is sent: the next step is the peer's close, or the timeout.
+    private var closeSent = false
 
     init(
-        session: String, identity: Identity, channel: any Channel, outbound: WebSocketOutboundWriter, wire: WireWriter,
+        session: String, identity: Identity, channel: any Channel, wire: WireWriter,
         maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, batch: Bool = false
     ) {
         self.batch = batch
         self.session = session
         self.identity = identity
         self.channel = channel
-        self.outbound = outbound
         self.wire = wire
         self.maxBufferedBytes = maxBufferedBytes
         self.metrics = metrics
@@ -143,11 +144,66 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// How long a peer may take to answer our close frame before the socket is shut anyway.
     static let closeHandshakeTimeout: TimeAmount = .seconds(5)
 
-    /// Closes the WebSocket in an orderly way (close frame, then the close handshake). A peer
-    /// that never answers cannot hold the socket: it is closed after `closeHandshakeTimeout`.
-    func close(_ code: WebSocketErrorCode, reason: String) async {
+    /// Closes the WebSocket in an orderly way: what is queued, then a close frame, then the
+    /// peer's close. A peer that never answers cannot hold the socket: it is shut after
+    /// `closeHandshakeTimeout`. From any thread; only the first close counts.
+    func close(_ code: WebSocketErrorCode, reason: String) {
+        eventLoop.execute {
+            guard !self.closeSent, self.channel.isActive else { return }
+            self.closeSent = true
+            self.flushPending()
+            var payload = self.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+            payload.write(webSocketErrorCode: code)
+            payload.writeString(reason)
+            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload), promise: nil)
+            let channel = self.channel
+            channel.eventLoop.scheduleTask(in: Self.closeHandshakeTimeout) { channel.close(promise: nil) }
+        }
+    }
+
+    /// The peer sent its close frame: answer it with the same code (unless we began the
+    /// handshake), then shut the socket. On the event loop.
+    func peerClosed(_ payload: ByteBuffer) {
+        eventLoop.preconditionInEventLoop()
+        guard !closeSent else {
+            channel.close(promise: nil)
+            return
+        }
+        closeSent = true
+        var echo = channel.allocator.buffer(capacity: 2)
+        var received = payload
+        if let code = received.readWebSocketErrorCode() {
+            echo.write(webSocketErrorCode: code)
+        }
         let channel = self.channel
-        channel.eventLoop.scheduleTask(in: Self.closeHandshakeTimeout) { channel.close(promise: nil) }
-        try? await outbound.close(code, reason: reason)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Sends a heartbeat ping, or closes with 1001 when the last one went unanswered. On the
+    /// event loop.
+    func heartbeat() {
+        eventLoop.preconditionInEventLoop()
+        guard !closeSent else { return }
+        guard !awaitingPong else {
+            logger.debug("closing connection: no pong to the last ping", metadata: ["session": "\(session)"])
+            close(.goingAway, reason: "no pong")
+            return
+        }
+        awaitingPong = true
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(capacity: 0)), promise: nil)
+    }
+
+    func heardPong() {
+        awaitingPong = false
+    }
+
+    /// The socket is gone: nothing more is written to it. On the event loop.
+    func closed() {
+        closeSent = true
+        overflowed = true
+        early = []
+        packed = nil
     }
 }

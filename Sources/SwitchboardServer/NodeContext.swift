@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import Synchronization
 import SwitchboardCore
 
@@ -17,6 +18,7 @@ final class NodeContext: Sendable {
     let logger: Logger
     let identifiers = Identifiers()
     let tokens: TokenVerifier?
+    let heartbeats: Heartbeats
     private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
 
     init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
@@ -25,6 +27,7 @@ final class NodeContext: Sendable {
         self.metrics = NodeMetrics()
         self.logger = logger
         self.tokens = configuration.tokens.isEmpty ? nil : TokenVerifier(keys: configuration.tokens)
+        self.heartbeats = Heartbeats(period: .seconds(Int64(configuration.heartbeatSeconds)))
     }
 
     var phase: NodePhase {

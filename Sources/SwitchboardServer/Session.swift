@@ -1,25 +1,49 @@
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
+import Synchronization
 
-/// Runs one client connection: welcome, then each command in the order it arrived. Publishes
-/// and broadcasts are queued on the backplane in that order and answered, in order, as the
-/// cluster takes them, so a fast sender has several on their way at once (up to
+/// Runs one client's commands, each in the order it arrived. The socket's handler hands over
+/// whole messages (`receive`); a task runs them only while some are waiting, so an idle client
+/// has no task. Publishes and broadcasts are queued on the backplane in order and answered, in
+/// order, as the cluster takes them, so a fast sender has several on their way at once (up to
 /// `maxPublishesInFlight`); any other command first waits for those answers. That is what keeps
 /// one sender's messages, and the answers to its commands, in order everywhere.
-struct Session {
+///
+/// Only one task runs a session at a time (`Inbox.running`), so its state needs no lock.
+final class Session: @unchecked Sendable {
+    /// What the socket hands over.
+    enum Inbound {
+        case text([UInt8])
+        case binary
+        case closed
+    }
+
+    private struct Inbox {
+        var waiting: [Inbound] = []  // short (see maxWaiting), and allocated only while in use
+        var running = false
+        /// Reading is paused because too many messages are waiting.
+        var paused = false
+    }
+
     let connection: Connection
     let node: NodeContext
-    var limiter: RateLimiter
+    private let inbox = Mutex(Inbox())
+    private var limiter: RateLimiter
     /// Consecutive bad or refused frames; too many closes the connection (1008).
-    var strikes = 0
+    private var strikes = 0
+    /// Joined the router; and left it, after which no command runs.
+    private var connected = false
+    private var ended = false
     /// The answer to the last publish still on its way; each waits for the one before it.
     private var lastAnswer: Task<Void, Never>?
     private var publishesInFlight = 0
     static let maxPublishesInFlight = 64
+    /// Messages waiting before the socket stops being read, and the level at which it resumes.
+    static let maxWaiting = 64
+    static let resumeBelow = 16
 
     init(connection: Connection, node: NodeContext) {
         self.connection = connection
@@ -29,67 +53,119 @@ struct Session {
 
     var logger: Logger { node.logger }
 
-    mutating func run(_ inbound: WebSocketInboundStream) async throws {
-        try await node.router.connect(connection)
+    /// Joins the router and says welcome, before any command runs. On the event loop.
+    func start() {
+        inbox.withLock { $0.running = true }
+        Task {
+            await connect()
+            await runWaiting()
+        }
+    }
+
+    /// Takes a message from the socket. On the event loop.
+    func receive(_ message: Inbound) {
+        let (startRunning, pause) = inbox.withLock { inbox -> (Bool, Bool) in
+            inbox.waiting.append(message)
+            let startRunning = !inbox.running
+            inbox.running = true
+            let pause = !inbox.paused && inbox.waiting.count >= Self.maxWaiting
+            if pause { inbox.paused = true }
+            return (startRunning, pause)
+        }
+        // Back-pressure: the socket is read again once the session has caught up.
+        if pause { connection.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        if startRunning { Task { await runWaiting() } }
+    }
+
+    private func runWaiting() async {
+        while let message = next() {
+            await run(message)
+        }
+    }
+
+    /// The next message, or nil (and the session stops running) when none is waiting.
+    private func next() -> Inbound? {
+        let (message, resume) = inbox.withLock { inbox -> (Inbound?, Bool) in
+            guard !inbox.waiting.isEmpty else {
+                inbox.running = false
+                inbox.waiting = []  // an idle session keeps no storage
+                return (nil, false)
+            }
+            let message = inbox.waiting.removeFirst()
+            let resume = inbox.paused && inbox.waiting.count < Self.resumeBelow
+            if resume { inbox.paused = false }
+            return (message, resume)
+        }
+        if resume {
+            let channel = connection.channel
+            channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in channel.read() }
+        }
+        return message
+    }
+
+    private func connect() async {
+        do {
+            try await node.router.connect(connection)
+        } catch {
+            logger.warning("could not register a connection", metadata: ["error": "\(error)"])
+            ended = true
+            connection.close(.unexpectedServerError, reason: "the node could not take the connection")
+            return
+        }
+        connected = true
         node.metrics.connectionsOpened.increment()
         node.metrics.connections.increment()
-        defer {
-            node.metrics.connectionsClosed.increment()
-            node.metrics.connections.decrement()
-        }
         connection.open(
             welcome: ServerFrame.welcome(
                 session: connection.session, user: connection.user, node: node.configuration.nodeID,
                 heartbeat: node.configuration.heartbeatSeconds))
-        do {
-            // Too large a message ends this loop with an error that closes the socket with 1009.
-            for try await message in inbound.messages(maxSize: node.configuration.maxFrameBytes) {
-                node.metrics.framesReceived.increment()
-                guard limiter.allow() else {
-                    node.metrics.rateLimited.increment()
-                    if try await refuse(ProtocolError(code: .rateLimited, message: "slow down: rate limit exceeded")) { return }
-                    continue
-                }
-                switch message {
-                case .text(let text):
-                    switch ClientRequest.decode(Array(text.utf8)) {
-                    case .success(let request):
-                        strikes = 0
-                        await handle(request)
-                    case .failure(let error):
-                        node.metrics.badFrames.increment()
-                        if try await refuse(error) { return }
-                    }
-                case .binary:
-                    node.metrics.badFrames.increment()
-                    if try await refuse(ProtocolError(code: .badRequest, message: "binary frames are not supported; send JSON text")) { return }
-                }
-            }
-        } catch {
-            if Self.isTooLarge(error) { node.metrics.tooLarge.increment() }
-            await node.router.disconnect(connection)
-            throw error
+    }
+
+    private func run(_ message: Inbound) async {
+        if case .closed = message {
+            guard connected else { return }
+            connected = false
+            node.metrics.connectionsClosed.increment()
+            node.metrics.connections.decrement()
+            if !ended { await node.router.disconnect(connection) }
+            ended = true
+            return
         }
-        await node.router.disconnect(connection)
+        guard !ended else { return }
+        node.metrics.framesReceived.increment()
+        guard limiter.allow() else {
+            node.metrics.rateLimited.increment()
+            await refuse(ProtocolError(code: .rateLimited, message: "slow down: rate limit exceeded"))
+            return
+        }
+        switch message {
+        case .text(let bytes):
+            switch ClientRequest.decode(bytes) {
+            case .success(let request):
+                strikes = 0
+                await handle(request)
+            case .failure(let error):
+                node.metrics.badFrames.increment()
+                await refuse(error)
+            }
+        case .binary:
+            node.metrics.badFrames.increment()
+            await refuse(ProtocolError(code: .badRequest, message: "binary frames are not supported; send JSON text"))
+        case .closed:
+            break
+        }
     }
 
-    /// Too big after reassembly ends the read loop with hummingbird-websocket's internal close
-    /// error, whose type is not public, so it is recognised by its code's name. (One frame too
-    /// big never reaches here: `OversizeCounter` counts it in the pipeline.)
-    static func isTooLarge(_ error: any Error) -> Bool {
-        String(describing: error).contains("messageTooLarge")
-    }
-
-    /// Answers a refused frame; true when the connection has been closed for repeated abuse.
-    private mutating func refuse(_ error: ProtocolError) async throws -> Bool {
+    /// Answers a refused frame; closes the connection (1008) after too many in a row.
+    private func refuse(_ error: ProtocolError) async {
         await settleAnswers()
         connection.send(ServerFrame.error(error))
         strikes += 1
-        guard strikes >= node.configuration.maxStrikes else { return false }
+        guard strikes >= node.configuration.maxStrikes else { return }
         logger.notice("closing connection after repeated bad or excess frames", metadata: ["session": "\(connection.session)"])
-        await connection.close(.policyViolation, reason: "too many bad or excess frames")
+        connection.close(.policyViolation, reason: "too many bad or excess frames")
+        ended = true
         await node.router.disconnect(connection)
-        return true
     }
 
     /// The token's `rooms` claim: answers `forbidden` and returns false for a room outside it.
@@ -101,7 +177,7 @@ struct Session {
         return true
     }
 
-    private mutating func handle(_ request: ClientRequest) async {
+    private func handle(_ request: ClientRequest) async {
         let id = request.id
         switch request.command {
         case .publish(let room, let data) where connection.identity.mayUse(room):
@@ -152,7 +228,7 @@ struct Session {
     }
 
     /// Queues a publish now; its answer comes once the cluster has it, after earlier answers.
-    private mutating func pipeline(_ id: CommandID?, _ submit: (NodeContext, String) -> PendingPublish) async {
+    private func pipeline(_ id: CommandID?, _ submit: (NodeContext, String) -> PendingPublish) async {
         let pending = submit(node, connection.user)
         let previous = lastAnswer
         let (connection, node) = (connection, node)
@@ -171,7 +247,7 @@ struct Session {
     }
 
     /// Waits until every publish queued so far is answered.
-    private mutating func settleAnswers() async {
+    private func settleAnswers() async {
         guard let last = lastAnswer else { return }
         await last.value
         lastAnswer = nil

@@ -58,20 +58,11 @@ public final class SwitchboardNode: Sendable {
 
     private func makeApplication() -> some Service {
         let configuration = context.configuration
-        let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(
-            ws: WebSocketServerConfiguration(
-                maxFrameSize: configuration.maxFrameBytes,
-                autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)),
-                closeTimeout: .seconds(5),
-                validateUTF8: true))
         let limits = HandshakeLimits(
             timeout: .seconds(Int64(configuration.handshakeTimeoutSeconds)), maxPending: configuration.maxPendingHandshakes,
             refused: { [context] in context.metrics.refusedHandshakes.increment() })
         let server = HTTPServerBuilder { [context] responder in
-            let upgrade = HTTP1WebSocketUpgradeChannel(responder: responder, configuration: webSocket) { request, channel, _ in
-                await WebSocketEndpoint.shouldUpgrade(request, channel: channel, node: context)
-            }
-            let guarded = HandshakeGuardChannel(base: upgrade, limits: limits)
+            let guarded = HandshakeGuardChannel(base: NodeChannel(responder: responder, node: context), limits: limits)
             guard let tls = configuration.tls else { return guarded }
             return try TLSChannel(guarded, tlsConfiguration: tls)
         }
@@ -122,10 +113,8 @@ public final class SwitchboardNode: Sendable {
         context.phase = .draining
         context.logger.info("draining")
         let connections = context.router.endpoints
-        await withTaskGroup(of: Void.self) { group in
-            for connection in connections {
-                group.addTask { await connection.close(.goingAway, reason: "node is shutting down") }
-            }
+        for connection in connections {
+            connection.close(.goingAway, reason: "node is shutting down")
         }
         // Sessions clean up as their sockets close; wait for that, within a bound.
         let deadline = ContinuousClock.now + .seconds(context.configuration.drainTimeoutSeconds)

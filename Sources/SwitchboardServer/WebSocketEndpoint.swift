@@ -11,28 +11,34 @@ import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
 
-/// `GET /ws`: decides whether to upgrade, then runs the session.
+/// `GET /ws` and `GET /cluster`: decides whether to upgrade, and as whom.
 enum WebSocketEndpoint {
     static let subprotocol = "switchboard.v1"
 
-    typealias Handler = WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
+    /// Who an admitted upgrade is for.
+    enum Admission: Sendable {
+        case client(Identity, batch: Bool)
+        case clusterLink(MeshBackplane)
+    }
 
-    static func shouldUpgrade(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> ShouldUpgradeResult<Handler> {
+    /// The headers to answer an admitted upgrade with, and whom it admits; nil when refused
+    /// (a refusal with a reason has been answered already, as JSON).
+    static func admit(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
         let target = request.path ?? "/"
         let (path, query) = splitTarget(target)
         if path == "/cluster" { return await clusterLink(request, channel: channel, node: node) }
-        guard path == "/ws", node.phase != .draining else { return .dontUpgrade }
-        var headers = HTTPFields()
+        guard path == "/ws", node.phase != .draining else { return nil }
+        var headers = HTTPHeaders()
         let offered = request.headerFields[values: .secWebSocketProtocol]
             .flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
         if offered.contains(subprotocol) {
-            headers[.secWebSocketProtocol] = subprotocol
+            headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
         }
         if let allowed = node.configuration.allowedOrigins, let origin = request.headerFields[.origin], !allowed.contains(origin) {
             node.metrics.refusedHandshakes.increment()
             await refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
-            return .dontUpgrade
+            return nil
         }
         let identity: Identity
         if let tokens = node.tokens {
@@ -41,7 +47,7 @@ enum WebSocketEndpoint {
             } catch {
                 node.metrics.refusedHandshakes.increment()
                 await refuse(channel, status: .unauthorized, code: "unauthorized", message: error.message)
-                return .dontUpgrade
+                return nil
             }
         } else {
             identity = Identity(user: query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil)
@@ -50,47 +56,28 @@ enum WebSocketEndpoint {
             node.metrics.refusedHandshakes.increment()
             await refuse(channel, status: .serviceUnavailable, code: "rate_limited",
                 message: "this node is full (\(node.configuration.maxConnections) connections); GET /api/assign names another")
-            return .dontUpgrade
+            return nil
         }
         if node.router.connectionCount(of: identity.user) >= node.configuration.maxConnectionsPerUser {
             node.metrics.refusedHandshakes.increment()
             await refuse(channel, status: .tooManyRequests, code: "rate_limited",
                 message: "user \(identity.user) already has \(node.configuration.maxConnectionsPerUser) connections on this node")
-            return .dontUpgrade
+            return nil
         }
-        return .upgrade(headers) { inbound, outbound, _ in
-            // Gone already if the client left during the upgrade: nothing to serve.
-            guard let wire = try? await WireWriter.install(on: channel) else { return }
-            let connection = Connection(
-                session: Identifiers.random(16), identity: identity, channel: channel, outbound: outbound, wire: wire,
-                maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
-                batch: query["batch"] == "1")
-            guard Name.isValid(identity.user) else {
-                // No session for a bad name: say why, then close (policy violation).
-                connection.open(welcome: ServerFrame.error(ProtocolError(
-                    code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")))
-                await connection.close(.policyViolation, reason: "invalid user id")
-                return
-            }
-            await OversizeCounter.install(on: channel, counter: node.metrics.tooLarge)
-            var session = Session(connection: connection, node: node)
-            try await session.run(inbound)
-        }
+        return (headers, .client(identity, batch: query["batch"] == "1"))
     }
 
     /// `GET /cluster`: a mesh peer's link, admitted only with the cluster secret.
-    static func clusterLink(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> ShouldUpgradeResult<Handler> {
-        guard let mesh = node.router.backplane as? MeshBackplane else { return .dontUpgrade }
+    static func clusterLink(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
+        guard let mesh = node.router.backplane as? MeshBackplane else { return nil }
         let given = Array((bearerToken(request) ?? "").utf8)
         guard APIKeyMiddleware<BasicRequestContext>.constantTimeEqual(given, Array(mesh.secret.utf8)) else {
             node.metrics.refusedHandshakes.increment()
             node.logger.warning("refused a cluster link without the cluster secret")
             await refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
-            return .dontUpgrade
+            return nil
         }
-        return .upgrade([:]) { inbound, outbound, _ in
-            try await mesh.acceptLink(inbound: inbound, outbound: outbound, channel: channel)
-        }
+        return (HTTPHeaders(), .clusterLink(mesh))
     }
 
     static func bearerToken(_ request: HTTPRequest) -> String? {
@@ -125,28 +112,5 @@ enum WebSocketEndpoint {
             query[key] = value.removingPercentEncoding ?? value
         }
         return (String(target[..<mark]), query)
-    }
-}
-
-/// Counts single frames over the size limit. NIO's frame decoder reports them as an error that
-/// its protocol error handler answers with 1009; this handler, right after the decoder, sees it.
-final class OversizeCounter: ChannelInboundHandler, Sendable {
-    typealias InboundIn = NIOAny
-    let counter: Counter
-
-    init(counter: Counter) {
-        self.counter = counter
-    }
-
-    static func install(on channel: any Channel, counter: Counter) async {
-        try? await channel.eventLoop.submit {
-            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-            try channel.pipeline.syncOperations.addHandler(OversizeCounter(counter: counter), position: .after(decoder))
-        }.get()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? NIOWebSocketError, error == .invalidFrameLength { counter.increment() }
-        context.fireErrorCaught(error)
     }
 }

@@ -58,6 +58,52 @@ struct BadInputTests {
         }
     }
 
+    /// RFC 6455 framing: fragments are reassembled, pings answered, the close handshake echoed,
+    /// and broken framing closed with the code the RFC gives it.
+    @Test func webSocketFramingFollowsTheRFC() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let port = cluster.ports[0]
+            // A message in two fragments is one command.
+            let fragmented = try await RawWebSocket.connect(port: port, path: "/ws?user=frag")
+            try await fragmented.sendFrame(opcode: 0x1, Array(#"{"type":"ping","#.utf8), fin: false)
+            try await fragmented.sendFrame(opcode: 0x0, Array(#""id":"f1"}"#.utf8))
+            try await eventually("the pong to a fragmented ping") { fragmented.textFrames.contains { $0.contains(#""id":"f1""#) } }
+            // A WebSocket ping is answered with a pong carrying its payload.
+            try await fragmented.sendFrame(opcode: 0x9, [7, 7, 7])
+            try await eventually("a pong frame") { fragmented.receivedFrame(opcode: 0xA, [7, 7, 7]) }
+            // The client's close is answered with the same code.
+            try await fragmented.sendFrame(opcode: 0x8, [0x03, 0xE8])
+            try await eventually("the close echoed") { fragmented.receivedClose(code: 1000) }
+            try await eventually("the socket closed") { fragmented.isClosed }
+
+            let cases: [(String, UInt16, @Sendable (RawWebSocket) async throws -> Void)] = [
+                ("a continuation with nothing to continue", 1002, { try await $0.sendFrame(opcode: 0x0, Array("{}".utf8)) }),
+                ("a new message inside a fragmented one", 1002, {
+                    try await $0.sendFrame(opcode: 0x1, Array("{".utf8), fin: false)
+                    try await $0.sendFrame(opcode: 0x1, Array("{}".utf8))
+                }),
+                ("a reserved bit without an extension", 1002, { try await $0.sendFrame(opcode: 0x1, Array("{}".utf8), rsv1: true) }),
+                ("a fragmented ping", 1002, { try await $0.sendFrame(opcode: 0x9, [1], fin: false) }),
+                ("text that is not UTF-8", 1007, { try await $0.sendFrame(opcode: 0x1, [0x22, 0xFF, 0xFE, 0x22]) }),
+            ]
+            for (what, code, send) in cases {
+                let raw = try await RawWebSocket.connect(port: port, path: "/ws?user=raw")
+                try await eventually("welcome before \(what)") { raw.textFrames.contains { $0.contains("welcome") } }
+                try await send(raw)
+                try await eventually("\(what) closed with \(code)") { raw.receivedClose(code: code) }
+                raw.close()
+            }
+            // A client that just drops its socket is gone at once, not after the close
+            // handshake's 5 s timeout.
+            try await eventually("every socket gone", timeout: .seconds(3)) {
+                try await http("GET", cluster.http(0, "/metrics")).body.contains("switchboard_connections 0")
+            }
+            // None of that disturbed the node.
+            let alice = try await cluster.connect(0, user: "alice")
+            try await alice.client.ping()
+        }
+    }
+
     @Test func anInvalidUserIDIsRefused() async throws {
         try await withCluster(nodes: 1) { cluster in
             let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=has%20space")

@@ -110,7 +110,7 @@ public final class HubServer: Sendable {
         return router
     }
 
-    private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketEndpoint.Handler> {
+    private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         guard WebSocketEndpoint.splitTarget(request.path ?? "/").path == "/cluster" else { return .dontUpgrade }
         let given = Array((WebSocketEndpoint.bearerToken(request) ?? "").utf8)
         guard APIKeyMiddleware<BasicRequestContext>.constantTimeEqual(given, Array(configuration.secret.utf8)) else {

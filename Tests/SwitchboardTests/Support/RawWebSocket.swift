@@ -60,11 +60,13 @@ final class RawWebSocket: Sendable {
         try await sendFrame(opcode: 0x1, Array(text.utf8))
     }
 
-    /// A masked client frame with this opcode (payloads under 126 bytes).
-    func sendFrame(opcode: UInt8, _ payload: [UInt8]) async throws {
+    /// A masked client frame with this opcode (payloads under 126 bytes); `fin: false` for a
+    /// fragment, `rsv1` to set a reserved bit.
+    func sendFrame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false) async throws {
         precondition(payload.count < 126)
         let mask: [UInt8] = [1, 2, 3, 4]
-        var frame: [UInt8] = [0x80 | opcode, 0x80 | UInt8(payload.count)] + mask
+        let first = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode
+        var frame: [UInt8] = [first, 0x80 | UInt8(payload.count)] + mask
         for (i, byte) in payload.enumerated() { frame.append(byte ^ mask[i % 4]) }
         try await write(frame)
     }
@@ -88,6 +90,11 @@ final class RawWebSocket: Sendable {
             bytes[$0] == 0x88 && bytes[$0 + 1] >= 2 && bytes[$0 + 2] == UInt8(code >> 8) && bytes[$0 + 3] == UInt8(code & 0xFF)
         }
     }
+    /// True once a server frame with this opcode and payload (under 126 bytes) has arrived.
+    func receivedFrame(opcode: UInt8, _ payload: [UInt8]) -> Bool {
+        receivedBytes.firstRange(of: [0x80 | opcode, UInt8(payload.count)] + payload) != nil
+    }
+
     /// The payloads of the complete server text frames received so far (after the HTTP head).
     var textFrames: [String] {
         let bytes = receivedBytes

@@ -1,0 +1,140 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
+@_spi(WSInternal) import WSCore
+import MeshBackplane
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+
+/// One accepted TCP connection of a node: HTTP for the API, or an upgrade to a WebSocket, either
+/// a client's (`/ws`) or a mesh peer's link (`/cluster`).
+///
+/// A client WebSocket is served by NIO channel handlers alone (`ClientSocketHandler`): once it is
+/// upgraded, `handle` returns and no Swift task is kept for the connection. An idle client then
+/// costs its channel, its handlers and its `Connection`, not a suspended task chain (about 20 KB
+/// of async frames per connection with Hummingbird's per-connection WebSocket handler). Commands
+/// run on a task that exists only while the client has some waiting (see `Session`).
+struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
+    enum Upgraded: Sendable {
+        /// A client socket, already wired to its handlers.
+        case client
+        case clusterLink(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, MeshBackplane)
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// An upgrade was asked for and refused (its answer may already be written).
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+    }
+
+    struct Value: ServerChildChannelValue {
+        let upgraded: EventLoopFuture<Upgraded>
+        let channel: any Channel
+    }
+
+    let responder: Responder
+    let node: NodeContext
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let node = self.node
+            // Each socket keeps its receive buffer between reads: start it small (NIO's default
+            // is 2 KiB), since most sockets are idle subscribers; it grows for a busy sender.
+            try channel.syncOptions?.setOption(
+                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
+            // Decided by `shouldUpgrade`, used by `upgradePipelineHandler`; both on the channel's loop.
+            let admitted = NIOLoopBoundBox<WebSocketEndpoint.Admission?>(nil, eventLoop: channel.eventLoop)
+            let upgradeAsked = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            let upgrader = NIOTypedWebSocketServerUpgrader<Upgraded>(
+                // The largest single frame; a bigger one is answered with 1009 by NIO's decoder.
+                maxFrameSize: node.configuration.maxFrameBytes,
+                shouldUpgrade: { channel, head in
+                    upgradeAsked.value = true
+                    let promise = channel.eventLoop.makePromise(of: (HTTPHeaders, WebSocketEndpoint.Admission)?.self)
+                    promise.completeWithTask {
+                        let request = try HTTPRequest(head, secure: false, splitCookie: false)
+                        return await WebSocketEndpoint.admit(request, channel: channel, node: node)
+                    }
+                    return promise.futureResult.map { decision in
+                        admitted.value = decision?.1
+                        return decision?.0
+                    }
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        switch admitted.value {
+                        case .client(let identity, let batch):
+                            try ClientSocketHandler.install(on: channel, identity: identity, batch: batch, node: node)
+                            return .client
+                        case .clusterLink(let mesh):
+                            let link = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
+                                wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                            return .clusterLink(link, mesh)
+                        case nil:
+                            preconditionFailure("upgraded without an admission")
+                        }
+                    }
+                })
+            let upgrade = NIOTypedHTTPServerUpgradeConfiguration(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+                        let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        return upgradeAsked.value ? .refused(http) : .http(http)
+                    }
+                })
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Upgraded>(upgradeConfiguration: upgrade)
+            configuration.enablePipelining = false  // NIOAsyncChannel serves requests one at a time
+            configuration.enableErrorHandling = false  // Hummingbird answers HTTP errors
+            configuration.enableResponseHeaderValidation = false  // HTTPTypes validated them already
+            let upgraded = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            return Value(upgraded: upgraded, channel: channel)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.upgraded.get() {
+            case .client:
+                return  // its handlers serve it from here on
+            case .clusterLink(let link, let mesh):
+                _ = try await WebSocketHandler.handle(
+                    type: .server,
+                    configuration: .init(
+                        extensions: [], autoPing: .enabled(timePeriod: .seconds(node.configuration.heartbeatSeconds)),
+                        closeTimeout: .seconds(5), validateUTF8: true, maxFrameSize: node.configuration.maxFrameBytes),
+                    asyncChannel: link, context: LinkContext(logger: logger)
+                ) { inbound, outbound, _ in
+                    try await mesh.acceptLink(inbound: inbound, outbound: outbound, channel: link.channel)
+                }
+            case .http(let http):
+                await handleHTTP(asyncChannel: http, logger: logger)
+            case .refused(let http):
+                await answerRefusedUpgrade(http)
+            }
+        } catch let error as ChannelError where error == .inputClosed {
+            logger.trace("connection closed before its upgrade")
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// An upgrade we declined without answering it ourselves (no such WebSocket path) gets 400.
+    /// When `WebSocketEndpoint.refuse` answered already, this write finds the output closed.
+    private func answerRefusedUpgrade(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>) async {
+        try? await http.executeThenClose { _, outbound in
+            let response = HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])
+            try await outbound.write(contentsOf: [.head(response), .end(nil)])
+        }
+    }
+}
+
+/// What a mesh link's handler is given besides its streams.
+struct LinkContext: WebSocketContext {
+    let logger: Logger
+}
