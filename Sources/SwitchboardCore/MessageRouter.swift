@@ -41,8 +41,11 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     }
 
     private let state = Mutex(State())
-    /// Serialises membership changes so the backplane sees them in the order they happened here.
-    private let membership = AsyncMutex()
+    /// Serialises membership changes per user (online/offline) and per room (joined/left), so
+    /// the backplane sees each user's and each room's changes in the order they happened here,
+    /// while changes to different users and rooms overlap (each may take Redis round trips).
+    /// A user's lock may be held while taking a room's, never the reverse.
+    private let membership = KeyedAsyncMutex()
     public let backplane: any Backplane
     public let delivery: Delivery
 
@@ -55,7 +58,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
 
     /// Registers a new connection. When it returns, a message to its user from any node reaches it.
     public func connect(_ endpoint: Endpoint) async throws {
-        try await membership.withLock {
+        try await membership.withLock(Self.userKey(endpoint.user)) {
             let first = state.withLock { state -> Bool in
                 let key = ObjectIdentifier(endpoint)
                 state.endpoints[key] = endpoint
@@ -72,23 +75,24 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// Removes a connection and everything it joined. Safe to call more than once.
     public func disconnect(_ endpoint: Endpoint) async {
         let key = ObjectIdentifier(endpoint)
-        await membership.withLock {
-            let (roomsLeft, lastOfUser) = state.withLock { state -> ([String], Bool) in
-                guard state.endpoints.removeValue(forKey: key) != nil else { return ([], false) }
-                var roomsLeft: [String] = []
-                for room in state.roomsOfEndpoint.removeValue(forKey: key) ?? [] {
-                    if Self.remove(key, user: endpoint.user, from: room, in: &state) {
-                        roomsLeft.append(room)
-                    }
-                }
-                state.users[endpoint.user]?.removeValue(forKey: key)
-                let last = state.users[endpoint.user]?.isEmpty ?? false
-                if last { state.users.removeValue(forKey: endpoint.user) }
-                return (roomsLeft, last)
+        await membership.withLock(Self.userKey(endpoint.user)) {
+            let rooms = state.withLock { state -> Set<String>? in
+                guard state.endpoints.removeValue(forKey: key) != nil else { return nil }
+                return state.roomsOfEndpoint.removeValue(forKey: key) ?? []
             }
+            guard let rooms else { return }
             // Errors here are the backplane's to log and repair; the connection is gone anyway.
-            for room in roomsLeft {
-                try? await backplane.roomLeft(room, user: endpoint.user)
+            for room in rooms {
+                await membership.withLock(Self.roomKey(room)) {
+                    let last = state.withLock { Self.remove(key, user: endpoint.user, from: room, in: &$0) }
+                    if last { try? await backplane.roomLeft(room, user: endpoint.user) }
+                }
+            }
+            let lastOfUser = state.withLock { state -> Bool in
+                state.users[endpoint.user]?.removeValue(forKey: key)
+                guard state.users[endpoint.user]?.isEmpty ?? false else { return false }
+                state.users.removeValue(forKey: endpoint.user)
+                return true
             }
             if lastOfUser {
                 try? await backplane.userOffline(endpoint.user)
@@ -101,7 +105,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// returns, every message published to the room from any node reaches the connection.
     @discardableResult
     public func join(_ endpoint: Endpoint, room: String) async throws -> Bool {
-        try await membership.withLock {
+        try await membership.withLock(Self.roomKey(room)) {
             let key = ObjectIdentifier(endpoint)
             let change = state.withLock { state -> (added: Bool, firstOfUser: Bool) in
                 guard state.endpoints[key] != nil else { return (false, false) }
@@ -130,7 +134,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// Unsubscribes a connection from a room. Returns false if it was not subscribed.
     @discardableResult
     public func leave(_ endpoint: Endpoint, room: String) async throws -> Bool {
-        try await membership.withLock {
+        try await membership.withLock(Self.roomKey(room)) {
             let key = ObjectIdentifier(endpoint)
             let change = state.withLock { state -> (removed: Bool, lastOfUser: Bool) in
                 guard state.roomsOfEndpoint[key]?.remove(room) != nil else { return (false, false) }
@@ -142,6 +146,9 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
             return change.removed
         }
     }
+
+    private static func userKey(_ user: String) -> String { "user " + user }
+    private static func roomKey(_ room: String) -> String { "room " + room }
 
     /// Removes one endpoint from a room; true when it was its user's last connection there.
     private static func remove(_ key: ObjectIdentifier, user: String, from room: String, in state: inout State) -> Bool {

@@ -19,6 +19,42 @@ struct RouterTests {
         }
     }
 
+    actor Log {
+        var items: [Int] = []
+        func add(_ item: Int) { items.append(item) }
+    }
+
+    /// Membership changes are serialised per user and per room, not per node: a change to one
+    /// key waits only for changes to that key, in arrival order.
+    @Test(.timeLimit(.minutes(1))) func keyedLocksSerialiseOneKeyAndOverlapOthers() async throws {
+        let locks = KeyedAsyncMutex()
+        let log = Log()
+        let (aHeld, aHeldSignal) = AsyncStream.makeStream(of: Void.self)
+        let (bRan, bRanSignal) = AsyncStream.makeStream(of: Void.self)
+        let (secondWaits, secondWaitsSignal) = AsyncStream.makeStream(of: Void.self)
+        // Holds "a" until a body under "b" has run: with one lock for every key, it never would.
+        let first = Task {
+            await locks.withLock("a") {
+                aHeldSignal.yield()
+                var ran = bRan.makeAsyncIterator()
+                _ = await ran.next()
+                await log.add(1)
+            }
+        }
+        var held = aHeld.makeAsyncIterator()
+        _ = await held.next()
+        let second = Task {
+            secondWaitsSignal.yield()
+            await locks.withLock("a") { await log.add(2) }
+        }
+        var waits = secondWaits.makeAsyncIterator()
+        _ = await waits.next()
+        await locks.withLock("b") { _ = bRanSignal.yield() }
+        await first.value
+        await second.value
+        #expect(await log.items == [1, 2])
+    }
+
     func makeNodes(_ count: Int) async throws -> (EmbeddedCluster, [MessageRouter<Collecting>]) {
         let cluster = EmbeddedCluster()
         var routers: [MessageRouter<Collecting>] = []

@@ -146,16 +146,20 @@ public final class RedisBackplane: Backplane {
         state.withLock { _ = $0.users.insert(user) }
         try await subscriber.subscribe(names.channel(.user(user)))
         try await tolerateOutage {
-            try await self.commands.send(["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)])
-            try await self.commands.send(["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)])
+            try await self.pipelined([
+                ["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
+                ["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
+            ])
         }
     }
 
     public func userOffline(_ user: String) async throws {
         state.withLock { _ = $0.users.remove(user) }
         try await tolerateOutage {
-            try await self.commands.send(["SREM", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)])
-            try await self.commands.send(["SREM", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)])
+            try await self.pipelined([
+                ["SREM", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
+                ["SREM", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
+            ])
         }
         try await subscriber.unsubscribe(names.channel(.user(user)))
     }
@@ -164,8 +168,12 @@ public final class RedisBackplane: Backplane {
         let firstHere = state.withLock { $0.rooms[room, default: []].insert(user).inserted && $0.rooms[room]!.count == 1 }
         if firstHere { try await subscriber.subscribe(names.channel(.room(room))) }
         try await tolerateOutage {
-            try await self.commands.send(["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
-            if try await self.enter(room, user: user, node: self.nodeID, send: { try await self.commands.send($0) }) {
+            // The registry entry and the presence script in one round trip.
+            let replies = try await self.pipelined([
+                ["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
+                self.enterCommand(room, user: user, node: self.nodeID),
+            ])
+            if replies[1].int == 1 {
                 try await self.announce(.joined(room: room, user: user))
             }
         }
@@ -180,9 +188,14 @@ public final class RedisBackplane: Backplane {
         }
         try await tolerateOutage {
             if try await self.exit(room, user: user, node: self.nodeID) {
-                try await self.announce(.left(room: room, user: user))
+                // The announcement and the registry entry's removal in one round trip.
+                try await self.pipelined([
+                    self.announceCommand(.left(room: room, user: user)),
+                    ["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
+                ])
+            } else {
+                try await self.commands.send(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
             }
-            try await self.commands.send(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
         }
         if lastHere { try await subscriber.unsubscribe(names.channel(.room(room))) }
     }
@@ -294,11 +307,14 @@ public final class RedisBackplane: Backplane {
     }
 
     private func enter(_ room: String, user: String, node: String, send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws -> Bool {
-        let reply = try await send([
+        try await send(enterCommand(room, user: user, node: node)).int == 1
+    }
+
+    private func enterCommand(_ room: String, user: String, node: String) -> [RESPArgument] {
+        [
             "EVAL", RESPArgument(PresenceScripts.enter), "2", RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room)),
             RESPArgument(user), RESPArgument(node),
-        ])
-        return reply.int == 1
+        ]
     }
 
     private func exit(_ room: String, user: String, node: String) async throws -> Bool {
@@ -311,7 +327,25 @@ public final class RedisBackplane: Backplane {
 
     /// Sends a presence event to every node with an interest in its room, this one included.
     private func announce(_ event: ClusterEvent) async throws {
-        try await commands.send(["SPUBLISH", RESPArgument(names.channel(event.address)), RESPArgument(bytes: WireEvent.encode(event, origin: nodeID))])
+        try await commands.send(announceCommand(event))
+    }
+
+    private func announceCommand(_ event: ClusterEvent) -> [RESPArgument] {
+        ["SPUBLISH", RESPArgument(names.channel(event.address)), RESPArgument(bytes: WireEvent.encode(event, origin: nodeID))]
+    }
+
+    /// Sends commands back to back on the command connection and waits for all their replies
+    /// (one round trip); an error reply throws, as `send` does.
+    @discardableResult
+    private func pipelined(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
+        let replies = try commands.map { try self.commands.enqueue($0) }
+        var values: [RESPValue] = []
+        for reply in replies {
+            let value = try await reply.get()
+            if case .error(let message) = value { throw RedisError.server(message) }
+            values.append(value)
+        }
+        return values
     }
 
     /// Runs registry writes; an outage is not an error here (they are written again on reconnect).
