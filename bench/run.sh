@@ -66,7 +66,7 @@ for kind in ${SERVERS:-ceiling embedded redis mesh centrifuge socketio node-ws};
       paced) run $kind fanout --subscribers 1000 --rate 50 --duration 10;;
       unicast) [ $kind = ceiling ] || run $kind unicast --pairs 100 --rate 1000 --duration 10;;
       churn) [ $kind = ceiling ] || run $kind churn --workers 20 --duration 10;;
-      idle) [ $kind = ceiling ] || [ $kind = mesh ] || run $kind idle --connections 18000 --server-pid "$SERVER_PID" --rest 30 || true;;
+      idle) [ $kind = ceiling ] || [ $kind = mesh ] || run $kind idle --connections 19000 --server-pid "$SERVER_PID" --rest 30 || true;;
     esac
   done
   stop_servers
