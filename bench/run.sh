@@ -51,7 +51,8 @@ stop_servers() { cleanup; for pid in "${PIDS[@]:-}"; do wait "$pid" 2>/dev/null 
 
 run() { # label scenario args...
   local label=$1 scenario=$2; shift 2
-  $BENCH "$scenario" --targets "$TARGETS" --label "$label" --dialect "$DIALECT" "$@" | tee -a /dev/stderr | grep '^{' >> "$OUT" || echo "{\"scenario\":\"$scenario\",\"server\":\"$label\",\"failed\":true}" >> "$OUT"
+  local name=$scenario; [[ $scenario = fanout && " $* " == *" --rate "* ]] && name=fanout-paced
+  $BENCH "$scenario" --targets "$TARGETS" --label "$label" --dialect "$DIALECT" "$@" | tee -a /dev/stderr | grep '^{' >> "$OUT" || echo "{\"scenario\":\"$name\",\"server\":\"$label\",\"failed\":true}" >> "$OUT"
 }
 
 for kind in ${SERVERS:-ceiling embedded redis mesh centrifuge socketio node-ws}; do

@@ -66,7 +66,7 @@ def idle(server):
 
 
 print("| server | fan-out deliveries/s | `?batch=1` | paced 50 msg/s p50 / p99 / p99.9 ms "
-      "| unicast 100 pairs p50 / p99 / p99.9 ms | churn cycles/s (presence) | idle 18k: RSS/conn, CPU at rest |")
+      "| unicast 100 pairs p50 / p99 / p99.9 ms | churn cycles/s (presence) | idle 19k: RSS/conn, CPU at rest |")
 print("|---|---|---|---|---|---|---|")
 for server, name in names.items():
     if not any(key[0] == server for key in by):

@@ -76,7 +76,8 @@ struct Fanout: AsyncParsableCommand {
         let expected = total * subscribers
         await drain(generator, expected: expected)
         let seen = try await generator.collect()
-        let seconds = Double(seen.lastReceipt - started) / 1e9
+        // Nothing received at all: report the loss, not a crash.
+        let seconds = Double(seen.lastReceipt > started ? seen.lastReceipt - started : 0) / 1e9
         var result = Report(scenario: rate > 0 ? "fanout-paced" : "fanout", label: load.label)
         result["subscribers"] = subscribers
         result["nodes"] = targets.count
