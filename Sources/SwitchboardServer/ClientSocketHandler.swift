@@ -64,7 +64,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                 return connection.close(.protocolError, reason: "a new message began before the last one ended")
             }
             if frame.fin {
-                return receive(frame.unmaskedData, text: frame.opcode == .text, context: context)
+                return receive(frame.unmaskedData, text: frame.opcode == .text)
             }
             fragments = frame.unmaskedData
             fragmentsAreText = frame.opcode == .text
@@ -81,7 +81,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             fragments = nil  // keep `message` the buffer's only owner while it grows
             message.writeBuffer(&more)
             if frame.fin {
-                receive(message, text: fragmentsAreText, context: context)
+                receive(message, text: fragmentsAreText)
             } else {
                 fragments = message
             }
@@ -97,7 +97,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func receive(_ message: ByteBuffer, text: Bool, context: ChannelHandlerContext) {
+    private func receive(_ message: ByteBuffer, text: Bool) {
         guard let session else { return }
         let bytes = Array(message.readableBytesView)
         if text, String(validating: bytes, as: UTF8.self) == nil {

@@ -1,13 +1,10 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import MeshBackplane
 import NIOCore
 import NIOHTTP1
-import Prometheus
-import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
 
