@@ -52,6 +52,9 @@ final class Totals: Sendable {
     let welcomed = Atomic(0)
 }
 
+/// Linux's IP_BIND_ADDRESS_NO_PORT (not exported by Glibc's module).
+let bindAddressNoPort = ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: 24))
+
 func nanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
 /// The load generator: an event loop group, one recorder per loop, and connections spread over
@@ -142,6 +145,10 @@ final class LoadGenerator: @unchecked Sendable {
         let totals = self.totals
         let channel = try await ClientBootstrap(group: loops[loopIndex])
             .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            // The port is picked at connect, knowing the destination. Without it, bind scans
+            // every port in use (TIME_WAIT included) for each socket: churn after a run that
+            // closed thousands of sockets measured that scan, not the server.
+            .channelOption(bindAddressNoPort, value: 1)
             .bind(to: source)
             .channelInitializer { channel in
                 let handler = LoadConnection(
