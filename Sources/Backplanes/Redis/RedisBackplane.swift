@@ -155,27 +155,26 @@ public final class RedisBackplane: Backplane {
 
     public func userOffline(_ user: String) async throws {
         state.withLock { _ = $0.users.remove(user) }
+        // The registry entries and the unsubscription are independent: one round trip for both.
+        async let unsubscribed: Void = subscriber.unsubscribe(names.channel(.user(user)))
         try await tolerateOutage {
             try await self.pipelined([
                 ["SREM", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
                 ["SREM", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
             ])
         }
-        try await subscriber.unsubscribe(names.channel(.user(user)))
+        try await unsubscribed
     }
 
     public func roomJoined(_ room: String, user: String) async throws {
         let firstHere = state.withLock { $0.rooms[room, default: []].insert(user).inserted && $0.rooms[room]!.count == 1 }
         if firstHere { try await subscriber.subscribe(names.channel(.room(room))) }
         try await tolerateOutage {
-            // The registry entry and the presence script in one round trip.
-            let replies = try await self.pipelined([
+            // The registry entry and the presence script (which announces) in one round trip.
+            try await self.pipelined([
                 ["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
-                self.enterCommand(room, user: user, node: self.nodeID),
+                self.presenceCommand(PresenceScripts.enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)),
             ])
-            if replies[1].int == 1 {
-                try await self.announce(.joined(room: room, user: user))
-            }
         }
     }
 
@@ -187,15 +186,10 @@ public final class RedisBackplane: Backplane {
             return true
         }
         try await tolerateOutage {
-            if try await self.exit(room, user: user, node: self.nodeID) {
-                // The announcement and the registry entry's removal in one round trip.
-                try await self.pipelined([
-                    self.announceCommand(.left(room: room, user: user)),
-                    ["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
-                ])
-            } else {
-                try await self.commands.send(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
-            }
+            try await self.pipelined([
+                self.presenceCommand(PresenceScripts.exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)),
+                ["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
+            ])
         }
         if lastHere { try await subscriber.unsubscribe(names.channel(.room(room))) }
     }
@@ -251,7 +245,7 @@ public final class RedisBackplane: Backplane {
         for (room, members) in rooms {
             for user in members {
                 _ = try await send(["SADD", RESPArgument(names.nodeRooms(node.id)), RESPArgument(room + "|" + user)])
-                _ = try await enter(room, user: user, node: node.id, send: send)
+                _ = try await send(presenceCommand(PresenceScripts.enter, room, user: user, node: node.id, announcing: nil))
             }
         }
     }
@@ -295,9 +289,7 @@ public final class RedisBackplane: Backplane {
         for entry in roomEntries.compactMap(\.string) {
             let parts = entry.split(separator: "|", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
-            if try await exit(parts[0], user: parts[1], node: id) {
-                try await announce(.left(room: parts[0], user: parts[1]))
-            }
+            try await commands.send(presenceCommand(PresenceScripts.exit, parts[0], user: parts[1], node: id, announcing: .left(room: parts[0], user: parts[1])))
         }
         for user in (try await commands.send(["SMEMBERS", RESPArgument(names.nodeUsers(id))]).elements ?? []).compactMap(\.string) {
             try await commands.send(["SREM", RESPArgument(names.userNodes(user)), RESPArgument(id)])
@@ -306,32 +298,16 @@ public final class RedisBackplane: Backplane {
         try await commands.send(["ZREM", RESPArgument(names.nodes), RESPArgument(id)])
     }
 
-    private func enter(_ room: String, user: String, node: String, send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws -> Bool {
-        try await send(enterCommand(room, user: user, node: node)).int == 1
-    }
-
-    private func enterCommand(_ room: String, user: String, node: String) -> [RESPArgument] {
-        [
-            "EVAL", RESPArgument(PresenceScripts.enter), "2", RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room)),
-            RESPArgument(user), RESPArgument(node),
-        ]
-    }
-
-    private func exit(_ room: String, user: String, node: String) async throws -> Bool {
-        let reply = try await commands.send([
-            "EVAL", RESPArgument(PresenceScripts.exit), "2", RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room)),
-            RESPArgument(user), RESPArgument(node),
-        ])
-        return reply.int == 1
-    }
-
-    /// Sends a presence event to every node with an interest in its room, this one included.
-    private func announce(_ event: ClusterEvent) async throws {
-        try await commands.send(announceCommand(event))
-    }
-
-    private func announceCommand(_ event: ClusterEvent) -> [RESPArgument] {
-        ["SPUBLISH", RESPArgument(names.channel(event.address)), RESPArgument(bytes: WireEvent.encode(event, origin: nodeID))]
+    /// Runs a presence script for "user|node" in `room`; with `announcing`, the script publishes
+    /// that event to the room's channel if it changes who is in the room.
+    private func presenceCommand(_ script: String, _ room: String, user: String, node: String, announcing event: ClusterEvent?) -> [RESPArgument] {
+        var keys = [RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room))]
+        var arguments = [RESPArgument(user), RESPArgument(node)]
+        if let event {
+            keys.append(RESPArgument(names.channel(event.address)))
+            arguments.append(RESPArgument(bytes: WireEvent.encode(event, origin: nodeID)))
+        }
+        return ["EVAL", RESPArgument(script), RESPArgument(keys.count)] + keys + arguments
     }
 
     /// Sends commands back to back on the command connection and waits for all their replies

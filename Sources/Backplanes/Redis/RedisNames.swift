@@ -38,12 +38,18 @@ struct RedisNames: Sendable {
     func nodeCleanupClaim(_ node: String) -> String { "\(prefix):{n:\(node)}:gc" }
 }
 
-/// Scripts that keep a room's presence consistent in one step. Both keys share the room's tag.
+/// Scripts that keep a room's presence consistent in one step. All keys share the room's tag.
+/// Given a third key (the room's channel) and a third argument (the encoded event), a script
+/// also publishes the `joined`/`left` it causes, so that the event leaves Redis in the same step
+/// as the change, in the same order, and costs no second round trip.
 enum PresenceScripts {
     /// Adds "user|node"; returns 1 when the user was in the room on no node before.
     static let enter = """
         if redis.call('SADD', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 1 then
-          if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
+          if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then
+            if KEYS[3] then redis.call('SPUBLISH', KEYS[3], ARGV[3]) end
+            return 1
+          end
         end
         return 0
         """
@@ -52,6 +58,7 @@ enum PresenceScripts {
         if redis.call('SREM', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 1 then
           if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
             redis.call('HDEL', KEYS[2], ARGV[1])
+            if KEYS[3] then redis.call('SPUBLISH', KEYS[3], ARGV[3]) end
             return 1
           end
         end
