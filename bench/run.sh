@@ -16,38 +16,7 @@ mkdir -p bench/results
 : > "$OUT"
 SCENARIOS=${SCENARIOS:-"fanout paced unicast churn idle"}
 ulimit -n 20000 2>/dev/null || true
-PIDS=()
-cleanup() { for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "port $1 not ready" >&2; return 1; }
-
-# start_servers KIND: two nodes on 18401/18402 (the ceiling is one process on 18400).
-start_servers() {
-  DIALECT=switchboard
-  case "$1" in
-    ceiling) $BENCH ceiling --port 18400 >/dev/null 2>&1 & PIDS+=($!); sleep 1; TARGETS=ws://127.0.0.1:18400/ws,ws://127.0.0.1:18400/ws; SERVER_PID=$!;;
-    embedded) $SB cluster --nodes 2 --base-port 18401 --log-level error >/dev/null 2>&1 & PIDS+=($!); SERVER_PID=$!
-              wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
-    redis) redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
-           for i in 1 2; do $SB serve --node-id r$i --port 1840$i --redis redis://127.0.0.1:18409 --log-level error >/dev/null 2>&1 & PIDS+=($!); done
-           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
-    centrifuge|socketio|node-ws)
-          redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
-          for i in 1 2; do bench/peers/start.sh "$1" 1840$i 127.0.0.1:18409 >/dev/null 2>&1 & PIDS+=($!); done
-          SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402
-          case $1 in
-            centrifuge) DIALECT=centrifuge; path=/ws;;
-            socketio) DIALECT=socketio; path=/socket.io/;;
-            node-ws) DIALECT=switchboard; path=/ws;;  # it speaks Switchboard's protocol
-          esac
-          TARGETS=ws://127.0.0.1:18401$path,ws://127.0.0.1:18402$path;;
-    mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
-          SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
-  esac
-}
-# Waits for each process to exit, so that the next server finds its ports free.
-stop_servers() { cleanup; for pid in "${PIDS[@]:-}"; do wait "$pid" 2>/dev/null || true; done; PIDS=(); }
+source bench/servers.sh
 
 run() { # label scenario args...
   local label=$1 scenario=$2; shift 2

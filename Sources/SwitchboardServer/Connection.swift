@@ -45,13 +45,15 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         self.session = session
         self.identity = identity
         self.channel = channel
+        self.eventLoop = channel.eventLoop
         self.wire = wire
         self.maxBufferedBytes = maxBufferedBytes
         self.metrics = metrics
         self.logger = logger
     }
 
-    var eventLoop: any EventLoop { channel.eventLoop }
+    /// Kept, not asked of the channel: every delivery needs it.
+    let eventLoop: any EventLoop
 
     /// Sends one frame (a reply) from any thread, after any deliveries still packed.
     func send(_ bytes: [UInt8]) {
@@ -81,7 +83,11 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         guard framesSinceFlush > 0, !overflowed else { return }
         metrics.deliveries.increment(by: Int64(framesSinceFlush))
         framesSinceFlush = 0
-        let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        // A writable channel holds less than NIO's high water mark (64 KiB by default): the
+        // exact backlog, a costlier option lookup, is needed only past it.
+        let buffered =
+            channel.isWritable && maxBufferedBytes >= Self.highWaterMark
+            ? 0 : (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
         guard buffered <= maxBufferedBytes else {
             overflow(buffered: buffered)
             return
@@ -121,6 +127,9 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             packed!.writeBuffer(&payload)
         }
     }
+
+    /// NIO's default `writeBufferWaterMark.high` for stream sockets (we do not change it).
+    private static let highWaterMark = 64 << 10
 
     private func writeWire(_ frame: ByteBuffer) {
         guard !overflowed, wire.write(frame) else { return }
