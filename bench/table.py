@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Prints the Markdown table of BENCHMARKS.md from bench/results/latest.jsonl (bench/run.sh),
-with each fan-out figure as a ratio to the ceiling's and to Centrifuge's of the same run."""
-import json, pathlib
+"""Prints the Markdown table of BENCHMARKS.md from bench/results/latest.jsonl (bench/run.sh), or
+from the results file given, with each fan-out figure as a ratio to the ceiling's and to
+Centrifuge's of the same run."""
+import json, pathlib, sys
 
-here = pathlib.Path(__file__).parent / "results"
-rows = [json.loads(line) for line in (here / "latest.jsonl").read_text().splitlines() if line.strip()]
+source = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent / "results" / "latest.jsonl"
+rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
 by = {}
 for r in rows:
     by[(r["server"], r["scenario"])] = r
