@@ -131,8 +131,9 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// NIO's default `writeBufferWaterMark.high` for stream sockets (we do not change it).
     private static let highWaterMark = 64 << 10
 
+    /// Nothing follows our close frame (RFC 6455 5.5.1), and nothing goes to a closed socket.
     private func writeWire(_ frame: ByteBuffer) {
-        guard !overflowed, wire.write(frame) else { return }
+        guard !overflowed, !closeSent, wire.write(frame) else { return }
         framesSinceFlush += 1
     }
 
@@ -159,8 +160,8 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     func close(_ code: WebSocketErrorCode, reason: String) {
         eventLoop.execute {
             guard !self.closeSent, self.channel.isActive else { return }
-            self.closeSent = true
             self.flushPending()
+            self.closeSent = true
             var payload = self.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
             payload.write(webSocketErrorCode: code)
             payload.writeString(reason)
@@ -178,6 +179,8 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             channel.close(promise: nil)
             return
         }
+        // What this turn delivered goes out ahead of the echo; nothing after it.
+        flushPending()
         closeSent = true
         var echo = channel.allocator.buffer(capacity: 2)
         var received = payload

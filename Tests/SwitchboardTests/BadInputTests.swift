@@ -104,6 +104,28 @@ struct BadInputTests {
         }
     }
 
+    /// Once the server has sent its close frame it sends nothing more (RFC 6455 5.5.1), though
+    /// the socket stays in its rooms until the peer answers or the handshake times out.
+    @Test func nothingFollowsTheServersCloseFrame() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let closing = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=closing")
+            try await closing.sendText(#"{"type":"join","room":"late","id":"j"}"#)
+            try await eventually("joined") { closing.textFrames.contains { $0.contains(#""id":"j""#) } }
+            let witness = try await cluster.connect(0, user: "witness")
+            _ = try await witness.client.join("late")
+            // Broken framing: the server sends 1002 and waits for our close, which never comes.
+            try await closing.sendFrame(opcode: 0x1, Array("{}".utf8), rsv1: true)
+            try await eventually("the server's close") { closing.receivedClose(code: 1002) }
+            let talker = try await cluster.connect(0, user: "talker")
+            for index in 1...5 { _ = try await talker.client.publish("late", data: "\(index)") }
+            // The witness has every message, so the closing socket's deliveries were handled too.
+            for index in 1...5 { _ = try await witness.message { $0.from == "talker" && $0.data == .number("\(index)") } }
+            #expect(closing.frames.last?.opcode == 0x8)
+            #expect(!closing.textFrames.contains { $0.contains("talker") })
+            closing.close()
+        }
+    }
+
     @Test func anInvalidUserIDIsRefused() async throws {
         try await withCluster(nodes: 1) { cluster in
             let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=has%20space")

@@ -97,9 +97,14 @@ final class RawWebSocket: Sendable {
 
     /// The payloads of the complete server text frames received so far (after the HTTP head).
     var textFrames: [String] {
+        frames.filter { $0.opcode == 0x1 }.map(\.text)
+    }
+
+    /// Every complete server frame received so far, in order (after the HTTP head).
+    var frames: [(opcode: UInt8, text: String)] {
         let bytes = receivedBytes
         guard let head = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return [] }
-        var frames: [String] = []
+        var frames: [(opcode: UInt8, text: String)] = []
         var index = head.upperBound
         while index + 2 <= bytes.count {
             let opcode = bytes[index] & 0x0F
@@ -115,7 +120,7 @@ final class RawWebSocket: Sendable {
                 start += 8
             }
             guard start + length <= bytes.count else { break }
-            if opcode == 0x1 { frames.append(String(decoding: bytes[start..<start + length], as: UTF8.self)) }
+            frames.append((opcode, String(decoding: bytes[start..<start + length], as: UTF8.self)))
             index = start + length
         }
         return frames
