@@ -55,6 +55,49 @@ struct MeshBackplaneTests {
         }
     }
 
+    @Test func aFastSendersPublishesAreAnsweredAndDeliveredInOrder() async throws {
+        try await withMesh { nodes in
+            let sender = try await nodes[0].connect(user: "sender")
+            let readers = [try await nodes[1].connect(user: "reader1"), try await nodes[2].connect(user: "reader2")]
+            for reader in readers { try await reader.client.join("ordered") }
+            // Without waiting for answers, as a fast client would: many are on both links at
+            // once, yet arrive and are answered in the order sent.
+            for n in 0..<300 {
+                try await sender.client.sendText(#"{"type":"publish","room":"ordered","data":\#(n),"id":"m\#(n)"}"#)
+            }
+            try await sender.client.sendText(#"{"type":"ping","id":"last"}"#)
+            for reader in readers {
+                for n in 0..<300 { #expect(try await reader.message().data == .number("\(n)")) }
+            }
+            var answers: [ServerMessage] = []
+            for _ in 0...300 { answers.append(try await sender.next("an answer")) }
+            #expect(answers.map { $0.id?.string } == (0..<300).map { "m\($0)" } + ["last"])
+            #expect(answers.dropLast().allSatisfy { $0.type == "ok" } && answers.last?.type == "pong")
+        }
+    }
+
+    /// A sender's messages are on their way together: one waiting for a frozen peer's ack does
+    /// not hold back the next, to another peer. (One at a time, the second would leave only
+    /// when the first was acked or timed out, 5 s later; the reader waits 3 s at most.)
+    @Test func aFrozenPeerDoesNotHoldBackMessagesToOthers() async throws {
+        try await withMesh { nodes in
+            let sender = try await nodes[0].connect(user: "sender")
+            let stuck = try await nodes[1].connect(user: "stuck")
+            let reader = try await nodes[2].connect(user: "reader")
+            try await stuck.client.join("behind")
+            try await reader.client.join("ahead")
+            nodes[1].freeze()
+            try await sender.client.sendText(#"{"type":"publish","room":"behind","data":1,"id":"first"}"#)
+            try await sender.client.sendText(#"{"type":"publish","room":"ahead","data":2,"id":"second"}"#)
+            let passed = try await reader.message(timeout: .seconds(3)) { $0.from == "sender" }
+            #expect(passed.data == .number("2"))
+            nodes[1].thaw()
+            #expect(try await stuck.message { $0.from == "sender" }.data == .number("1"))
+            #expect(try await sender.next("an answer").id?.string == "first")
+            #expect(try await sender.next("an answer").id?.string == "second")
+        }
+    }
+
     @Test func aFourthNodeJoinsThroughOneSeedAndLinksToAll() async throws {
         try await withMesh(logLevel: "info") { nodes in
             let fourth = try await Self.node("n4", port: try await freePorts(1), seeds: [nodes[1].port], logLevel: "info")

@@ -179,6 +179,12 @@ public final class MeshBackplane: Backplane {
     // MARK: Backplane
 
     public func publish(_ envelope: Envelope) async throws {
+        try await submit(envelope).wait()
+    }
+
+    /// Queued on every link that needs it at once, so one sender's messages keep their order
+    /// while several are on their way; waiting collects the peers' acks.
+    public func submit(_ envelope: Envelope) -> PendingPublish {
         var missing: [String] = []
         let targets = state.withLock { state -> [PeerLink] in
             var targets: [PeerLink] = []
@@ -187,28 +193,18 @@ public final class MeshBackplane: Backplane {
             }
             return targets
         }
-        guard !targets.isEmpty || !missing.isEmpty else { return }
+        guard !targets.isEmpty || !missing.isEmpty else { return PendingPublish {} }
         // Encoded once; each link gets a copy with its own sequence number.
         let encoded = MeshFrame.message(seq: 0, envelope).encoded()
         let timeout = configuration.requestTimeout
-        if targets.count == 1, missing.isEmpty {
-            try await targets[0].request(timeout: timeout) { MeshFrame.numbered(encoded, seq: $0) }
-            return
-        }
-        let failed = await withTaskGroup(of: String?.self) { group in
-            for link in targets {
-                group.addTask {
-                    do {
-                        try await link.request(timeout: timeout) { MeshFrame.numbered(encoded, seq: $0) }
-                        return nil
-                    } catch {
-                        return link.peer
-                    }
-                }
+        let replies = targets.map { link in (link.peer, link.send(timeout: timeout) { MeshFrame.numbered(encoded, seq: $0) }) }
+        return PendingPublish { [missing] in
+            var failed = missing
+            for (peer, reply) in replies {
+                do { try await reply.wait() } catch { failed.append(peer) }
             }
-            return await group.compactMap { $0 }.reduce(into: missing) { $0.append($1) }
+            if !failed.isEmpty { throw MeshError.unreachable(failed) }
         }
-        if !failed.isEmpty { throw MeshError.unreachable(failed) }
     }
 
     public func userOnline(_ user: String) async throws { await change(.online(user: user)) }

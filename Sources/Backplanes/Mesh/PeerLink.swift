@@ -6,7 +6,7 @@ import Synchronization
 final class PeerLink: Sendable {
     private struct State {
         var nextSeq: UInt32 = 0
-        var pending: [UInt32: (deadline: ContinuousClock.Instant, waiter: CheckedContinuation<Void, any Error>)] = [:]
+        var pending: [UInt32: (deadline: ContinuousClock.Instant, reply: PeerReply)] = [:]
         var closed = false
         /// The peer has applied our full sync: from then on its view of us is complete.
         var synced = false
@@ -42,29 +42,35 @@ final class PeerLink: Sendable {
         }
     }
 
-    /// Sends a numbered frame and waits until the peer has applied it. `build` makes the frame's
-    /// bytes for its number (see `MeshFrame.numbered`).
-    func request(timeout: Duration, _ build: (UInt32) -> [UInt8]) async throws {
-        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
-            let queued = state.withLock { state -> Bool in
-                guard !state.closed else { return false }
-                state.nextSeq &+= 1
-                state.pending[state.nextSeq] = (ContinuousClock.now + timeout, waiter)
-                // Numbering and queueing under one lock keep the queue in sequence order.
-                queue.yield(build(state.nextSeq))
-                return true
-            }
-            if !queued { waiter.resume(throwing: MeshError.unreachable([peer])) }
+    /// Queues a numbered frame now, in call order, and returns what the peer will answer: its
+    /// ack once it has applied the frame. `build` makes the frame's bytes for its number (see
+    /// `MeshFrame.numbered`).
+    func send(timeout: Duration, _ build: (UInt32) -> [UInt8]) -> PeerReply {
+        let reply = PeerReply()
+        let queued = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.nextSeq &+= 1
+            state.pending[state.nextSeq] = (ContinuousClock.now + timeout, reply)
+            // Numbering and queueing under one lock keep the queue in sequence order.
+            queue.yield(build(state.nextSeq))
+            return true
         }
+        if !queued { reply.complete(.failure(MeshError.unreachable([peer]))) }
+        return reply
+    }
+
+    /// Sends a numbered frame and waits until the peer has applied it.
+    func request(timeout: Duration, _ build: (UInt32) -> [UInt8]) async throws {
+        try await send(timeout: timeout, build).wait()
     }
 
     /// The peer applied frame `seq`.
     func acked(_ seq: UInt32) {
-        let waiter = state.withLock { state in
+        let reply = state.withLock { state in
             if seq == state.syncSeq { state.synced = true }
-            return state.pending.removeValue(forKey: seq)?.waiter
+            return state.pending.removeValue(forKey: seq)?.reply
         }
-        waiter?.resume()
+        reply?.complete(.success(()))
     }
 
     /// Fails requests the peer has not answered in time.
@@ -72,9 +78,9 @@ final class PeerLink: Sendable {
         let overdue = state.withLock { state in
             let late = state.pending.filter { $0.value.deadline <= now }
             for seq in late.keys { state.pending[seq] = nil }
-            return late.values.map(\.waiter)
+            return late.values.map(\.reply)
         }
-        for waiter in overdue { waiter.resume(throwing: MeshError.unreachable([peer])) }
+        for reply in overdue { reply.complete(.failure(MeshError.unreachable([peer]))) }
     }
 
     /// Ends the link: queued frames are still written, waiting requests fail.
@@ -83,10 +89,42 @@ final class PeerLink: Sendable {
             state.closed = true
             state.synced = false
             defer { state.pending = [:] }
-            return state.pending.values.map(\.waiter)
+            return state.pending.values.map(\.reply)
         }
         queue.finish()
-        for waiter in waiting { waiter.resume(throwing: MeshError.unreachable([peer])) }
+        for reply in waiting { reply.complete(.failure(MeshError.unreachable([peer]))) }
+    }
+}
+
+/// A peer's answer to one request. It may come before anyone waits for it (a sender with
+/// several messages on their way waits for them in turn), so it is kept until then.
+final class PeerReply: Sendable {
+    private enum State {
+        case pending(waiter: CheckedContinuation<Void, any Error>?)
+        case answered(Result<Void, any Error>)
+    }
+    private let state = Mutex(State.pending(waiter: nil))
+
+    func complete(_ result: Result<Void, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard case .pending(let waiter) = state else { return nil }
+            state = .answered(result)
+            return waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    /// Returns once answered; one caller only.
+    func wait() async throws {
+        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+            let answer = state.withLock { state -> Result<Void, any Error>? in
+                switch state {
+                case .answered(let result): return result
+                case .pending: state = .pending(waiter: waiter); return nil
+                }
+            }
+            if let answer { waiter.resume(with: answer) }
+        }
     }
 }
 

@@ -101,6 +101,12 @@ final class NodeProcess: Sendable {
         kill(process.processIdentifier, SIGSTOP)
     }
 
+    /// SIGCONT: a frozen process runs again.
+    func thaw() {
+        guard let process = process.withLock({ $0 }) else { return }
+        kill(process.processIdentifier, SIGCONT)
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit status.
     @discardableResult
     func terminate() async throws -> Int32 {
