@@ -24,13 +24,9 @@ struct MeshBackplaneTests {
     /// `count` nodes on consecutive ports, each seeded with all of them (itself included), as an
     /// operator would start a fixed cluster; everything is stopped afterwards.
     func withMesh(_ count: Int = 3, heartbeat: Int = 5, logLevel: String = "warning", _ body: ([NodeProcess]) async throws -> Void) async throws {
-        let base = try await freePorts(count)
-        let ports = Array(base..<(base + count))
         var nodes: [NodeProcess] = []
         do {
-            for (index, port) in ports.enumerated() {
-                nodes.append(try await Self.node("n\(index + 1)", port: port, seeds: ports, heartbeat: heartbeat, logLevel: logLevel))
-            }
+            nodes = try await Self.startMesh(count, heartbeat: heartbeat, logLevel: logLevel)
             for node in nodes { try await node.waitUntilReady() }
             try await eventually("every node to see all \(count)") {
                 for node in nodes where try await Self.aliveNodes(node) != nodes.map(\.nodeID).sorted() { return false }
@@ -42,6 +38,29 @@ struct MeshBackplaneTests {
             throw error
         }
         for node in nodes { try? await node.kill9() }
+    }
+
+    /// Starts `count` nodes on free consecutive ports. The ports are free when picked, but a
+    /// test running alongside may take one before its node binds it: then all start again on
+    /// other ports (the seeds name every port, so one node cannot move alone).
+    static func startMesh(_ count: Int, heartbeat: Int, logLevel: String) async throws -> [NodeProcess] {
+        for attempt in 1...3 {
+            let base = try await freePorts(count)
+            let ports = Array(base..<(base + count))
+            var nodes: [NodeProcess] = []
+            do {
+                for (index, port) in ports.enumerated() {
+                    nodes.append(try await node("n\(index + 1)", port: port, seeds: ports, heartbeat: heartbeat, logLevel: logLevel))
+                }
+                return nodes
+            } catch let error as NodeProcess.ExitedEarly where error.output.contains("Address already in use") && attempt < 3 {
+                for node in nodes { try? await node.kill9() }
+            } catch {
+                for node in nodes { try? await node.kill9() }
+                throw error
+            }
+        }
+        throw TimedOut(what: "free ports for the mesh")
     }
 
     static func aliveNodes(_ node: NodeProcess) async throws -> [String] {
