@@ -43,6 +43,9 @@ struct Fanout: AsyncParsableCommand {
         guard await generator.wait(upTo: .seconds(30), { generator.totals.replies.load(ordering: .relaxed) >= subscribers }) else {
             throw BenchError("only \(generator.totals.replies.load(ordering: .relaxed)) of \(subscribers) joins were answered")
         }
+        // Each join is announced to the members already there (S²/2 `joined` in all): measure
+        // once the server has delivered them, not while it is still busy with them.
+        await settle(generator)
         let publisher = try await generator.open(1, user: { _ in "publisher" }, target: { _ in targets[0] })[0]
         let payload = load.payload
         let published = Atomic(0)
@@ -143,6 +146,18 @@ struct Unicast: AsyncParsableCommand {
     }
 }
 
+/// Waits until presence events stop arriving (none for half a second), for at most 2 minutes.
+func settle(_ generator: LoadGenerator) async {
+    var last = -1
+    let deadline = ContinuousClock.now + .seconds(120)
+    while ContinuousClock.now < deadline {
+        let seen = generator.totals.presence.load(ordering: .relaxed)
+        if seen == last { return }
+        last = seen
+        try? await Task.sleep(for: .milliseconds(500))
+    }
+}
+
 /// Waits for the deliveries still on their way; gives up after 5 s without progress.
 func drain(_ generator: LoadGenerator, expected: Int) async {
     var last = -1
@@ -184,8 +199,9 @@ struct Report {
     }
 
     func print() {
+        // JSON has no NaN or infinity (a rate over zero seconds): those print as null.
         let rounded = fields.mapValues { value -> Any in
-            if let double = value as? Double { return (double * 1000).rounded() / 1000 }
+            if let double = value as? Double { return double.isFinite ? (double * 1000).rounded() / 1000 : NSNull() }
             return value
         }
         let data = try! JSONSerialization.data(withJSONObject: rounded, options: [.sortedKeys])
