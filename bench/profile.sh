@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles the first node of a server with perf while one scenario runs against it, and writes
 # where that node's CPU went (kernel against user space, then the hottest symbols) to
-# bench/results/profile-KIND-SCENARIO.txt.
+# bench/results/profile-KIND-SCENARIO.txt (fanout-paced for a fan-out with --rate).
 #   bench/profile.sh redis fanout --subscribers 1000 --messages 4000
 #   bench/profile.sh ceiling fanout --subscribers 1000 --rate 50 --duration 5
 #   bench/profile.sh redis churn --workers 20 --duration 5
@@ -16,7 +16,8 @@ swift build -c release --product switchboard-bench >/dev/null
 SB=.build/release/switchboard
 BENCH=.build/release/switchboard-bench
 mkdir -p bench/results
-OUT=bench/results/profile-$kind-$scenario.txt
+name=$scenario; [[ $scenario = fanout && " $* " == *" --rate "* ]] && name=fanout-paced
+OUT=bench/results/profile-$kind-$name.txt
 DATA=$(mktemp /tmp/switchboard-perf.XXXXXX)
 ulimit -n 20000 2>/dev/null || true
 source bench/servers.sh
