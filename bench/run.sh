@@ -3,7 +3,7 @@
 # (Centrifuge, python-socketio, Node ws, each two nodes over Redis), one after the other on this
 # machine, and writes one JSON line per result to bench/results/latest.jsonl.
 #   bench/peers/install.sh       # once: the peers, from Debian
-#   bench/run.sh                 # everything (about 12 minutes after the release build)
+#   bench/run.sh                 # everything (about 20 minutes after the release build)
 #   SCENARIOS="fanout" SERVERS="ceiling redis centrifuge" bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
