@@ -1,6 +1,13 @@
 /// The naming rule for user ids and room names: 1 to 128 characters of `A-Z a-z 0-9 _ . : @ / -`.
 public enum Name {
     public static let maxLength = 128
+    /// The sender of messages from the HTTP API; no client may take it (PROTOCOL.md 1.1).
+    public static let reservedUser = "server"
+
+    /// A name a client may hold as its user id: valid, and not the reserved `server`.
+    public static func isValidUser(_ name: some StringProtocol) -> Bool {
+        isValid(name) && name != reservedUser
+    }
 
     public static func isValid(_ name: some StringProtocol) -> Bool {
         var count = 0

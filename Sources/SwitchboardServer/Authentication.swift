@@ -7,6 +7,8 @@ struct Identity: Sendable {
     let user: String
     /// nil: every room. Otherwise names, where a trailing `*` matches a prefix.
     let rooms: [String]?
+    /// May send `broadcast`: always without tokens; with tokens, only when the token says so.
+    let mayBroadcast: Bool
 
     func mayUse(_ room: String) -> Bool {
         guard let rooms else { return true }
@@ -17,13 +19,15 @@ struct Identity: Sendable {
 }
 
 /// The claims a client token carries: `sub` (the user id), `exp` (required), optionally `nbf`,
-/// and optionally `rooms`, the rooms it may join and publish to. Time claims are checked by
+/// optionally `rooms`, the rooms it may join, publish to and read the presence of, and
+/// `broadcast: true` to allow broadcasts. Time claims are checked by
 /// `TokenVerifier`, with its clock leeway.
 struct ClientClaims: JWTPayload {
     var sub: SubjectClaim
     var exp: ExpirationClaim
     var nbf: NotBeforeClaim?
     var rooms: [String]?
+    var broadcast: Bool?
 
     func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
@@ -122,7 +126,10 @@ public actor TokenVerifier {
         guard Name.isValid(claims.sub.value) else {
             throw AuthenticationError(message: "the token's sub is not a valid user id")
         }
-        return Identity(user: claims.sub.value, rooms: claims.rooms)
+        guard Name.isValidUser(claims.sub.value) else {
+            throw AuthenticationError(message: "the token's sub '\(Name.reservedUser)' is reserved for the HTTP API")
+        }
+        return Identity(user: claims.sub.value, rooms: claims.rooms, mayBroadcast: claims.broadcast == true)
     }
 
     private static func reason(_ error: JWTError) -> String {

@@ -9,7 +9,9 @@ import SwitchboardProtocol
 ///
 /// A message over `maxFrameBytes` closes with 1009 (a single oversized frame is caught earlier
 /// by NIO's decoder, which answers 1009 itself; it is counted here); invalid UTF-8 in a text
-/// message closes with 1007; a broken fragment sequence or reserved bits with 1002 (RFC 6455).
+/// message closes with 1007; an unmasked frame, a broken fragment sequence, reserved bits or a
+/// malformed close frame with 1002 (RFC 6455). Every frame but a close counts against the rate
+/// limit, pings included; pongs go out through the connection, under its outbound limit.
 final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -21,11 +23,16 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// A fragmented message being put together, and whether it is text.
     private var fragments: ByteBuffer?
     private var fragmentsAreText = false
+    /// Frames per connection, every opcode but close; checked on the event loop as they arrive.
+    private var limiter: RateLimiter
+    /// Some frame of the message being read came over the rate.
+    private var overRate = false
 
     init(connection: Connection, session: Session?, node: NodeContext) {
         self.connection = connection
         self.session = session
         self.node = node
+        self.limiter = RateLimiter(burst: node.configuration.rateBurst, perSecond: node.configuration.ratePerSecond)
     }
 
     /// Wires an upgraded channel: the wire writer below the frame encoder, this handler right
@@ -38,7 +45,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             session: Identifiers.random(16), identity: identity, channel: channel, wire: wire,
             maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
             batch: batch)
-        let session = Name.isValid(identity.user) ? Session(connection: connection, node: node) : nil
+        let session = Name.isValidUser(identity.user) ? Session(connection: connection, node: node) : nil
         let handler = ClientSocketHandler(connection: connection, session: session, node: node)
         let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
         try pipeline.addHandler(handler, position: .after(decoder))
@@ -48,16 +55,23 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         } else {
             // No session for a bad name: say why, then close (policy violation).
             connection.open(welcome: ServerFrame.error(ProtocolError(
-                code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")))
+                code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -, and not 'server'")))
             connection.close(.policyViolation, reason: "invalid user id")
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        // RFC 6455 5.1: a client masks every frame; a server must close on one that is not.
+        guard frame.maskKey != nil else {
+            return connection.close(.protocolError, reason: "client frames must be masked")
+        }
         guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
             return connection.close(.protocolError, reason: "reserved bits set without an extension")
         }
+        // Every frame but a close takes a token: pings and empty fragments cost like messages.
+        let withinRate = frame.opcode == .connectionClose || limiter.allow()
+        if !withinRate { overRate = true }
         switch frame.opcode {
         case .text, .binary:
             guard fragments == nil else {
@@ -87,22 +101,33 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         case .ping:
             guard frame.fin else { return connection.close(.protocolError, reason: "fragmented control frame") }
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            guard withinRate else { return strikeOverRate() }
+            connection.pong(frame.unmaskedData)
         case .pong:
+            guard withinRate else { return strikeOverRate() }
             connection.heardPong()
         case .connectionClose:
-            connection.peerClosed(frame.unmaskedData)
+            connection.peerClosed(PeerClose(frame.unmaskedData))
         default:
             connection.close(.protocolError, reason: "unknown opcode")
         }
     }
 
+    /// A control frame over the rate is not answered; it counts as a strike (see `Session`).
+    private func strikeOverRate() {
+        overRate = false
+        session?.receive(.overRate(nil))
+    }
+
     private func receive(_ message: ByteBuffer, text: Bool) {
+        let overRate = self.overRate
+        self.overRate = false
         guard let session else { return }
         let bytes = Array(message.readableBytesView)
         if text, String(validating: bytes, as: UTF8.self) == nil {
             return connection.close(.dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
         }
+        if overRate { return session.receive(.overRate(text ? bytes : nil)) }
         session.receive(text ? .text(bytes) : .binary)
     }
 
@@ -132,5 +157,32 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             node.metrics.tooLarge.increment()
         }
         context.fireErrorCaught(error)
+    }
+}
+
+/// What a client's close frame asks for (RFC 6455 5.5.1, 7.4): the code to echo, or a protocol
+/// error for a one-byte payload, a code a client may not send, or a reason that is not UTF-8.
+enum PeerClose: Equatable {
+    case echo(UInt16?)
+    case protocolError
+
+    init(_ payload: ByteBuffer) {
+        var payload = payload
+        guard payload.readableBytes > 0 else {
+            self = .echo(nil)
+            return
+        }
+        guard let code = payload.readInteger(as: UInt16.self), Self.mayBeSent(code),
+            String(validating: payload.readableBytesView, as: UTF8.self) != nil
+        else {
+            self = .protocolError
+            return
+        }
+        self = .echo(code)
+    }
+
+    /// Codes a client may put in a close frame: 1004-1006 and 1015 are reserved for reporting.
+    static func mayBeSent(_ code: UInt16) -> Bool {
+        (1000...1003).contains(code) || (1007...1014).contains(code) || (3000...4999).contains(code)
     }
 }

@@ -25,6 +25,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// Until `welcome` is written, deliveries wait here: `welcome` is always the first frame.
     private var welcomed = false
     private var early: [EncodedFrame] = []
+    private var earlyPong: ByteBuffer?
     private var overflowed = false
     /// `?batch=1`: deliveries of one loop turn go out as one frame, objects separated by `\n`.
     let batch: Bool
@@ -32,6 +33,8 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// Written to since the last flush (see LoopFlusher), and how many frames.
     private var dirty = false
     private var framesSinceFlush = 0
+    /// A control frame (ping or pong) was written since the last flush.
+    private var controlSinceFlush = false
     /// A ping went out and no pong came back yet (see `Heartbeats`).
     private(set) var awaitingPong = false
     /// Our close frame is sent: the next step is the peer's close, or the timeout.
@@ -80,9 +83,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             packed = nil
             writeWire(WireFrame.text(payload, allocator: channel.allocator))
         }
-        guard framesSinceFlush > 0, !overflowed else { return }
-        metrics.deliveries.increment(by: Int64(framesSinceFlush))
+        guard framesSinceFlush > 0 || controlSinceFlush, !overflowed else { return }
+        if framesSinceFlush > 0 { metrics.deliveries.increment(by: Int64(framesSinceFlush)) }
         framesSinceFlush = 0
+        controlSinceFlush = false
         // A writable channel holds less than NIO's high water mark (64 KiB by default): the
         // exact backlog, a costlier option lookup, is needed only past it.
         let buffered =
@@ -103,6 +107,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             self.write(frame)
             for frame in self.early { self.write(frame) }
             self.early = []
+            if let payload = self.earlyPong {
+                self.earlyPong = nil
+                self.writeControl(opcode: 0xA, payload)
+            }
             self.flushPending()
         }
     }
@@ -171,9 +179,9 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         }
     }
 
-    /// The peer sent its close frame: answer it with the same code (unless we began the
-    /// handshake), then shut the socket. On the event loop.
-    func peerClosed(_ payload: ByteBuffer) {
+    /// The peer sent its close frame: answer it with the same code, or 1002 when the frame was
+    /// malformed (unless we began the handshake), then shut the socket. On the event loop.
+    func peerClosed(_ close: PeerClose) {
         eventLoop.preconditionInEventLoop()
         guard !closeSent else {
             channel.close(promise: nil)
@@ -183,9 +191,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         flushPending()
         closeSent = true
         var echo = channel.allocator.buffer(capacity: 2)
-        var received = payload
-        if let code = received.readWebSocketErrorCode() {
-            echo.write(webSocketErrorCode: code)
+        switch close {
+        case .echo(let code?): echo.writeInteger(code)
+        case .echo(nil): break
+        case .protocolError: echo.write(webSocketErrorCode: .protocolError)
         }
         let channel = self.channel
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)).whenComplete { _ in
@@ -204,7 +213,32 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             return
         }
         awaitingPong = true
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(capacity: 0)), promise: nil)
+        writeControl(opcode: 0x9, ByteBuffer())
+        flushPending()
+    }
+
+    /// Answers a client's ping. Like every write, it counts against the outbound limit and
+    /// nothing goes after our close frame. On the event loop.
+    func pong(_ payload: ByteBuffer) {
+        eventLoop.preconditionInEventLoop()
+        guard welcomed else {
+            earlyPong = payload  // answered after welcome; only the latest ping needs one
+            return
+        }
+        writeControl(opcode: 0xA, payload)
+        flushPending()
+    }
+
+    /// A control frame (payload of at most 125 bytes, which NIO's decoder guarantees for what
+    /// a client sent), unmasked, on the same path as every other frame.
+    private func writeControl(opcode: UInt8, _ payload: ByteBuffer) {
+        guard !overflowed, !closeSent else { return }
+        var frame = channel.allocator.buffer(capacity: 2 + payload.readableBytes)
+        frame.writeInteger(0x80 | opcode)
+        frame.writeInteger(UInt8(truncatingIfNeeded: payload.readableBytes))
+        var payload = payload
+        frame.writeBuffer(&payload)
+        if wire.write(frame) { controlSinceFlush = true }
     }
 
     func heardPong() {

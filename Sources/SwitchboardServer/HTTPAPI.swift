@@ -178,17 +178,20 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
         let header = request.headers[.authorization] ?? ""
         let prefix = "Bearer "
         let given = header.hasPrefix(prefix) ? Array(header.utf8.dropFirst(prefix.utf8.count)) : []
-        guard Self.constantTimeEqual(given, key) else {
+        guard constantTimeEqual(given, key) else {
             throw APIError(.unauthorized, code: "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
         }
         return try await next(request, context)
     }
+}
 
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
-        for i in 0..<max(a.count, b.count) {
-            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
-        }
-        return difference == 0
+/// Compares a secret in time that depends only on the lengths, never on where the bytes differ.
+/// A length mismatch alone makes them unequal (it is not folded into one byte, where 256 extra
+/// bytes would cancel out).
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var difference = UInt8(0)
+    for i in 0..<max(a.count, b.count) {
+        difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
     }
+    return difference == 0 && a.count == b.count
 }

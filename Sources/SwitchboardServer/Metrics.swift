@@ -18,6 +18,8 @@ public final class NodeMetrics: Sendable {
     let refusedHandshakes: Counter
     let roomLimitRefusals: Counter
     let tooLarge: Counter
+    let backplaneEventsRefused: Counter
+    let badHTTPRequests: Counter
 
     init() {
         connectionsOpened = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections_opened", unitName: "total", helpText: "WebSocket sessions opened"))
@@ -33,6 +35,8 @@ public final class NodeMetrics: Sendable {
         refusedHandshakes = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "handshakes_refused", unitName: "total", helpText: "WebSocket upgrades refused (token, origin, limits)"))
         roomLimitRefusals = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "room_limit_refusals", unitName: "total", helpText: "Joins refused because the connection is in too many rooms"))
         tooLarge = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "messages_too_large", unitName: "total", helpText: "Connections closed (1009) for a message over the size limit"))
+        backplaneEventsRefused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "backplane_events_refused", unitName: "total", helpText: "Messages from the backplane dropped because their data was not well-formed UTF-8 JSON"))
+        badHTTPRequests = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "bad_http_requests", unitName: "total", helpText: "Malformed or oversized HTTP requests answered 400 or 431 and closed"))
         connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
     }
 

@@ -64,6 +64,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
+                        RequestDeadlineHandler.of(channel)?.upgraded()
                         switch admitted.value {
                         case .client(let identity, let batch):
                             try ClientSocketHandler.install(on: channel, identity: identity, batch: batch, node: node)
@@ -82,6 +83,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandler(RequestProgressHandler())
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
@@ -90,7 +92,8 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                 })
             var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Upgraded>(upgradeConfiguration: upgrade)
             configuration.enablePipelining = false  // NIOAsyncChannel serves requests one at a time
-            configuration.enableErrorHandling = false  // Hummingbird answers HTTP errors
+            configuration.enableErrorHandling = false  // HTTPErrorResponder answers malformed requests
+            HandshakeLimits.apply(to: &configuration.decoderConfiguration)
             configuration.enableResponseHeaderValidation = false  // HTTPTypes validated them already
             let upgraded = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             return Value(upgraded: upgraded, channel: channel)

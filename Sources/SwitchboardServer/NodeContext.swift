@@ -19,6 +19,8 @@ final class NodeContext: Sendable {
     let identifiers = Identifiers()
     let tokens: TokenVerifier?
     let heartbeats: Heartbeats
+    /// Client WebSockets admitted and not yet closed, per node and per user.
+    let admissions: AdmissionLedger
     private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
 
     init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
@@ -28,6 +30,8 @@ final class NodeContext: Sendable {
         self.logger = logger
         self.tokens = configuration.tokens.isEmpty ? nil : TokenVerifier(keys: configuration.tokens)
         self.heartbeats = Heartbeats(period: .seconds(Int64(configuration.heartbeatSeconds)))
+        self.admissions = AdmissionLedger(
+            maxConnections: configuration.maxConnections, maxPerUser: configuration.maxConnectionsPerUser)
     }
 
     var phase: NodePhase {

@@ -18,6 +18,9 @@ final class Session: @unchecked Sendable {
     enum Inbound {
         case text([UInt8])
         case binary
+        /// A message (its text, when it was text) or a control frame (nil) that came over the
+        /// connection's rate: refused with `rate_limited`, and a strike.
+        case overRate([UInt8]?)
         case closed
     }
 
@@ -31,7 +34,6 @@ final class Session: @unchecked Sendable {
     let connection: Connection
     let node: NodeContext
     private let inbox = Mutex(Inbox())
-    private var limiter: RateLimiter
     /// Consecutive bad or refused frames; too many closes the connection (1008).
     private var strikes = 0
     /// Joined the router; and left it, after which no command runs.
@@ -48,7 +50,6 @@ final class Session: @unchecked Sendable {
     init(connection: Connection, node: NodeContext) {
         self.connection = connection
         self.node = node
-        self.limiter = RateLimiter(burst: node.configuration.rateBurst, perSecond: node.configuration.ratePerSecond)
     }
 
     var logger: Logger { node.logger }
@@ -133,11 +134,6 @@ final class Session: @unchecked Sendable {
         }
         guard !ended else { return }
         node.metrics.framesReceived.increment()
-        guard limiter.allow() else {
-            node.metrics.rateLimited.increment()
-            await refuse(ProtocolError(code: .rateLimited, message: "slow down: rate limit exceeded"))
-            return
-        }
         switch message {
         case .text(let bytes):
             switch ClientRequest.decode(bytes) {
@@ -151,15 +147,28 @@ final class Session: @unchecked Sendable {
         case .binary:
             node.metrics.badFrames.increment()
             await refuse(ProtocolError(code: .badRequest, message: "binary frames are not supported; send JSON text"))
+        case .overRate(let text):
+            node.metrics.rateLimited.increment()
+            let error = ProtocolError(id: text.flatMap(Self.commandID), code: .rateLimited, message: "slow down: rate limit exceeded")
+            await refuse(error, answer: text != nil)
         case .closed:
             break
         }
     }
 
-    /// Answers a refused frame; closes the connection (1008) after too many in a row.
-    private func refuse(_ error: ProtocolError) async {
+    /// The `id` of a command, if the frame has a readable one.
+    private static func commandID(_ text: [UInt8]) -> CommandID? {
+        switch ClientRequest.decode(text) {
+        case .success(let request): request.id
+        case .failure(let error): error.id
+        }
+    }
+
+    /// Answers a refused frame (control frames get no answer); closes the connection (1008)
+    /// after too many in a row.
+    private func refuse(_ error: ProtocolError, answer: Bool = true) async {
         await settleAnswers()
-        connection.send(ServerFrame.error(error))
+        if answer { connection.send(ServerFrame.error(error)) }
         strikes += 1
         guard strikes >= node.configuration.maxStrikes else { return }
         logger.notice("closing connection after repeated bad or excess frames", metadata: ["session": "\(connection.session)"])
@@ -182,7 +191,7 @@ final class Session: @unchecked Sendable {
         switch request.command {
         case .publish(let room, let data) where connection.identity.mayUse(room):
             return await pipeline(id) { $0.submit(from: $1, to: .room(room), data: data) }
-        case .broadcast(let data):
+        case .broadcast(let data) where connection.identity.mayBroadcast:
             return await pipeline(id) { $0.submit(from: $1, to: .everyone, data: data) }
         default:
             break
@@ -215,8 +224,10 @@ final class Session: @unchecked Sendable {
                 try await node.publish(from: connection.user, to: .user(to), data: data)
                 connection.send(ServerFrame.ok(id: id))
             case .broadcast:
-                break  // pipelined above
+                // Allowed broadcasts were pipelined above.
+                connection.send(ServerFrame.error(ProtocolError(id: id, code: .forbidden, message: "your token does not allow broadcast (claim \"broadcast\": true)")))
             case .presence(let room):
+                guard allowed(room, id) else { return }
                 let users = try await node.router.backplane.members(of: room)
                 connection.send(ServerFrame.ok(id: id, room: room, users: users))
             case .ping:

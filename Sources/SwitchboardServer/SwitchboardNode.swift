@@ -10,6 +10,7 @@ import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 import SwitchboardCore
+import SwitchboardProtocol
 
 /// One Switchboard node: the HTTP API and the `/ws` endpoint on one port, joined to a cluster
 /// through a backplane. Run `services` in a ServiceGroup (in this order): on graceful shutdown the
@@ -60,9 +61,10 @@ public final class SwitchboardNode: Sendable {
         let configuration = context.configuration
         let limits = HandshakeLimits(
             timeout: .seconds(Int64(configuration.handshakeTimeoutSeconds)), maxPending: configuration.maxPendingHandshakes,
-            refused: { [context] in context.metrics.refusedHandshakes.increment() })
+            refused: { [context] in context.metrics.refusedHandshakes.increment() },
+            badRequest: { [context] in context.metrics.badHTTPRequests.increment() })
         let server = HTTPServerBuilder { [context] responder in
-            let guarded = HandshakeGuardChannel(base: NodeChannel(responder: responder, node: context), limits: limits)
+            let guarded = HTTPGuardChannel(base: NodeChannel(responder: responder, node: context), limits: limits)
             guard let tls = configuration.tls else { return guarded }
             return try TLSChannel(guarded, tlsConfiguration: tls)
         }
@@ -140,8 +142,20 @@ final class CountingReceiver: ClusterReceiver {
 
     func receive(_ event: ClusterEvent) {
         context.metrics.backplaneEventsReceived.increment()
+        // Every byte a node writes in a text frame is UTF-8 JSON, whatever a peer or broker sent.
+        if case .message(let envelope) = event, !envelope.data.isWellFormed {
+            context.metrics.backplaneEventsRefused.increment()
+            if !warned.exchange(true, ordering: .relaxed) {
+                context.logger.warning(
+                    "dropped a message from the cluster whose data is not well-formed UTF-8 JSON (logged once; counted in switchboard_backplane_events_refused_total)",
+                    metadata: ["id": "\(envelope.id)", "from": "\(envelope.from)"])
+            }
+            return
+        }
         context.router.receive(event)
     }
+
+    private let warned = Atomic(false)
 }
 
 /// Waits for graceful shutdown, then drains its node. Runs after the Application in the

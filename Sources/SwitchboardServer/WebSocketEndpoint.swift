@@ -21,8 +21,8 @@ enum WebSocketEndpoint {
     /// The headers to answer an admitted upgrade with, and whom it admits; nil when refused
     /// (a refusal with a reason has been answered already, as JSON).
     static func admit(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
-        let target = request.path ?? "/"
-        let (path, query) = splitTarget(target)
+        let target = RequestTarget(request.path ?? "/")
+        let (path, query) = (target.path, target.query)
         if path == "/cluster" { return await clusterLink(request, channel: channel, node: node) }
         guard path == "/ws", node.phase != .draining else { return nil }
         var headers = HTTPHeaders()
@@ -47,15 +47,18 @@ enum WebSocketEndpoint {
                 return nil
             }
         } else {
-            identity = Identity(user: query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil)
+            identity = Identity(user: query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil, mayBroadcast: true)
         }
-        if node.router.load.connections >= node.configuration.maxConnections {
+        // Counted from here until the socket closes, so concurrent upgrades cannot overshoot.
+        switch node.admissions.reserve(identity.user, on: channel) {
+        case nil:
+            break
+        case .nodeFull:
             node.metrics.refusedHandshakes.increment()
             await refuse(channel, status: .serviceUnavailable, code: "rate_limited",
                 message: "this node is full (\(node.configuration.maxConnections) connections); GET /api/assign names another")
             return nil
-        }
-        if node.router.connectionCount(of: identity.user) >= node.configuration.maxConnectionsPerUser {
+        case .userFull:
             node.metrics.refusedHandshakes.increment()
             await refuse(channel, status: .tooManyRequests, code: "rate_limited",
                 message: "user \(identity.user) already has \(node.configuration.maxConnectionsPerUser) connections on this node")
@@ -68,7 +71,7 @@ enum WebSocketEndpoint {
     static func clusterLink(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
         guard let mesh = node.router.backplane as? MeshBackplane else { return nil }
         let given = Array((bearerToken(request) ?? "").utf8)
-        guard APIKeyMiddleware<BasicRequestContext>.constantTimeEqual(given, Array(mesh.secret.utf8)) else {
+        guard constantTimeEqual(given, Array(mesh.secret.utf8)) else {
             node.metrics.refusedHandshakes.increment()
             node.logger.warning("refused a cluster link without the cluster secret")
             await refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
@@ -96,18 +99,5 @@ enum WebSocketEndpoint {
         channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
         try? await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
         try? await channel.close(mode: .output)
-    }
-
-    /// Splits `/ws?user=a&batch=1` into the path and its decoded query items.
-    static func splitTarget(_ target: String) -> (path: String, query: [String: String]) {
-        guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
-        var query: [String: String] = [:]
-        for pair in target[target.index(after: mark)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            let key = String(parts[0]).removingPercentEncoding ?? String(parts[0])
-            let value = parts.count > 1 ? String(parts[1]).replacingOccurrences(of: "+", with: " ") : ""
-            query[key] = value.removingPercentEncoding ?? value
-        }
-        return (String(target[..<mark]), query)
     }
 }

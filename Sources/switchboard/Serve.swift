@@ -38,11 +38,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Rooms one connection may be in (default 1000).") var maxRooms: Int?
     @Option(help: "Frames a connection may send at once (default 2000).") var rateBurst: Int?
     @Option(help: "Frames per second a connection may keep sending (default 2000).") var ratePerSecond: Int?
-    @Option(help: "Seconds an accepted socket may stay silent before it is closed (default 10).") var handshakeTimeout: Int?
+    @Option(help: "Seconds a connection may take to send a complete request, and an idle keep-alive may last (default 10).") var handshakeTimeout: Int?
     @Option(help: "Accepted sockets that have sent nothing yet, at most (default 1000).") var maxPendingHandshakes: Int?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        _ = try Environment.secret(clusterSecret, "cluster-secret")  // empty: refused even when unused
         let chosen = [("redis", redis), ("peers", peers), ("hub", hub)].filter { Environment.string($0.1, $0.0) != nil }.map(\.0)
         guard chosen.count <= 1 else {
             throw ValidationError("choose one backplane: --\(chosen.joined(separator: ", --")) were given")
@@ -53,8 +54,8 @@ struct Serve: AsyncParsableCommand {
         configuration.host = Environment.string(host, "host") ?? configuration.host
         configuration.port = try Environment.int(port, "port", default: configuration.port)
         configuration.advertiseURL = Environment.string(advertiseUrl, "advertise-url")
-        configuration.apiKey = Environment.string(apiKey, "api-key")
-        configuration.jwtSecret = Environment.string(jwtSecret, "jwt-secret")
+        configuration.apiKey = try Environment.secret(apiKey, "api-key")
+        configuration.jwtSecret = try Environment.secret(jwtSecret, "jwt-secret")
         if let path = Environment.string(jwtPublicKey, "jwt-public-key") {
             do {
                 configuration.tokens.publicKeyPEM = try String(contentsOfFile: path, encoding: .utf8)
@@ -81,14 +82,14 @@ struct Serve: AsyncParsableCommand {
         warnIfOpen(configuration, logger: logger)
         let backplane: any Backplane
         if let url = Environment.string(hub, "hub") {
-            guard let secret = Environment.string(clusterSecret, "cluster-secret") else {
+            guard let secret = try Environment.secret(clusterSecret, "cluster-secret") else {
                 throw ValidationError("--hub needs --cluster-secret (the hub admits only nodes that present it)")
             }
             guard url.hasPrefix("ws://") || url.hasPrefix("wss://") else { throw ValidationError("--hub must be a ws:// URL") }
             backplane = HubBackplane(
                 configuration: .init(hubURL: url, secret: secret, heartbeat: .seconds(configuration.heartbeatSeconds)), logger: logger)
         } else if let list = Environment.string(peers, "peers") {
-            guard let secret = Environment.string(clusterSecret, "cluster-secret") else {
+            guard let secret = try Environment.secret(clusterSecret, "cluster-secret") else {
                 throw ValidationError("--peers needs --cluster-secret (mesh links are admitted only with it)")
             }
             let seeds = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -125,10 +126,12 @@ struct Hub: AsyncParsableCommand {
     @Option(help: "Shared secret nodes must present (required).") var clusterSecret: String?
     @Option(help: "Seconds between pings to nodes; a node silent for two is dropped (default 25).") var heartbeat: Int?
     @Option(help: "How /api/assign picks a node: fewest-connections (default) or round-robin.") var assign: String?
+    @Option(help: "Seconds a connection may take to send a complete request (default 10).") var handshakeTimeout: Int?
+    @Option(help: "Accepted sockets that have sent nothing yet, at most (default 1000).") var maxPendingHandshakes: Int?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        guard let secret = Environment.string(clusterSecret, "cluster-secret") else {
+        guard let secret = try Environment.secret(clusterSecret, "cluster-secret") else {
             throw ValidationError("--cluster-secret is required: the hub admits only nodes that present it")
         }
         let logger = try logging.bootstrap()
@@ -136,6 +139,11 @@ struct Hub: AsyncParsableCommand {
         configuration.host = Environment.string(host, "host") ?? configuration.host
         configuration.port = try Environment.int(port, "port", default: configuration.port)
         configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
+        configuration.handshakeTimeoutSeconds = try Environment.int(handshakeTimeout, "handshake-timeout", default: configuration.handshakeTimeoutSeconds)
+        configuration.maxPendingHandshakes = try Environment.int(maxPendingHandshakes, "max-pending-handshakes", default: configuration.maxPendingHandshakes)
+        guard configuration.heartbeatSeconds >= 1, configuration.handshakeTimeoutSeconds >= 1, configuration.maxPendingHandshakes >= 1 else {
+            throw ValidationError("--heartbeat, --handshake-timeout and --max-pending-handshakes must be at least 1")
+        }
         if let name = Environment.string(assign, "assign") {
             guard let policy = HubConfiguration.AssignPolicy(rawValue: name) else {
                 throw ValidationError("--assign must be fewest-connections or round-robin")
@@ -170,8 +178,8 @@ struct Cluster: AsyncParsableCommand {
             var configuration = NodeConfiguration(nodeID: "n\(index)")
             configuration.host = Environment.string(host, "host") ?? configuration.host
             configuration.port = firstPort + index - 1
-            configuration.apiKey = Environment.string(apiKey, "api-key")
-            configuration.jwtSecret = Environment.string(jwtSecret, "jwt-secret")
+            configuration.apiKey = try Environment.secret(apiKey, "api-key")
+            configuration.jwtSecret = try Environment.secret(jwtSecret, "jwt-secret")
             configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
             configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
             try checkLimits(configuration)

@@ -22,6 +22,20 @@ enum Environment {
         given ?? value(flag)
     }
 
+    /// A secret: an empty one, given as the option or set as the variable, is an error, never
+    /// a quiet way to turn authentication off.
+    static func secret(_ given: String?, _ flag: String) throws -> String? {
+        let key = variable(flag)
+        if given == "" || (given == nil && ProcessInfo.processInfo.environment[key] == "") {
+            throw ValidationError("--\(flag) (or \(key)) is empty: give a non-empty secret, or leave it out")
+        }
+        return string(given, flag)
+    }
+
+    static func variable(_ flag: String) -> String {
+        "SWITCHBOARD_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
     static func int(_ given: Int?, _ flag: String, default fallback: Int) throws -> Int {
         if let given { return given }
         guard let text = value(flag) else { return fallback }

@@ -15,13 +15,17 @@ struct AuthenticationTests {
         var exp: ExpirationClaim?
         var nbf: NotBeforeClaim?
         var rooms: [String]?
+        var broadcast: Bool?
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
 
-    static func token(sub: String = "alice", expiresIn: TimeInterval? = 60, rooms: [String]? = nil, secret: String = secret) async throws -> String {
+    static func token(
+        sub: String = "alice", expiresIn: TimeInterval? = 60, rooms: [String]? = nil, broadcast: Bool? = nil, secret: String = secret
+    ) async throws -> String {
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        return try await keys.sign(Claims(sub: .init(value: sub), exp: expiresIn.map { .init(value: Date().addingTimeInterval($0)) }, rooms: rooms))
+        return try await keys.sign(
+            Claims(sub: .init(value: sub), exp: expiresIn.map { .init(value: Date().addingTimeInterval($0)) }, rooms: rooms, broadcast: broadcast))
     }
 
     static func claims(sub: String, expiresIn: TimeInterval = 60, notBefore: TimeInterval? = nil) -> Claims {

@@ -176,6 +176,9 @@ public final class HubBackplane: Backplane {
         case "msg":
             guard let envelope = HubLink.envelope(from: fields, extra: values) else { return }
             state.withLock { $0.receiver }?.receive(.message(envelope))
+        case "refused":
+            // Another link holds our id at the hub (see HubServer): we redial with backoff.
+            logger.warning("the hub refused this node's link: \(values["message"]?.string ?? "no reason given")")
         case "node":
             // The hub announces other nodes joining and leaving the cluster.
             guard let node = values["node"]?.string, let event = values["event"]?.string else { return }

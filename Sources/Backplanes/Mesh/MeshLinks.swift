@@ -236,6 +236,12 @@ extension MeshBackplane {
             guard Name.isValid(peer.id) else { return "invalid node id" }
             if peer.id == state.me?.id { return "node id \(peer.id) is taken (by this node)" }
             if let known = state.members[peer.id]?.record, known.incarnation > peer.incarnation { return "a newer incarnation of \(peer.id) is linked" }
+            // An id held by a live link stays with it: a second hello at the same incarnation
+            // (a forger with the secret) must not take over its view. A link that died is let go
+            // by the failure detector, after which the real node's redial is accepted.
+            if let held = state.members[peer.id]?.inbound, held.incarnation == peer.incarnation {
+                return "node id \(peer.id) is held by a live link at this incarnation"
+            }
             return nil
         }
         if let refusal {

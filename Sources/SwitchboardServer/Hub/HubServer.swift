@@ -1,6 +1,7 @@
 import EmbeddedBackplane
 import HubBackplane
 import HTTPTypes
+import HummingbirdCore
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
@@ -23,6 +24,12 @@ public struct HubConfiguration: Sendable {
     public var secret: String
     public var heartbeatSeconds = 25
     public var assign: AssignPolicy = .fewestConnections
+    /// Seconds a connection may take to send a complete request (and an idle keep-alive may last).
+    public var handshakeTimeoutSeconds = 10
+    /// Accepted sockets that have not sent anything yet, at most; more are closed on arrival.
+    public var maxPendingHandshakes = 1000
+    /// Connections the hub accepts at once (links and HTTP calls); never past the process's files.
+    public var maxConnections = 10000
 
     public init(secret: String) {
         self.secret = secret
@@ -43,6 +50,15 @@ public final class HubServer: Sendable {
     private let port = Mutex<Int?>(nil)
     /// Every linked node, to announce joins and leaves to the others.
     private let links = Mutex<[String: NodeLink]>([:])
+
+    /// Takes `node` for `link`, unless another link that is still open holds it.
+    func claim(_ node: String, link: NodeLink) -> Bool {
+        links.withLock { links in
+            if let held = links[node], held !== link, held.channel.isActive { return false }
+            links[node] = link
+            return true
+        }
+    }
 
     /// Tells every other node that `node` joined or left.
     func announce(_ node: String, _ event: String, link: NodeLink) {
@@ -68,17 +84,31 @@ public final class HubServer: Sendable {
     }
 
     public var service: any Service {
+        var decoder = HTTP1Channel.Configuration.DecoderConfiguration()
+        decoder.maxHeaderListSize = HandshakeLimits.maxRequestHead
+        decoder.maxHeaderFieldSize = HandshakeLimits.maxRequestHead
         let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(additionalChannelHandlers: [RequestProgressHandler()], httpDecoderConfiguration: decoder),
             ws: WebSocketServerConfiguration(
                 maxFrameSize: 1 << 24, autoPing: .enabled(timePeriod: .seconds(configuration.heartbeatSeconds)),
                 closeTimeout: .seconds(5), validateUTF8: true))
+        // The same protection as a node's: a deadline for each request, 400/431 for malformed
+        // ones, a cap on silent sockets and on accepted connections.
+        let limits = HandshakeLimits(
+            timeout: .seconds(Int64(configuration.handshakeTimeoutSeconds)), maxPending: configuration.maxPendingHandshakes)
+        let server = HTTPServerBuilder { responder in
+            HTTPGuardChannel(
+                base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: webSocket) { request, channel, _ in
+                    await self.shouldUpgrade(request, channel: channel)
+                },
+                limits: limits)
+        }
         return Application(
             router: httpRouter(),
-            server: .http1WebSocketUpgrade(configuration: webSocket) { request, channel, _ in
-                await self.shouldUpgrade(request, channel: channel)
-            },
+            server: server,
             configuration: ApplicationConfiguration(
-                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard-hub"),
+                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard-hub",
+                backlog: 4096, availableConnectionsDelegate: .maximum(configuration.maxConnections, logger: logger)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? self.configuration.port
                 self.port.withLock { $0 = port }
@@ -111,13 +141,15 @@ public final class HubServer: Sendable {
     }
 
     private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        guard WebSocketEndpoint.splitTarget(request.path ?? "/").path == "/cluster" else { return .dontUpgrade }
+        guard RequestTarget(request.path ?? "/").path == "/cluster" else { return .dontUpgrade }
         let given = Array((WebSocketEndpoint.bearerToken(request) ?? "").utf8)
-        guard APIKeyMiddleware<BasicRequestContext>.constantTimeEqual(given, Array(configuration.secret.utf8)) else {
+        guard constantTimeEqual(given, Array(configuration.secret.utf8)) else {
             logger.warning("refused a link without the cluster secret")
             await WebSocketEndpoint.refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
             return .dontUpgrade
         }
+        // A link has its own heartbeat: the request deadline ends here.
+        channel.eventLoop.execute { RequestDeadlineHandler.of(channel)?.upgraded() }
         return .upgrade([:]) { inbound, _, _ in
             try await HubLinkSession(hub: self, link: NodeLink(channel: channel)).run(inbound)
         }
@@ -170,8 +202,15 @@ struct HubLinkSession {
                 let type = values["t"]?.string
             else { continue }
             if type == "hello" {
-                guard let id = values["node"]?.string, Name.isValid(id), let url = values["url"]?.string else { return }
-                // A node that redials before its old link was noticed replaces it.
+                guard nodeID == nil, let id = values["node"]?.string, Name.isValid(id), let url = values["url"]?.string else { return }
+                // An id held by a live link stays with it: a forged hello cannot evict a node's
+                // users. A node that redials before its old link is noticed dead (two missed
+                // pings) is refused until then, and redials with backoff.
+                guard hub.claim(id, link: link) else {
+                    hub.logger.warning("refused a hello for node \(id): the id is held by a live link")
+                    link.send(HubLink.object(["t": "refused", "message": .string("node id \(id) is held by a live link")]))
+                    return
+                }
                 await hub.cluster.leave(id)
                 try await hub.cluster.join(NodeInfo(id: id, url: url), receiver: link)
                 nodeID = id

@@ -62,13 +62,24 @@ final class RawWebSocket: Sendable {
 
     /// A masked client frame with this opcode (payloads under 126 bytes); `fin: false` for a
     /// fragment, `rsv1` to set a reserved bit.
-    func sendFrame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false) async throws {
+    func sendFrame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) async throws {
+        try await write(Self.frame(opcode: opcode, payload, fin: fin, rsv1: rsv1, masked: masked))
+    }
+
+    /// The bytes of a client frame (payloads under 126 bytes), masked unless told otherwise.
+    static func frame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) -> [UInt8] {
         precondition(payload.count < 126)
         let mask: [UInt8] = [1, 2, 3, 4]
         let first = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode
+        guard masked else { return [first, UInt8(payload.count)] + payload }
         var frame: [UInt8] = [first, 0x80 | UInt8(payload.count)] + mask
         for (i, byte) in payload.enumerated() { frame.append(byte ^ mask[i % 4]) }
-        try await write(frame)
+        return frame
+    }
+
+    /// How many complete server frames with this opcode arrived.
+    func count(opcode: UInt8) -> Int {
+        frames.filter { $0.opcode == opcode }.count
     }
 
     /// Everything received so far (HTTP response and raw frames).

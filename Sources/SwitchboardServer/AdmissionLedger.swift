@@ -1,0 +1,53 @@
+import NIOCore
+import Synchronization
+
+/// Counts the client WebSockets of a node, per node and per user, from the moment an upgrade is
+/// admitted until its socket closes. The check and the count are one step under one lock, so
+/// concurrent upgrades cannot all pass a check made before any of them is counted.
+final class AdmissionLedger: Sendable {
+    enum Refusal: Equatable {
+        case nodeFull
+        case userFull
+    }
+
+    private struct Counts {
+        var total = 0
+        var perUser: [String: Int] = [:]
+    }
+
+    private let maxConnections: Int
+    private let maxPerUser: Int
+    private let counts = Mutex(Counts())
+
+    init(maxConnections: Int, maxPerUser: Int) {
+        self.maxConnections = maxConnections
+        self.maxPerUser = maxPerUser
+    }
+
+    /// Reserves a place for `user` on `channel`, given back when the channel closes, whatever
+    /// happens to the upgrade in between.
+    func reserve(_ user: String, on channel: any Channel) -> Refusal? {
+        let refusal = counts.withLock { counts -> Refusal? in
+            guard counts.total < maxConnections else { return .nodeFull }
+            let held = counts.perUser[user, default: 0]
+            guard held < maxPerUser else { return .userFull }
+            counts.total += 1
+            counts.perUser[user] = held + 1
+            return nil
+        }
+        if refusal == nil {
+            channel.closeFuture.whenComplete { _ in self.release(user) }
+        }
+        return refusal
+    }
+
+    var total: Int { counts.withLock { $0.total } }
+
+    private func release(_ user: String) {
+        counts.withLock { counts in
+            counts.total -= 1
+            let left = counts.perUser[user, default: 1] - 1
+            counts.perUser[user] = left > 0 ? left : nil
+        }
+    }
+}

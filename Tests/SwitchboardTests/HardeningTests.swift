@@ -1,0 +1,383 @@
+import Foundation
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardProtocol
+@testable import SwitchboardServer
+import Testing
+
+/// The findings of the outside audit (issue 13), one test each, against real sockets and, where
+/// the finding was about a process dying or holding on, real `switchboard` processes.
+@Suite("Hardening")
+struct HardeningTests {
+    // MARK: 1. A request target that crashed the process
+
+    @Test func queriesWithEmptyPairsCrashNeitherANodeNorAHub() async throws {
+        let node = try await NodeProcess.start("target", ["serve", "--node-id", "target", "--log-level", "error"])
+        let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--log-level", "error"])
+        defer { Task { try? await node.kill9(); try? await hub.kill9() } }
+        for target in ["/ws?=", "/ws?&", "/ws?=&=", "/ws?%", "/ws?user=%ZZ", "/ws?a=1&=&b=2", "/ws??==&&", "/ws?user=%C3%28", "/ws?user=a%"] {
+            let raw = try await RawWebSocket.connect(port: node.port, path: target)
+            try await raw.waitForAnswer("an answer to \(target)")
+            #expect(raw.received.hasPrefix("HTTP/1.1 101"), "\(target)")
+            raw.close()
+        }
+        for target in ["/cluster?a=1&=&b=2", "/cluster?=", "/cluster?%"] {
+            let raw = try await RawWebSocket.connect(port: hub.port, path: target)
+            try await raw.waitForAnswer("an answer to \(target)")
+            #expect(raw.received.hasPrefix("HTTP/1.1 401"), "\(target)")
+            raw.close()
+        }
+        #expect(node.isRunning && hub.isRunning)
+        #expect(try await http("GET", node.http("/healthz")).status == 200)
+        #expect(try await http("GET", hub.http("/healthz")).status == 200)
+    }
+
+    // MARK: 2. Ping floods
+
+    @Test func aPingFloodThatReadsNothingIsClosedAtTheOutboundLimit() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.maxFrameBytes = 1024
+            $0.maxBufferedBytes = 64 << 10
+            $0.rateBurst = 1_000_000
+            $0.ratePerSecond = 1_000_000
+        }) { cluster in
+            let flooder = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=flooder", receiveBuffer: 4096)
+            defer { flooder.close() }
+            try await eventually("welcome") { flooder.textFrames.contains { $0.contains("welcome") } }
+            try await flooder.stopReading()
+            let ping = RawWebSocket.frame(opcode: 0x9, [UInt8](repeating: 7, count: 125))
+            let burst = Array([[UInt8]](repeating: ping, count: 1000).joined())
+            // Bursts of 1000 pings (131 KB of pongs each) until the node gives up on the flooder:
+            // the kernel's send buffer takes a few MB first, then NIO's buffer passes 64 KiB.
+            // Unbounded, this grew a node by gigabytes; 400 bursts are 52 MB.
+            for round in 0..<400 {
+                guard (try? await flooder.write(burst)) != nil else { break }
+                if round % 10 == 9, try await metric(cluster, "switchboard_slow_consumers_closed_total") >= 1 { break }
+            }
+            try await eventually("the flooder closed as a slow consumer") {
+                try await metric(cluster, "switchboard_slow_consumers_closed_total") == 1
+            }
+            let other = try await cluster.connect(0, user: "other")
+            try await other.client.ping()
+        }
+    }
+
+    @Test func pingsCountAgainstTheRateAndAreNotAnsweredAfterTheCloseFrame() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.rateBurst = 10
+            $0.ratePerSecond = 1
+            $0.maxStrikes = 20
+        }) { cluster in
+            let flooder = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=pinger")
+            defer { flooder.close() }
+            try await eventually("welcome") { flooder.textFrames.contains { $0.contains("welcome") } }
+            let ping = RawWebSocket.frame(opcode: 0x9, [1, 2, 3])
+            try await flooder.write(Array([[UInt8]](repeating: ping, count: 40).joined()))
+            try await eventually("closed for excess frames") { flooder.receivedClose(code: 1008) }
+            #expect(flooder.count(opcode: 0xA) <= 10)
+            #expect(try await metric(cluster, "switchboard_rate_limited_total") >= 20)
+
+            // After the server's close frame, a ping gets no pong: nothing follows the close.
+            let closing = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=closing")
+            defer { closing.close() }
+            try await eventually("welcome") { closing.textFrames.contains { $0.contains("welcome") } }
+            try await closing.sendFrame(opcode: 0x1, Array("{}".utf8), rsv1: true)
+            try await eventually("the server's close") { closing.receivedClose(code: 1002) }
+            try await closing.sendFrame(opcode: 0x9, [9])
+            try await closing.sendFrame(opcode: 0x8, [0x03, 0xE8])
+            try await eventually("the socket closed") { closing.isClosed }
+            #expect(closing.frames.last?.opcode == 0x8)
+            #expect(closing.count(opcode: 0xA) == 0)
+        }
+    }
+
+    // MARK: 3. Half-open and malformed HTTP
+
+    /// Each case is sent on its own socket to a node and to a hub, both with a 2 s handshake
+    /// timeout: the silent and unfinished ones are closed by the timeout, the malformed ones are
+    /// answered and closed at once.
+    @Test func halfOpenAndMalformedRequestsAreClosedOnNodesAndHubs() async throws {
+        let node = try await NodeProcess.start("strict", ["serve", "--node-id", "strict", "--handshake-timeout", "2", "--log-level", "error"])
+        let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "error"])
+        defer { Task { try? await node.kill9(); try? await hub.kill9() } }
+        let big = String(repeating: "a", count: 70_000)
+        let timedOut: [(String, [UInt8])] = [
+            ("one byte", Array("G".utf8)),
+            ("half a request line", Array("GET /healthz HT".utf8)),
+            ("a head without its end", Array("GET /healthz HTTP/1.1\r\nHost: x\r\n".utf8)),
+            ("a body that never comes", Array("POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{".utf8)),
+        ]
+        let answered: [(String, [UInt8], String)] = [
+            ("TLS to a plain port", [0x16, 0x03, 0x01, 0x00, 0xA5, 0x01, 0x00, 0x00, 0xA1, 0x03, 0x03], "400"),
+            ("Content-Length with Transfer-Encoding",
+             Array("POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".utf8), "400"),
+            ("a NUL in a header", Array("GET /healthz HTTP/1.1\r\nHost: x\u{0}y\r\n\r\n".utf8), "400"),
+            ("a bare LF", Array("GET /healthz HTTP/1.1\nHost: x\n\n".utf8), "400"),
+            ("a header over 64 KiB", Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n".utf8), "431"),
+            ("a target over 64 KiB", Array("GET /healthz?\(big) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), "431"),
+        ]
+        for port in [node.port, hub.port] {
+            for (what, bytes) in timedOut {
+                let socket = try await RawWebSocket.open(port: port)
+                defer { socket.close() }
+                try await socket.write(bytes)
+                try await eventually("\(what) closed by the timeout on :\(port)", timeout: .seconds(8)) { socket.isClosed }
+            }
+            for (what, bytes, status) in answered {
+                let socket = try await RawWebSocket.open(port: port)
+                defer { socket.close() }
+                try await socket.write(bytes)
+                try await eventually("\(what) answered and closed on :\(port)", timeout: .seconds(8)) { socket.isClosed }
+                #expect(socket.received.hasPrefix("HTTP/1.1 \(status)"), "\(what): \(socket.received.prefix(40))")
+            }
+            // An idle keep-alive is closed after the timeout, once its response is written.
+            let keepAlive = try await RawWebSocket.open(port: port)
+            defer { keepAlive.close() }
+            try await keepAlive.write(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            try await eventually("the keep-alive answered") { keepAlive.received.contains("\"ok\":true") }
+            try await eventually("the idle keep-alive closed", timeout: .seconds(8)) { keepAlive.isClosed }
+        }
+        #expect(node.isRunning && hub.isRunning)
+        let counted = try await node.metric("switchboard_bad_http_requests_total")
+        #expect(counted == Double(answered.count), "counted \(counted)")
+    }
+
+    // MARK: 4. UTF-8 through the HTTP API and from peers
+
+    @Test func theAPIRefusesJSONThatIsNotUTF8() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let reader = try await cluster.connect(0, user: "reader")
+            try await reader.client.join("lobby")
+            for body: [UInt8] in [
+                Array(#"{"room":"lobby","data":""#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8),
+                Array(#"{"room":"lobby","data":{"k":""#.utf8) + [0xC0, 0xAF] + Array(#""}}"#.utf8),  // overlong
+                Array(#"{"room":"lobby","data":""#.utf8) + [0xED, 0xA0, 0x80] + Array(#""}"#.utf8),  // a surrogate
+            ] {
+                let reply = try await rawRequest(cluster.ports[0], "POST", "/api/publish", body: body)
+                #expect(reply.hasPrefix("HTTP/1.1 400"), "\(reply.prefix(40))")
+                #expect(reply.contains(#""error":"bad_request""#))
+            }
+            let broadcast = try await rawRequest(cluster.ports[0], "POST", "/api/broadcast", body: Array(#"{"data":""#.utf8) + [0x80] + Array(#""}"#.utf8))
+            #expect(broadcast.hasPrefix("HTTP/1.1 400"))
+            let fine = try await rawRequest(cluster.ports[0], "POST", "/api/publish", body: Array(#"{"room":"lobby","data":"héllo"}"#.utf8))
+            #expect(fine.hasPrefix("HTTP/1.1 200"))
+            // The reader is still connected, and the first message it got is the valid one.
+            let first = try await reader.message { $0.from == "server" }
+            #expect(first.data == .string("héllo"))
+        }
+    }
+
+    // MARK: 5. Connection limits under concurrency
+
+    @Test func connectionLimitsHoldUnderConcurrentUpgrades() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.maxConnectionsPerUser = 5
+            $0.maxConnections = 20
+        }) { cluster in
+            let port = cluster.ports[0]
+            let sameUser = try await concurrentUpgrades(15, port: port) { _ in "/ws?user=crowd" }
+            defer { for socket in sameUser { socket.close() } }
+            #expect(sameUser.filter { $0.received.hasPrefix("HTTP/1.1 101") }.count == 5)
+            #expect(sameUser.filter { $0.received.hasPrefix("HTTP/1.1 429") }.count == 10)
+            // 5 held; 30 more users at once for the 15 places left.
+            let many = try await concurrentUpgrades(30, port: port) { "/ws?user=u\($0)" }
+            defer { for socket in many { socket.close() } }
+            #expect(many.filter { $0.received.hasPrefix("HTTP/1.1 101") }.count == 15)
+            #expect(many.filter { $0.received.hasPrefix("HTTP/1.1 503") }.count == 15)
+        }
+    }
+
+    // MARK: 6. Forged hub hello
+
+    @Test func aForgedHelloCannotTakeALiveNodesIDAtTheHub() async throws {
+        let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--log-level", "error"])
+        defer { Task { try? await hub.kill9() } }
+        let node = try await NodeProcess.start(
+            "n1", ["serve", "--node-id", "n1", "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", "s3cret", "--log-level", "error"])
+        defer { Task { try? await node.kill9() } }
+        try await node.waitUntilReady()
+        let alice = try await node.connect(user: "alice")
+        try await alice.client.join("lobby")
+        try await eventually("alice in presence at the hub") {
+            try await http("GET", node.http("/api/presence/lobby")).json?["users"] == .array(["alice"])
+        }
+        let forger = try await RawWebSocket.connect(port: hub.port, path: "/cluster", authorization: "Bearer s3cret")
+        defer { forger.close() }
+        try await eventually("the forger upgraded") { forger.received.hasPrefix("HTTP/1.1 101") }
+        try await forger.sendText(#"{"t":"hello","node":"n1","url":"ws://203.0.113.9:1/ws"}"#)
+        try await eventually("the forger refused and closed") { forger.isClosed }
+        #expect(forger.textFrames.contains { $0.contains("refused") })
+        // The real node keeps its id, its URL and its users.
+        let nodes = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
+        #expect(nodes.count == 1 && nodes.first?["url"]?.string == "ws://127.0.0.1:\(node.port)/ws")
+        #expect(try await http("GET", hub.http("/api/assign")).json?["url"]?.string == "ws://127.0.0.1:\(node.port)/ws")
+        #expect(try await http("GET", node.http("/api/presence/lobby")).json?["users"] == .array(["alice"]))
+    }
+
+    // MARK: 7. Empty secrets
+
+    @Test func emptySecretsAreRefusedAtStart() async throws {
+        let cases: [([String], [String: String])] = [
+            (["serve", "--port", "0", "--api-key", ""], [:]),
+            (["serve", "--port", "0", "--jwt-secret", ""], [:]),
+            (["serve", "--port", "0", "--cluster-secret", ""], [:]),
+            (["serve", "--port", "0", "--peers", "127.0.0.1:1", "--cluster-secret", ""], [:]),
+            (["serve", "--port", "0"], ["SWITCHBOARD_API_KEY": ""]),
+            (["hub", "--port", "0", "--cluster-secret", ""], [:]),
+            (["hub", "--port", "0"], ["SWITCHBOARD_CLUSTER_SECRET": ""]),
+            (["cluster", "--nodes", "1", "--base-port", "0", "--api-key", ""], [:]),
+        ]
+        for (arguments, environment) in cases {
+            let (status, errors) = try await runToExit(arguments, environment: environment)
+            #expect(status != 0, "\(arguments) \(environment)")
+            #expect(errors.contains("is empty"), "\(arguments): \(errors)")
+        }
+    }
+
+    // MARK: 8. The rooms claim and broadcasts
+
+    @Test func theRoomsClaimLimitsPresenceAndBroadcastNeedsItsClaim() async throws {
+        try await withCluster(nodes: 1, configure: { $0.jwtSecret = AuthenticationTests.secret }) { cluster in
+            let limited = try await SwitchboardClient.connect(
+                to: cluster.ws(0, "token=\(try await AuthenticationTests.token(sub: "limited", rooms: ["public"]))"))
+            let presence = try await limited.request(.presence(room: "secret"))
+            #expect(presence.type == "error" && presence.code == "forbidden")
+            let allowed = try await limited.request(.presence(room: "public"))
+            #expect(allowed.type == "ok")
+            let broadcast = try await limited.request(.broadcast(data: RawJSON("1")))
+            #expect(broadcast.type == "error" && broadcast.code == "forbidden")
+
+            let announcer = try await TestClient(SwitchboardClient.connect(
+                to: cluster.ws(0, "token=\(try await AuthenticationTests.token(sub: "announcer", broadcast: true))")))
+            let reply = try await announcer.client.request(.broadcast(data: RawJSON("2")))
+            #expect(reply.type == "ok")
+            _ = try await announcer.message { $0.data == .number("2") }
+        }
+    }
+
+    // MARK: 9. The reserved user `server`
+
+    @Test func theUserServerIsReserved() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=server")
+            defer { raw.close() }
+            try await eventually("the close frame") { raw.receivedClose(code: 1008) }
+            #expect(raw.received.contains(#""code":"invalid_name""#))
+            #expect(!raw.received.contains("welcome"))
+        }
+        try await withCluster(nodes: 1, configure: { $0.jwtSecret = AuthenticationTests.secret }) { cluster in
+            let answer = try await AuthenticationTests.attempt(cluster.ports[0], token: try await AuthenticationTests.token(sub: "server"))
+            #expect(answer.hasPrefix("HTTP/1.1 401"))
+        }
+    }
+
+    // MARK: 10. RFC 6455 and the small things
+
+    @Test func framesTheRFCForbidsAreClosedWith1002() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let cases: [(String, [UInt8], UInt16)] = [
+                ("an unmasked text frame", RawWebSocket.frame(opcode: 0x1, Array(#"{"type":"ping"}"#.utf8), masked: false), 1002),
+                ("an unmasked ping", RawWebSocket.frame(opcode: 0x9, [1], masked: false), 1002),
+                ("a one-byte close", RawWebSocket.frame(opcode: 0x8, [0x03]), 1002),
+                ("close code 999", RawWebSocket.frame(opcode: 0x8, [0x03, 0xE7]), 1002),
+                ("close code 1005", RawWebSocket.frame(opcode: 0x8, [0x03, 0xED]), 1002),
+                ("close code 1006", RawWebSocket.frame(opcode: 0x8, [0x03, 0xEE]), 1002),
+                ("close code 1015", RawWebSocket.frame(opcode: 0x8, [0x03, 0xF7]), 1002),
+                ("close code 5000", RawWebSocket.frame(opcode: 0x8, [0x13, 0x88]), 1002),
+                ("a close reason that is not UTF-8", RawWebSocket.frame(opcode: 0x8, [0x03, 0xE8, 0xFF]), 1002),
+                ("close code 1000 with a reason", RawWebSocket.frame(opcode: 0x8, [0x03, 0xE8] + Array("bye".utf8)), 1000),
+                ("close code 3000", RawWebSocket.frame(opcode: 0x8, [0x0B, 0xB8]), 3000),
+                ("close code 4999", RawWebSocket.frame(opcode: 0x8, [0x13, 0x87]), 4999),
+            ]
+            for (what, bytes, code) in cases {
+                let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=rfc")
+                defer { raw.close() }
+                try await eventually("welcome before \(what)") { raw.textFrames.contains { $0.contains("welcome") } }
+                try await raw.write(bytes)
+                try await eventually("\(what) answered with \(code)") { raw.receivedClose(code: code) }
+            }
+        }
+    }
+
+    @Test func emptyContinuationFramesAreRateLimitedAndRateLimitErrorsCarryTheID() async throws {
+        try await withCluster(nodes: 1, configure: {
+            $0.rateBurst = 10
+            $0.ratePerSecond = 1
+            $0.maxStrikes = 1000
+        }) { cluster in
+            let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=slow")
+            defer { raw.close() }
+            try await eventually("welcome") { raw.textFrames.contains { $0.contains("welcome") } }
+            // One message in 30 frames, 28 of them empty: over the burst of 10.
+            var bytes = RawWebSocket.frame(opcode: 0x1, Array(#"{"type":"ping","#.utf8), fin: false)
+            for _ in 0..<28 { bytes += RawWebSocket.frame(opcode: 0x0, [], fin: false) }
+            bytes += RawWebSocket.frame(opcode: 0x0, Array(#""id":"frag"}"#.utf8))
+            try await raw.write(bytes)
+            try await eventually("the fragmented ping refused") { raw.textFrames.contains { $0.contains("rate_limited") } }
+            let refusal = try #require(raw.textFrames.first { $0.contains("rate_limited") })
+            #expect(refusal.contains(#""id":"frag""#))
+            #expect(!raw.textFrames.contains { $0.contains("pong") })
+        }
+    }
+
+    @Test func aSecretFollowedByNULBytesIsNotTheSecret() {
+        let key = Array("api-key".utf8)
+        #expect(constantTimeEqual(key, key))
+        #expect(!constantTimeEqual(key, key + [UInt8](repeating: 0, count: 256)))
+        #expect(!constantTimeEqual(key + [UInt8](repeating: 0, count: 256), key))
+        #expect(!constantTimeEqual([], key))
+        #expect(!constantTimeEqual(key, Array("api-kez".utf8)))
+    }
+}
+
+// MARK: Helpers
+
+/// The value of a metric on node `index` of an in-process cluster.
+func metric(_ cluster: TestCluster, _ name: String, node index: Int = 0) async throws -> Double {
+    let text = try await http("GET", cluster.http(index, "/metrics")).body
+    for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+        return Double(line.split(separator: " ").last ?? "") ?? 0
+    }
+    return 0
+}
+
+/// One HTTP/1.1 request with raw bytes as its body, on its own connection; what came back.
+func rawRequest(_ port: Int, _ method: String, _ path: String, body: [UInt8]) async throws -> String {
+    let socket = try await RawWebSocket.open(port: port)
+    defer { socket.close() }
+    let head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+    try await socket.write(Array(head.utf8) + body)
+    try await eventually("an answer to \(method) \(path)") { socket.isClosed }
+    return socket.received
+}
+
+/// `count` upgrades sent at once, each answered; the caller closes them.
+func concurrentUpgrades(_ count: Int, port: Int, path: @escaping @Sendable (Int) -> String) async throws -> [RawWebSocket] {
+    let sockets = try await withThrowingTaskGroup(of: RawWebSocket.self) { group in
+        for index in 0..<count {
+            group.addTask { try await RawWebSocket.connect(port: port, path: path(index)) }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
+    }
+    for socket in sockets { try await socket.waitForAnswer() }
+    return sockets
+}
+
+/// Runs `switchboard` with these arguments until it exits; its status and standard error.
+func runToExit(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = CommandLineTests.executable
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    do {
+        try await eventually("\(arguments) to exit") { !process.isRunning }
+    } catch {
+        process.terminate()
+        throw error
+    }
+    return (process.terminationStatus, String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+}
