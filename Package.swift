@@ -139,7 +139,9 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
-            path: "Tests/SwitchboardTests"
+            path: "Tests/SwitchboardTests",
+            // The fuzz tests' kept corpus, read from the source tree.
+            exclude: ["Corpus"]
         ),
     ],
     swiftLanguageModes: [.v6]
