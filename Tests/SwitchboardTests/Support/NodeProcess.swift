@@ -72,6 +72,18 @@ final class NodeProcess: Sendable {
 
     var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
 
+    var pid: Int32? { process.withLock { $0?.processIdentifier } }
+
+    /// Resident memory in bytes and open file descriptors, from /proc.
+    func resources() throws -> (rss: Int, files: Int) {
+        guard let pid else { return (0, 0) }
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        let files = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
+        return (kilobytes * 1024, files)
+    }
+
     func ws(_ query: String) -> String { "ws://127.0.0.1:\(port)/ws?\(query)" }
     func http(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
