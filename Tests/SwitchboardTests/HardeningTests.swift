@@ -1,4 +1,5 @@
 import Foundation
+import RESP
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
@@ -164,6 +165,28 @@ struct HardeningTests {
             // The reader is still connected, and the first message it got is the valid one.
             let first = try await reader.message { $0.from == "server" }
             #expect(first.data == .string("héllo"))
+        }
+    }
+
+    /// What arrives from the backplane is checked too: a record put straight into Redis (as a
+    /// compromised or buggy peer would) whose data is not UTF-8 JSON reaches no client.
+    @Test func aPeersMessageThatIsNotUTF8JSONIsDroppedAndCounted() async throws {
+        try await withRedisNodes(1) { redis, nodes in
+            let reader = try await nodes[0].connect(user: "reader")
+            try await reader.client.join("lobby")
+            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer { Task { await connection.close() } }
+            func record(_ data: [UInt8]) -> [UInt8] {
+                // version 1, kind message, origin "peer", id "x", from "mallory", ts 0, data
+                [1, 0, 0, 4] + Array("peer".utf8) + [0, 1, 0x78, 0, 7] + Array("mallory".utf8) + [UInt8](repeating: 0, count: 8) + data
+            }
+            for bad in [[0x22, 0xFF, 0x22], [0x22, 0xC0, 0xAF, 0x22], Array("{\"a\":".utf8)] as [[UInt8]] {
+                _ = try await connection.send(["SPUBLISH", "sb:{r:lobby}", RESPArgument(bytes: record(bad))])
+            }
+            _ = try await connection.send(["SPUBLISH", "sb:{r:lobby}", RESPArgument(bytes: record(Array(#""fine""#.utf8)))])
+            let first = try await reader.message { $0.from == "mallory" }
+            #expect(first.data == .string("fine"))
+            #expect(try await nodes[0].metric("switchboard_backplane_events_refused_total") == 3)
         }
     }
 
