@@ -173,19 +173,21 @@ struct AuthenticationTests {
         guard process.terminationStatus == 0 else { throw TimedOut(what: "\(executable) to succeed") }
     }
 
-    @Test func theRoomsClaimLimitsJoinAndPublish() async throws {
+    @Test func theRoomsClaimLimitsJoinPublishAndPresence() async throws {
         try await withSecuredNode { cluster in
             let token = try await Self.token(sub: "alice", rooms: ["lobby", "team-*"])
             let alice = try await TestClient(SwitchboardClient.connect(to: cluster.ws(0, "token=\(token)")))
             try await alice.client.join("lobby")
             try await alice.client.join("team-red")
-            for request: ClientCommand in [.join(room: "secret"), .join(room: "team"), .publish(room: "secret", data: RawJSON("1"))] {
+            for request: ClientCommand in [
+                .join(room: "secret"), .join(room: "team"), .publish(room: "secret", data: RawJSON("1")), .presence(room: "secret"),
+            ] {
                 let reply = try await alice.client.request(request)
                 #expect(reply.type == "error" && reply.code == "forbidden", "\(request)")
             }
             try await alice.client.publish("team-red", data: "\"ok\"")
             _ = try await alice.message { $0.room == "team-red" }
-            #expect(try await alice.client.presence("secret").isEmpty)
+            #expect(try await alice.client.presence("team-red") == ["alice"])
         }
     }
 }
