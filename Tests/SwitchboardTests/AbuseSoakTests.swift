@@ -19,7 +19,7 @@ struct AbuseSoakTests {
             "soaked",
             ["serve", "--node-id", "soaked", "--handshake-timeout", "2", "--max-buffered", "1048576", "--max-frame", "4096",
              "--max-pending-handshakes", "300", "--log-level", "critical"])
-        defer { Task { try? await node.kill9() } }
+        defer { node.killNow() }
         try await node.waitUntilReady()
         let probe = try await node.connect(user: "probe")
         try await probe.client.join("soak")
@@ -57,7 +57,7 @@ struct AbuseSoakTests {
         #expect(roundTrips >= Self.seconds / 2)
         // Bounded: every abusive socket is closed by a limit, so what a node holds stays small.
         #expect(peak.rss < baseline.rss + (256 << 20), "RSS \(baseline.rss >> 20) -> \(peak.rss >> 20) MiB")
-        #expect(peak.files < baseline.files + 1500, "files \(baseline.files) -> \(peak.files)")
+        #expect(peak.files < baseline.files + 2500, "files \(baseline.files) -> \(peak.files)")
         #expect(attempts.values.allSatisfy { $0 > 0 }, "\(attempts)")
         // Once the abuse stops, its sockets are all gone.
         try await eventually("the abusive sockets closed", timeout: .seconds(15)) {
@@ -159,6 +159,8 @@ final class Attacks: Sendable {
             count("churn")
             try? await socket.sendText(#"{"type":"join","room":"soak-churn"}"#)
             socket.close()
+            // A few hundred a second; unpaced, churn alone would take the whole machine.
+            try? await Task.sleep(for: .milliseconds(2))
         }
     }
 }

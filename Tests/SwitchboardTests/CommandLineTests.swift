@@ -58,12 +58,12 @@ struct CommandLineTests {
 
     @Test func anOpenNodeWarnsOnceAndASecuredOneDoesNot() async throws {
         let open = try await NodeProcess.start("open", ["serve", "--node-id", "open", "--log-level", "warning"])
-        defer { Task { try? await open.kill9() } }
+        defer { open.killNow() }
         try await open.waitUntilReady()
         #expect(open.printed.components(separatedBy: "running open").count - 1 == 1)
         let secured = try await NodeProcess.start(
             "secured", ["serve", "--node-id", "secured", "--api-key", "k", "--jwt-secret", AuthenticationTests.secret, "--log-level", "warning"])
-        defer { Task { try? await secured.kill9() } }
+        defer { secured.killNow() }
         try await secured.waitUntilReady()
         #expect(!secured.printed.contains("running open"))
     }

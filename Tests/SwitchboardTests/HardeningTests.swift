@@ -15,7 +15,7 @@ struct HardeningTests {
     @Test func queriesWithEmptyPairsCrashNeitherANodeNorAHub() async throws {
         let node = try await NodeProcess.start("target", ["serve", "--node-id", "target", "--log-level", "error"])
         let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--log-level", "error"])
-        defer { Task { try? await node.kill9(); try? await hub.kill9() } }
+        defer { node.killNow(); hub.killNow() }
         for target in ["/ws?=", "/ws?&", "/ws?=&=", "/ws?%", "/ws?user=%ZZ", "/ws?a=1&=&b=2", "/ws??==&&", "/ws?user=%C3%28", "/ws?user=a%"] {
             let raw = try await RawWebSocket.connect(port: node.port, path: target)
             try await raw.waitForAnswer("an answer to \(target)")
@@ -100,7 +100,7 @@ struct HardeningTests {
     @Test func halfOpenAndMalformedRequestsAreClosedOnNodesAndHubs() async throws {
         let node = try await NodeProcess.start("strict", ["serve", "--node-id", "strict", "--handshake-timeout", "2", "--log-level", "error"])
         let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "error"])
-        defer { Task { try? await node.kill9(); try? await hub.kill9() } }
+        defer { node.killNow(); hub.killNow() }
         let big = String(repeating: "a", count: 70_000)
         let timedOut: [(String, [UInt8])] = [
             ("one byte", Array("G".utf8)),
@@ -214,10 +214,10 @@ struct HardeningTests {
 
     @Test func aForgedHelloCannotTakeALiveNodesIDAtTheHub() async throws {
         let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--log-level", "error"])
-        defer { Task { try? await hub.kill9() } }
+        defer { hub.killNow() }
         let node = try await NodeProcess.start(
             "n1", ["serve", "--node-id", "n1", "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", "s3cret", "--log-level", "error"])
-        defer { Task { try? await node.kill9() } }
+        defer { node.killNow() }
         try await node.waitUntilReady()
         let alice = try await node.connect(user: "alice")
         try await alice.client.join("lobby")

@@ -52,7 +52,7 @@ struct HubBackplaneTests {
     @Test func theHubAnnouncesNodesJoiningAndLeaving() async throws {
         try await withHubNodes(1) { hub, _ in
             let listener = try await Self.node("listener", hub: hub, logLevel: "notice")
-            defer { Task { try? await listener.kill9() } }
+            defer { listener.killNow() }
             try await listener.waitUntilReady()
             let newcomer = try await Self.node("newcomer", hub: hub)
             try await newcomer.waitUntilReady()
@@ -112,7 +112,7 @@ struct HubBackplaneTests {
             }
             try await alice.client.ping()
             let restarted = try await Self.hub(port: hub.port)
-            defer { Task { try? await restarted.kill9() } }
+            defer { restarted.killNow() }
             try await eventually("cross-node delivery to resume", timeout: .seconds(15)) {
                 let reply = try await alice.client.request(.publish(room: "r", data: RawJSON("\"back\"")))
                 guard reply.type == "ok" else { return false }
@@ -146,7 +146,7 @@ struct HubBackplaneTests {
     @Test func aNodeWithTheWrongSecretIsRefused() async throws {
         try await withHubNodes(1) { hub, _ in
             let intruder = try await Self.node("intruder", hub: hub, secret: "not-the-secret")
-            defer { Task { try? await intruder.kill9() } }
+            defer { intruder.killNow() }
             #expect(try await http("GET", intruder.http("/readyz")).status == 503)
             let listed = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
             #expect(listed.compactMap { $0["id"]?.string } == ["n1"])

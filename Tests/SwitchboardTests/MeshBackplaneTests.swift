@@ -120,7 +120,7 @@ struct MeshBackplaneTests {
     @Test func aFourthNodeJoinsThroughOneSeedAndLinksToAll() async throws {
         try await withMesh(logLevel: "info") { nodes in
             let fourth = try await Self.node("n4", port: try await freePorts(1), seeds: [nodes[1].port], logLevel: "info")
-            defer { Task { try? await fourth.kill9() } }
+            defer { fourth.killNow() }
             try await fourth.waitUntilReady()
             // It learned the whole member list from its one seed, and everyone learned of it.
             for node in nodes + [fourth] {
@@ -179,7 +179,7 @@ struct MeshBackplaneTests {
             // the new incarnation replaces the old, whose users leave presence once.
             try await nodes[2].kill9()
             let restarted = try await Self.node("n3", port: nodes[2].port, seeds: [nodes[0].port])
-            defer { Task { try? await restarted.kill9() } }
+            defer { restarted.killNow() }
             try await restarted.waitUntilReady()
             _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "victim" }
             try await eventually("n1 to see n3 again") { try await Self.aliveNodes(nodes[0]) == ["n1", "n2", "n3"] }
@@ -200,7 +200,7 @@ struct MeshBackplaneTests {
     @Test func aWrongSecretIsRefused() async throws {
         try await withMesh(1) { nodes in
             let intruder = try await Self.node("intruder", port: try await freePorts(1), seeds: [nodes[0].port], secret: "not-the-secret")
-            defer { Task { try? await intruder.kill9() } }
+            defer { intruder.killNow() }
             try await eventually("the intruder to say why") { intruder.printed.contains("refused this node's link") }
             #expect(try await http("GET", intruder.http("/readyz")).status == 503)
             #expect(try await Self.aliveNodes(nodes[0]) == ["n1"])

@@ -65,7 +65,7 @@ struct NetworkFuzzTests {
     @Test func requestHeadsOverTheWire() async throws {
         let node = try await NodeProcess.start("fuzzed", ["serve", "--node-id", "fuzzed", "--handshake-timeout", "2", "--log-level", "critical"])
         let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "critical"])
-        defer { Task { try? await node.kill9(); try? await hub.kill9() } }
+        defer { node.killNow(); hub.killNow() }
         let corpus = try Corpus.lines("http-heads.txt").map(Corpus.unescape)
         var generator = SystemRandomNumberGenerator()
         let noise = Array(" \r\n\0:;,=?&%/HTTP1.GETPOSTws".utf8) + [0xFF, 0x7F]

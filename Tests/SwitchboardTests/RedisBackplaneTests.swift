@@ -100,7 +100,7 @@ struct RedisBackplaneTests {
     @Test func anOutageIsLoggedOnceNotPerMessage() async throws {
         try await withRedis { redis in
             let node = try await NodeProcess.start("logged", redis: redis.url, logLevel: "notice")
-            defer { Task { try? await node.kill9() } }
+            defer { node.killNow() }
             try await node.waitUntilReady()
             let alice = try await node.connect(user: "alice")
             try await redis.stop()
@@ -145,7 +145,7 @@ struct RedisBackplaneTests {
     @Test func aNodeStartsWithoutRedisAndJoinsWhenItComes() async throws {
         let redis = RedisServer(port: try await freePorts(1))
         let node = try await NodeProcess.start("early", redis: redis.url)
-        defer { Task { try? await node.kill9() } }
+        defer { node.killNow() }
         #expect(try await http("GET", node.http("/readyz")).status == 503)
         let alice = try await node.connect(user: "alice")
         try await alice.client.join("r")
@@ -155,7 +155,7 @@ struct RedisBackplaneTests {
         defer { Task { try? await redis.stop() } }
         try await node.waitUntilReady()
         let other = try await NodeProcess.start("later", redis: redis.url)
-        defer { Task { try? await other.kill9() } }
+        defer { other.killNow() }
         try await other.waitUntilReady()
         let bob = try await other.connect(user: "bob")
         // What alice did while Redis was away was registered once it came.

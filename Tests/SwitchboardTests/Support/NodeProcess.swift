@@ -100,6 +100,12 @@ final class NodeProcess: Sendable {
         return 0
     }
 
+    /// kill -9 without waiting, for `defer`: the test process may end before a task would run.
+    func killNow() {
+        guard let process = process.withLock({ $0 }), process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+    }
+
     /// kill -9: the node dies without a word.
     func kill9() async throws {
         guard let process = process.withLock({ $0 }) else { return }
