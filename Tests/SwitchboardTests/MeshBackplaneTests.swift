@@ -1,4 +1,5 @@
 import Foundation
+import MeshBackplane
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
@@ -215,6 +216,48 @@ struct MeshBackplaneTests {
                 #expect(raw.received.hasPrefix("HTTP/1.1 401"))
             }
             #expect(try await nodes[0].metric("switchboard_handshakes_refused_total") >= 3)
+        }
+    }
+
+    /// A peer with the secret cannot take the id of a live node at its incarnation (issue 13):
+    /// the node keeps its link and its view.
+    @Test func aSecondHelloForALiveNodeIsRefused() async throws {
+        try await withMesh(2) { nodes in
+            let bob = try await nodes[1].connect(user: "bob")
+            try await bob.client.join("r")
+            try await eventually("bob in n1's view") {
+                try await http("GET", nodes[0].http("/api/presence/r")).json?["users"] == .array(["bob"])
+            }
+            // A first link, under a name of its own, learns the members and their incarnations.
+            let spy = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
+            defer { spy.close() }
+            try await eventually("the acceptor's welcome") { spy.rawFrames.contains { $0.opcode == 0x2 } }
+            let spyRecord = MemberRecord(id: "spy", url: "ws://127.0.0.1:1/ws", incarnation: 1)
+            try await spy.sendFrame(opcode: 0x2, MeshFrame.hello(spyRecord).encoded())
+            var n2: MemberRecord?
+            try await eventually("the member list") {
+                for frame in spy.rawFrames where frame.opcode == 0x2 {
+                    if case .members(let records) = MeshFrame.decode(frame.payload) { n2 = records.first { $0.id == "n2" } }
+                }
+                return n2 != nil
+            }
+            let forged = try #require(n2)
+            // A second link says it is n2, at n2's own incarnation.
+            let forger = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
+            defer { forger.close() }
+            try await eventually("the acceptor's welcome") { forger.rawFrames.contains { $0.opcode == 0x2 } }
+            try await forger.sendFrame(opcode: 0x2, MeshFrame.hello(forged).encoded())
+            try await eventually("the forger refused") {
+                forger.rawFrames.contains { frame in
+                    if case .refused = MeshFrame.decode(frame.payload) { return true }
+                    return false
+                }
+            }
+            // n2's link and view are untouched: bob is still there, and messages still cross.
+            #expect(try await http("GET", nodes[0].http("/api/presence/r")).json?["users"] == .array(["bob"]))
+            let alice = try await nodes[0].connect(user: "alice")
+            try await alice.client.publish("r", data: "\"still linked\"")
+            _ = try await bob.message { $0.data == .string("still linked") }
         }
     }
 

@@ -113,9 +113,14 @@ final class RawWebSocket: Sendable {
 
     /// Every complete server frame received so far, in order (after the HTTP head).
     var frames: [(opcode: UInt8, text: String)] {
+        rawFrames.map { ($0.opcode, String(decoding: $0.payload, as: UTF8.self)) }
+    }
+
+    /// The same, with their payloads as bytes.
+    var rawFrames: [(opcode: UInt8, payload: [UInt8])] {
         let bytes = receivedBytes
         guard let head = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return [] }
-        var frames: [(opcode: UInt8, text: String)] = []
+        var frames: [(opcode: UInt8, payload: [UInt8])] = []
         var index = head.upperBound
         while index + 2 <= bytes.count {
             let opcode = bytes[index] & 0x0F
@@ -131,7 +136,7 @@ final class RawWebSocket: Sendable {
                 start += 8
             }
             guard start + length <= bytes.count else { break }
-            frames.append((opcode, String(decoding: bytes[start..<start + length], as: UTF8.self)))
+            frames.append((opcode, Array(bytes[start..<start + length])))
             index = start + length
         }
         return frames
