@@ -21,7 +21,10 @@ struct TLSTests {
         let server = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
 
-        try await withCluster(nodes: 2, configure: { $0.tls = server }) { cluster in
+        try await withCluster(nodes: 2, configure: {
+            $0.tls = server
+            $0.handshakeTimeoutSeconds = 2
+        }) { cluster in
             var client = TLSConfiguration.makeClientConfiguration()
             client.trustRoots = .certificates(chain)
             let url = { (index: Int, user: String) in "wss://localhost:\(cluster.ports[index])/ws?user=\(user)" }
@@ -37,6 +40,15 @@ struct TLSTests {
             await #expect(throws: (any Error).self) {
                 _ = try await SwitchboardClient.connect(to: url(0, "stranger"), timeout: .seconds(3), tls: .makeClientConfiguration())
             }
+            // TLS that never finishes (half a ClientHello) is closed by the request deadline, and
+            // garbage by the TLS handler at once: neither holds the node (issue 13).
+            let halfHello = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { halfHello.close() }
+            try await halfHello.write([0x16, 0x03, 0x01, 0x00, 0xA5, 0x01, 0x00])
+            let garbage = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { garbage.close() }
+            try await garbage.write(Array("GET / HTTP/1.1\r\n\r\n".utf8))
+            try await eventually("both closed", timeout: .seconds(8)) { halfHello.isClosed && garbage.isClosed }
             let nodes = try await bob.client.request(.presence(room: "none"))
             #expect(nodes.type == "ok")
         }
