@@ -140,10 +140,15 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
         if inFlight == 0 { arm() }
     }
 
-    /// The connection is a WebSocket now: no deadline, no handler.
+    /// The connection is a WebSocket now: no deadline, and neither guard handler stays in its
+    /// pipeline (an idle socket keeps only what it needs).
     func upgraded() {
         guard let context else { return }
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        if let responder = try? pipeline.handler(type: HTTPErrorResponder.self) {
+            pipeline.removeHandler(responder, promise: nil)
+        }
+        pipeline.removeHandler(context: context, promise: nil)
     }
 
     private func arm() {
