@@ -51,6 +51,13 @@ final class RawWebSocket: Sendable {
         return socket
     }
 
+    /// Connects to `/ws` and waits for the server's `welcome`.
+    static func welcomed(port: Int, path: String, receiveBuffer: Int32? = nil) async throws -> RawWebSocket {
+        let socket = try await connect(port: port, path: path, receiveBuffer: receiveBuffer)
+        try await eventually("welcome on \(path)") { socket.textFrames.contains { $0.contains("welcome") } }
+        return socket
+    }
+
     func write(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     }
