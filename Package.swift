@@ -33,6 +33,7 @@ let package = Package(
         .target(
             name: "RESP",
             dependencies: [
+                "SwitchboardCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import SwitchboardCore
 import Synchronization
 
 /// A Redis connection that comes back by itself. `run()` keeps a connection open, reconnecting
@@ -112,8 +113,7 @@ public final class RedisClient: Sendable {
     /// Capped exponential backoff with jitter: a random delay between half and all of
     /// min(maximum, minimum * 2^attempt), so that many nodes do not reconnect in step.
     func backoff(attempt: Int) -> Duration {
-        let ceiling = min(configuration.maximumBackoff, configuration.minimumBackoff * (1 << min(attempt, 20)))
-        return ceiling * Double.random(in: 0.5...1.0)
+        Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt)
     }
 
     /// Sends a command on the current connection.

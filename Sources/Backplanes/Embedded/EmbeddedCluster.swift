@@ -8,9 +8,7 @@ public actor EmbeddedCluster {
         var info: NodeInfo
         var receiver: any ClusterReceiver
         var load = NodeLoad(connections: 0, users: 0)
-        var users: Set<String> = []
-        /// room -> users of this node in it
-        var rooms: [String: Set<String>] = [:]
+        var interest = Interest()
     }
 
     private var members: [String: Member] = [:]
@@ -43,7 +41,7 @@ public actor EmbeddedCluster {
     public func leave(_ nodeID: String) {
         guard let member = members.removeValue(forKey: nodeID) else { return }
         departed[nodeID] = member.info
-        for (room, users) in member.rooms {
+        for (room, users) in member.interest.rooms {
             for user in users where !isInRoom(user, room) {
                 deliver(.left(room: room, user: user), to: .room(room))
             }
@@ -55,34 +53,33 @@ public actor EmbeddedCluster {
     }
 
     public func userOnline(_ user: String, on nodeID: String) {
-        members[nodeID]?.users.insert(user)
+        members[nodeID]?.interest.apply(.online(user: user))
     }
 
     public func userOffline(_ user: String, on nodeID: String) {
-        members[nodeID]?.users.remove(user)
+        members[nodeID]?.interest.apply(.offline(user: user))
     }
 
     public func roomJoined(_ room: String, user: String, on nodeID: String) {
         guard members[nodeID] != nil else { return }
         let wasIn = isInRoom(user, room)
-        members[nodeID]!.rooms[room, default: []].insert(user)
+        members[nodeID]?.interest.apply(.joined(room: room, user: user))
         if !wasIn { deliver(.joined(room: room, user: user), to: .room(room)) }
     }
 
     public func roomLeft(_ room: String, user: String, on nodeID: String) {
-        guard members[nodeID]?.rooms[room]?.remove(user) != nil else { return }
-        if members[nodeID]!.rooms[room]!.isEmpty { members[nodeID]!.rooms[room] = nil }
+        guard members[nodeID]?.interest.apply(.left(room: room, user: user)) == true else { return }
         if !isInRoom(user, room) { deliver(.left(room: room, user: user), to: .room(room)) }
     }
 
     public func members(of room: String) -> [String] {
         var users: Set<String> = []
-        for member in members.values { users.formUnion(member.rooms[room] ?? []) }
+        for member in members.values { users.formUnion(member.interest.rooms[room] ?? []) }
         return users.sorted()
     }
 
     public func nodes(of user: String) -> [String] {
-        members.values.filter { $0.users.contains(user) }.map(\.info.id).sorted()
+        members.values.filter { $0.interest.users.contains(user) }.map(\.info.id).sorted()
     }
 
     public func nodes() -> [NodeStatus] {
@@ -96,24 +93,14 @@ public actor EmbeddedCluster {
     }
 
     private func isInRoom(_ user: String, _ room: String) -> Bool {
-        members.values.contains { $0.rooms[room]?.contains(user) ?? false }
+        members.values.contains { $0.interest.contains(user, in: room) }
     }
 
     /// Targeted delivery: only nodes with a recipient for the address get the event.
     private func deliver(_ event: ClusterEvent, to address: Address, except sender: String? = nil) {
-        for (id, member) in members where id != sender && member.hasRecipient(for: address) {
+        for (id, member) in members where id != sender && member.interest.hasRecipient(for: address) {
             if sender != nil { crossings += 1 }
             member.receiver.receive(event)
-        }
-    }
-}
-
-extension EmbeddedCluster.Member {
-    func hasRecipient(for address: Address) -> Bool {
-        switch address {
-        case .everyone: true
-        case .user(let user): users.contains(user)
-        case .room(let room): rooms[room] != nil
         }
     }
 }

@@ -44,8 +44,8 @@ public final class HubBackplane: Backplane {
     private struct State {
         var node: NodeInfo?
         var receiver: (any ClusterReceiver)?
-        var users: Set<String> = []
-        var rooms: [String: Set<String>] = [:]
+        /// What this node holds, replayed to the hub after each (re)connect.
+        var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
         var outbound: WebSocketOutboundWriter?
         var pending: [Int: CheckedContinuation<[String: JSONValue], any Error>] = [:]
@@ -127,13 +127,12 @@ public final class HubBackplane: Backplane {
             }
             unlink()
             attempt += 1
-            let ceiling = min(configuration.maximumBackoff, configuration.minimumBackoff * (1 << min(attempt, 20)))
-            try? await Task.sleep(for: ceiling * Double.random(in: 0.5...1.0))
+            try? await Task.sleep(for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
         }
     }
 
     private func linked(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, wasDown: Bool) async throws {
-        let (node, users, rooms, load) = state.withLock { ($0.node, $0.users, $0.rooms, $0.load) }
+        let (node, users, rooms, load) = state.withLock { ($0.node, $0.local.users, $0.local.rooms, $0.load) }
         guard let node else { return }
         // Introduce ourselves and replay what this node holds: the hub rebuilds its view.
         try await outbound.write(.text(text(["t": "hello", "node": .string(node.id), "url": .string(node.url)])))
@@ -253,25 +252,22 @@ public final class HubBackplane: Backplane {
     }
 
     public func userOnline(_ user: String) async throws {
-        state.withLock { _ = $0.users.insert(user) }
+        state.withLock { _ = $0.local.apply(.online(user: user)) }
         try await tell(["t": "online", "user": .string(user)])
     }
 
     public func userOffline(_ user: String) async throws {
-        state.withLock { _ = $0.users.remove(user) }
+        state.withLock { _ = $0.local.apply(.offline(user: user)) }
         try await tell(["t": "offline", "user": .string(user)])
     }
 
     public func roomJoined(_ room: String, user: String) async throws {
-        state.withLock { _ = $0.rooms[room, default: []].insert(user) }
+        state.withLock { _ = $0.local.apply(.joined(room: room, user: user)) }
         try await tell(["t": "joined", "room": .string(room), "user": .string(user)])
     }
 
     public func roomLeft(_ room: String, user: String) async throws {
-        state.withLock { state in
-            state.rooms[room]?.remove(user)
-            if state.rooms[room]?.isEmpty ?? false { state.rooms[room] = nil }
-        }
+        state.withLock { _ = $0.local.apply(.left(room: room, user: user)) }
         try await tell(["t": "left", "room": .string(room), "user": .string(user)])
     }
 

@@ -24,14 +24,6 @@ public struct MemberRecord: Hashable, Sendable {
     }
 }
 
-/// One change to a node's interest, sent to peers after the first full sync.
-public enum InterestDelta: Hashable, Sendable {
-    case online(user: String)
-    case offline(user: String)
-    case joined(room: String, user: String)
-    case left(room: String, user: String)
-}
-
 /// What travels on a mesh link, one binary WebSocket message each.
 ///
 /// The node that dials is the *sender* on that link: it sends its interest, messages and
@@ -60,14 +52,7 @@ public enum MeshFrame: Hashable, Sendable {
     case bye
     case refused(String)
 
-    public struct RoomMember: Hashable, Sendable {
-        public var room: String
-        public var user: String
-        public init(room: String, user: String) {
-            self.room = room
-            self.user = user
-        }
-    }
+    public typealias RoomMember = SwitchboardCore.RoomMember
 
     static let version: UInt8 = 1
 

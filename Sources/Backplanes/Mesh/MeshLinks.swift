@@ -34,8 +34,7 @@ extension MeshBackplane {
                 }
                 attempt += 1
             }
-            let ceiling = min(configuration.maximumBackoff, configuration.minimumBackoff * (1 << min(attempt, 20)))
-            try? await Task.sleep(for: ceiling * Double.random(in: 0.5...1.0))
+            try? await Task.sleep(for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
         }
     }
 
@@ -150,8 +149,7 @@ extension MeshBackplane {
     func keepIntroducing(to seed: String) async {
         var attempt = 1
         while !Task.isCancelled, !state.withLock({ $0.stopped }) {
-            let ceiling = min(configuration.maximumBackoff, configuration.minimumBackoff * (1 << min(attempt, 20)))
-            try? await Task.sleep(for: ceiling * Double.random(in: 0.5...1.0))
+            try? await Task.sleep(for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
             if await introduce(to: seed) == .answered {
                 logger.notice("seed \(seed) answered")
                 return

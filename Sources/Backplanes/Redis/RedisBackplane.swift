@@ -33,8 +33,8 @@ public final class RedisBackplane: Backplane {
     private struct State {
         var node: NodeInfo?
         var receiver: (any ClusterReceiver)?
-        var users: Set<String> = []
-        var rooms: [String: Set<String>] = [:]
+        /// What this node holds: registered again after Redis comes back.
+        var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
         var tasks: [Task<Void, Never>] = []
     }
@@ -143,7 +143,7 @@ public final class RedisBackplane: Backplane {
     // MARK: Presence
 
     public func userOnline(_ user: String) async throws {
-        state.withLock { _ = $0.users.insert(user) }
+        state.withLock { _ = $0.local.apply(.online(user: user)) }
         try await subscriber.subscribe(names.channel(.user(user)))
         try await tolerateOutage {
             try await self.pipelined([
@@ -154,7 +154,7 @@ public final class RedisBackplane: Backplane {
     }
 
     public func userOffline(_ user: String) async throws {
-        state.withLock { _ = $0.users.remove(user) }
+        state.withLock { _ = $0.local.apply(.offline(user: user)) }
         // The registry entries and the unsubscription are independent: one round trip for both.
         async let unsubscribed: Void = subscriber.unsubscribe(names.channel(.user(user)))
         try await tolerateOutage {
@@ -167,7 +167,7 @@ public final class RedisBackplane: Backplane {
     }
 
     public func roomJoined(_ room: String, user: String) async throws {
-        let firstHere = state.withLock { $0.rooms[room, default: []].insert(user).inserted && $0.rooms[room]!.count == 1 }
+        let firstHere = state.withLock { $0.local.apply(.joined(room: room, user: user)) && $0.local.rooms[room]?.count == 1 }
         if firstHere { try await subscriber.subscribe(names.channel(.room(room))) }
         try await tolerateOutage {
             // The registry entry and the presence script (which announces) in one round trip.
@@ -179,12 +179,7 @@ public final class RedisBackplane: Backplane {
     }
 
     public func roomLeft(_ room: String, user: String) async throws {
-        let lastHere = state.withLock { state -> Bool in
-            state.rooms[room]?.remove(user)
-            guard state.rooms[room]?.isEmpty ?? false else { return false }
-            state.rooms[room] = nil
-            return true
-        }
+        let lastHere = state.withLock { $0.local.apply(.left(room: room, user: user)) && $0.local.rooms[room] == nil }
         try await tolerateOutage {
             try await self.pipelined([
                 self.presenceCommand(PresenceScripts.exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)),
@@ -235,7 +230,7 @@ public final class RedisBackplane: Backplane {
 
     /// Writes this node's lease, info and every presence entry it holds (idempotent).
     func register(using send: @escaping @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
-        let (node, users, rooms, load) = state.withLock { ($0.node, $0.users, $0.rooms, $0.load) }
+        let (node, users, rooms, load) = state.withLock { ($0.node, $0.local.users, $0.local.rooms, $0.load) }
         guard let node else { return }
         try await renewLease(node: node, load: load, send: send)
         for user in users {
