@@ -40,6 +40,17 @@ let package = Package(
             ],
             path: "Sources/RESP"
         ),
+        // The seam for backplanes whose peers link to each node at `/cluster` (the mesh).
+        .target(
+            name: "ClusterLink",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/ClusterLink"
+        ),
         // Backplanes: one folder each, all behind SwitchboardCore.Backplane.
         .target(name: "EmbeddedBackplane", dependencies: ["SwitchboardCore"], path: "Sources/Backplanes/Embedded"),
         .target(
@@ -54,8 +65,10 @@ let package = Package(
         .target(
             name: "MeshBackplane",
             dependencies: [
-                "SwitchboardCore",
+                "SwitchboardCore", "ClusterLink",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                // WebSocketHandler (SPI) runs the accepted side of a link on the channel the node hands over.
+                .product(name: "WSCore", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -70,7 +83,7 @@ let package = Package(
         .target(
             name: "SwitchboardServer",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "HubBackplane", "MeshBackplane",
+                "SwitchboardCore", "SwitchboardProtocol", "ClusterLink", "EmbeddedBackplane", "HubBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -85,8 +98,6 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
-                // For WebSocketHandler (SPI), which serves mesh links on our own upgrade path.
-                .product(name: "WSCore", package: "swift-websocket"),
             ],
             path: "Sources/SwitchboardServer"
         ),

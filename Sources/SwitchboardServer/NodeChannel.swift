@@ -3,8 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
-@_spi(WSInternal) import WSCore
-import MeshBackplane
+import ClusterLink
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
@@ -12,7 +11,7 @@ import NIOHTTPTypesHTTP1
 import NIOWebSocket
 
 /// One accepted TCP connection of a node: HTTP for the API, or an upgrade to a WebSocket, either
-/// a client's (`/ws`) or a mesh peer's link (`/cluster`).
+/// a client's (`/ws`) or a peer's link (`/cluster`, for a backplane that takes links).
 ///
 /// A client WebSocket is served by NIO channel handlers alone (`ClientSocketHandler`): once it is
 /// upgraded, `handle` returns and no Swift task is kept for the connection. An idle client then
@@ -23,7 +22,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
     enum Upgraded: Sendable {
         /// A client socket, already wired to its handlers.
         case client
-        case clusterLink(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, MeshBackplane)
+        case clusterLink(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, any ClusterLinkAcceptor)
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         /// An upgrade was asked for and refused (its answer may already be written).
         case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
@@ -69,10 +68,17 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                         case .client(let identity, let batch):
                             try ClientSocketHandler.install(on: channel, identity: identity, batch: batch, node: node)
                             return .client
-                        case .clusterLink(let mesh):
+                        case .clusterLink(let acceptor):
+                            // Links carry larger frames than clients: the decoder is sized for them.
+                            // Safe here, before the first byte: the peer sends nothing until greeted.
+                            let pipeline = channel.pipeline.syncOperations
+                            let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+                            try pipeline.addHandler(
+                                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: acceptor.maxLinkFrameBytes)), position: .after(decoder.handler))
+                            pipeline.removeHandler(context: decoder, promise: nil)
                             let link = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                            return .clusterLink(link, mesh)
+                            return .clusterLink(link, acceptor)
                         case nil:
                             preconditionFailure("upgraded without an admission")
                         }
@@ -105,16 +111,8 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
             switch try await value.upgraded.get() {
             case .client:
                 return  // its handlers serve it from here on
-            case .clusterLink(let link, let mesh):
-                _ = try await WebSocketHandler.handle(
-                    type: .server,
-                    configuration: .init(
-                        extensions: [], autoPing: .enabled(timePeriod: .seconds(node.configuration.heartbeatSeconds)),
-                        closeTimeout: .seconds(5), validateUTF8: true, maxFrameSize: node.configuration.maxFrameBytes),
-                    asyncChannel: link, context: LinkContext(logger: logger)
-                ) { inbound, outbound, _ in
-                    try await mesh.acceptLink(inbound: inbound, outbound: outbound, channel: link.channel)
-                }
+            case .clusterLink(let link, let acceptor):
+                try await acceptor.serveLink(link, logger: logger)
             case .http(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
             case .refused(let http):
@@ -135,9 +133,4 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
             try await outbound.write(contentsOf: [.head(response), .end(nil)])
         }
     }
-}
-
-/// What a mesh link's handler is given besides its streams.
-struct LinkContext: WebSocketContext {
-    let logger: Logger
 }

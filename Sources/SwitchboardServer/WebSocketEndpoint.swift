@@ -2,7 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import MeshBackplane
+import ClusterLink
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
@@ -15,7 +15,7 @@ enum WebSocketEndpoint {
     /// Who an admitted upgrade is for.
     enum Admission: Sendable {
         case client(Identity, batch: Bool)
-        case clusterLink(MeshBackplane)
+        case clusterLink(any ClusterLinkAcceptor)
     }
 
     /// The headers to answer an admitted upgrade with, and whom it admits; nil when refused
@@ -67,17 +67,18 @@ enum WebSocketEndpoint {
         return (headers, .client(identity, batch: query["batch"] == "1"))
     }
 
-    /// `GET /cluster`: a mesh peer's link, admitted only with the cluster secret.
+    /// `GET /cluster`: a peer's link, for a backplane that takes links, admitted only with its
+    /// secret.
     static func clusterLink(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
-        guard let mesh = node.router.backplane as? MeshBackplane else { return nil }
+        guard let acceptor = node.router.backplane as? any ClusterLinkAcceptor else { return nil }
         let given = Array((bearerToken(request) ?? "").utf8)
-        guard constantTimeEqual(given, Array(mesh.secret.utf8)) else {
+        guard constantTimeEqual(given, Array(acceptor.linkSecret.utf8)) else {
             node.metrics.refusedHandshakes.increment()
             node.logger.warning("refused a cluster link without the cluster secret")
             await refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
             return nil
         }
-        return (HTTPHeaders(), .clusterLink(mesh))
+        return (HTTPHeaders(), .clusterLink(acceptor))
     }
 
     static func bearerToken(_ request: HTTPRequest) -> String? {

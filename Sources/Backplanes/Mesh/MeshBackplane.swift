@@ -100,8 +100,6 @@ public final class MeshBackplane: Backplane {
         self.logger = logger
     }
 
-    /// The secret a link must present at `/cluster`.
-    public var secret: String { configuration.secret }
 
     // MARK: Joining and leaving
 

@@ -195,10 +195,9 @@ extension MeshBackplane {
 
     // MARK: Accepting
 
-    /// Serves a link another node dialled to `/cluster` (the caller has checked the secret).
-    public func acceptLink(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
-        // Link frames may be larger than client frames (a big sync, a message plus its envelope).
-        await Self.allowLargeFrames(on: channel)
+    /// Serves a link another node dialled to `/cluster` (the node has checked the secret and
+    /// sized the frame decoder for links: see `serveLink`).
+    func acceptLink(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         guard let me = state.withLock({ $0.stopped ? nil : $0.me }) else {
             try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.refused("this node is not in the mesh").encoded())))
             return
@@ -369,17 +368,6 @@ extension MeshBackplane {
     /// `host:port` (or a ws:// URL) -> the cluster endpoint.
     static func seedURL(_ seed: String) -> String {
         clusterURL(seed.contains("://") ? seed : "ws://" + seed)
-    }
-
-    /// Swaps the channel's frame decoder for one that takes link-sized frames. Safe because the
-    /// dialler sends nothing until our welcome, which goes out after the swap.
-    static func allowLargeFrames(on channel: any Channel) async {
-        try? await channel.eventLoop.submit {
-            let pipeline = channel.pipeline.syncOperations
-            let old = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxLinkFrame)), position: .after(old.handler))
-            pipeline.removeHandler(context: old, promise: nil)
-        }.get()
     }
 }
 
