@@ -32,16 +32,6 @@ final class WireWriter: ChannelOutboundHandler, @unchecked Sendable {
     func flush() {
         context?.flush()
     }
-
-    /// Adds a writer below the frame encoder of an upgraded WebSocket channel.
-    static func install(on channel: any Channel) async throws -> WireWriter {
-        try await channel.eventLoop.submit {
-            let writer = WireWriter()
-            let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
-            try channel.pipeline.syncOperations.addHandler(writer, position: .before(encoder))
-            return writer
-        }.get()
-    }
 }
 
 /// An unmasked, final text frame (server to client), header and payload in one buffer.

@@ -7,12 +7,10 @@ import SwitchboardProtocol
 
 public enum HubError: Error, CustomStringConvertible {
     case unavailable
-    case refused(String)
 
     public var description: String {
         switch self {
         case .unavailable: "the hub is unavailable"
-        case .refused(let why): "the hub refused: \(why)"
         }
     }
 }

@@ -45,8 +45,6 @@ public final class RedisBackplane: Backplane {
     let subscriber: RedisSubscriber
     private let logger: Logger
     private let state = Mutex(State())
-    /// Events that reached this node through Redis from other nodes.
-    public let received = Atomic<Int>(0)
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -135,7 +133,6 @@ public final class RedisBackplane: Backplane {
             }
             // Our own messages were delivered locally already; presence events are not.
             if case .message = event, origin == me { continue }
-            if origin != me { received.add(1, ordering: .relaxed) }
             state.withLock { $0.receiver }?.receive(event)
         }
     }
