@@ -1,7 +1,8 @@
 import HummingbirdTLS
 import NIOSSL
+import SwitchboardCore
 
-/// Everything a node is told at start. Defaults follow ../docs/PROTOCOL.md and OPERATIONS.
+/// Everything a node is told at start. Defaults follow docs/PROTOCOL.md and docs/SECURITY.md.
 public struct NodeConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     /// 0 picks a free port (tests); the bound port is reported by `SwitchboardNode.listening()`.
@@ -55,5 +56,36 @@ public struct NodeConfiguration: Sendable {
 
     func webSocketURL(boundPort: Int) -> String {
         advertiseURL ?? "\(tls == nil ? "ws" : "wss")://\(host):\(boundPort)/ws"
+    }
+}
+
+/// A configuration a node cannot run with; the message names the option.
+public struct NodeConfigurationError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+extension NodeConfiguration {
+    /// Checks every value; `SwitchboardNode.init` calls it, so a library user gets the same
+    /// checks as the command line.
+    public func validate() throws(NodeConfigurationError) {
+        func check(_ condition: Bool, _ message: String) throws(NodeConfigurationError) {
+            guard condition else { throw NodeConfigurationError(message: message) }
+        }
+        try check(Name.isValid(nodeID), "--node-id must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")
+        try check((0...65535).contains(port), "port must be 0-65535")
+        try check(heartbeatSeconds >= 1, "--heartbeat must be at least 1 second")
+        try check(maxFrameBytes >= 256, "--max-frame must be at least 256 bytes")
+        do {
+            try tokens.validate()
+        } catch {
+            throw NodeConfigurationError(message: "token keys: \(error)")
+        }
+        try check(apiKey != "", "--api-key is empty: give a non-empty key, or leave it out")
+        try check(
+            maxConnections >= 1 && maxConnectionsPerUser >= 1 && maxRoomsPerConnection >= 1 && rateBurst >= 1
+                && ratePerSecond >= 1 && handshakeTimeoutSeconds >= 1 && maxPendingHandshakes >= 1 && maxStrikes >= 1,
+            "connection, room, rate and handshake limits must be at least 1")
+        try check(maxBufferedBytes >= maxFrameBytes, "--max-buffered must be at least --max-frame")
     }
 }

@@ -23,8 +23,10 @@ public final class SwitchboardNode: Sendable {
     }
     private let listeningState = Mutex(Listening.waiting([]))
 
-    /// Throws when the TLS configuration cannot make a TLS context (bad certificate or key).
+    /// Throws `NodeConfigurationError` for a value the node cannot run with, or when the TLS
+    /// configuration cannot make a TLS context (bad certificate or key).
     public init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) throws {
+        try configuration.validate()
         if let tls = configuration.tls {
             _ = try NIOSSLContext(configuration: tls)
         }

@@ -1,4 +1,7 @@
+import EmbeddedBackplane
+import Logging
 import SwitchboardCore
+import SwitchboardServer
 import Testing
 
 /// The pieces every backplane shares, without sockets.
@@ -39,5 +42,27 @@ struct BuildingBlockTests {
             let delay = backoff.delay(attempt: attempt)
             #expect(delay >= backoff.ceiling(attempt: attempt) / 2 && delay <= backoff.ceiling(attempt: attempt))
         }
+    }
+
+    /// A library user gets the command line's checks: the node refuses to be made.
+    @Test func aNodeRefusesAConfigurationItCannotRunWith() {
+        let broken: [(String, (inout NodeConfiguration) -> Void)] = [
+            ("--node-id", { $0.nodeID = "has space" }),
+            ("--max-frame", { $0.maxFrameBytes = 10 }),
+            ("--max-buffered", { $0.maxBufferedBytes = 1000 }),
+            ("--api-key", { $0.apiKey = "" }),
+            ("token keys", { $0.jwtSecret = "short" }),
+            ("limits", { $0.maxConnections = 0 }),
+            ("--heartbeat", { $0.heartbeatSeconds = 0 }),
+        ]
+        for (option, breakIt) in broken {
+            var configuration = NodeConfiguration(nodeID: "n1")
+            breakIt(&configuration)
+            #expect(throws: NodeConfigurationError.self, "\(option)") {
+                _ = try SwitchboardNode(configuration: configuration, backplane: EmbeddedCluster().backplane(), logger: Logger(label: "test"))
+            }
+            #expect((try? configuration.validate()) == nil)
+        }
+        #expect(throws: Never.self) { try NodeConfiguration(nodeID: "n1").validate() }
     }
 }

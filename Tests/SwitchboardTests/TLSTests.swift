@@ -23,7 +23,8 @@ struct TLSTests {
 
         try await withCluster(nodes: 2, configure: {
             $0.tls = server
-            $0.handshakeTimeoutSeconds = 2
+            // Short, to see it act, but not so short that a loaded run's own TLS handshakes miss it.
+            $0.handshakeTimeoutSeconds = 4
         }) { cluster in
             var client = TLSConfiguration.makeClientConfiguration()
             client.trustRoots = .certificates(chain)
@@ -48,7 +49,7 @@ struct TLSTests {
             let garbage = try await RawWebSocket.open(port: cluster.ports[0])
             defer { garbage.close() }
             try await garbage.write(Array("GET / HTTP/1.1\r\n\r\n".utf8))
-            try await eventually("both closed", timeout: .seconds(8)) { halfHello.isClosed && garbage.isClosed }
+            try await eventually("both closed", timeout: .seconds(12)) { halfHello.isClosed && garbage.isClosed }
             let nodes = try await bob.client.request(.presence(room: "none"))
             #expect(nodes.type == "ok")
         }
