@@ -5,18 +5,19 @@ import Logging
 import Prometheus
 import NIOCore
 import SwitchboardCore
+import SwitchboardHTTP
 import SwitchboardProtocol
 
 /// The HTTP side of a node: server-side publishing, inspection, health and metrics.
 enum HTTPAPI {
     static func router(_ node: NodeContext) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.get("/healthz") { _, _ in json(.ok, "{\"ok\":true}") }
+        router.get("/healthz") { _, _ in JSONResponse.json(.ok, "{\"ok\":true}") }
         router.get("/readyz") { _, _ in
             switch node.phase {
-            case .ready: json(.ok, "{\"ready\":true}")
-            case .starting: json(.serviceUnavailable, "{\"ready\":false,\"phase\":\"starting\"}")
-            case .draining: json(.serviceUnavailable, "{\"ready\":false,\"phase\":\"draining\"}")
+            case .ready: JSONResponse.json(.ok, "{\"ready\":true}")
+            case .starting: JSONResponse.json(.serviceUnavailable, "{\"ready\":false,\"phase\":\"starting\"}")
+            case .draining: JSONResponse.json(.serviceUnavailable, "{\"ready\":false,\"phase\":\"draining\"}")
             }
         }
         router.get("/metrics") { _, _ in
@@ -33,51 +34,43 @@ enum HTTPAPI {
             let body = try await readBody(request, node)
             let room = try name(body, "room")
             try await node.publish(from: "server", to: .room(room), data: try data(body))
-            return json(.ok, "{\"ok\":true}")
+            return JSONResponse.json(.ok, "{\"ok\":true}")
         }
         api.post("send") { request, _ in
             let body = try await readBody(request, node)
             let user = try name(body, "to")
             let payload = try data(body)
-            guard try await node.router.isOnline(user) else { return json(.notFound, "{\"error\":\"offline\",\"message\":\"the user is not connected to any node\"}") }
+            guard try await node.router.isOnline(user) else { return JSONResponse.json(.notFound, "{\"error\":\"offline\",\"message\":\"the user is not connected to any node\"}") }
             try await node.publish(from: "server", to: .user(user), data: payload)
-            return json(.ok, "{\"ok\":true}")
+            return JSONResponse.json(.ok, "{\"ok\":true}")
         }
         api.post("broadcast") { request, _ in
             let body = try await readBody(request, node)
             try await node.publish(from: "server", to: .everyone, data: try data(body))
-            return json(.ok, "{\"ok\":true}")
+            return JSONResponse.json(.ok, "{\"ok\":true}")
         }
         api.get("presence/**") { _, context in
             let room = try pathName(context)
             let users = try await node.router.backplane.members(of: room)
-            return json(.ok, .object(["room": .string(room), "users": .array(users.map(JSONValue.string))]))
+            return JSONResponse.json(.ok, .object(["room": .string(room), "users": .array(users.map(JSONValue.string))]))
         }
         api.get("users/**") { _, context in
             let user = try pathName(context)
             let nodes = try await node.router.backplane.nodes(of: user)
-            return json(.ok, .object(["user": .string(user), "online": .bool(!nodes.isEmpty), "nodes": .array(nodes.map(JSONValue.string))]))
+            return JSONResponse.json(.ok, .object(["user": .string(user), "online": .bool(!nodes.isEmpty), "nodes": .array(nodes.map(JSONValue.string))]))
         }
         api.get("nodes") { _, _ in
             let nodes = try await node.router.backplane.nodes()
-            return json(.ok, .object(["nodes": .array(nodes.map(nodeJSON))]))
+            return JSONResponse.json(.ok, .object(["nodes": .array(nodes.map(JSONResponse.node))]))
         }
         api.get("assign") { _, _ in
             let nodes = try await node.router.backplane.nodes().filter(\.alive)
             guard let best = nodes.min(by: { ($0.load.connections, $0.info.id) < ($1.load.connections, $1.info.id) }) else {
-                return json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}")
+                return JSONResponse.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}")
             }
-            return json(.ok, .object(["node": .string(best.info.id), "url": .string(best.info.url)]))
+            return JSONResponse.json(.ok, .object(["node": .string(best.info.id), "url": .string(best.info.url)]))
         }
         return router
-    }
-
-    static func nodeJSON(_ status: NodeStatus) -> JSONValue {
-        .object([
-            "id": .string(status.info.id), "url": .string(status.info.url),
-            "connections": .number(String(status.load.connections)), "users": .number(String(status.load.users)),
-            "alive": .bool(status.alive),
-        ])
     }
 
     // MARK: Helpers
@@ -115,16 +108,6 @@ enum HTTPAPI {
         guard Name.isValid(text) else { throw APIError(.badRequest, .invalidName, "names are 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -") }
         return text
     }
-
-    static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
-    }
-
-    static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
-        var writer = JSONWriter()
-        writer.value(value)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
-    }
 }
 
 /// An API failure with the protocol's JSON body: `{"error":"<code>","message":".."}`.
@@ -144,7 +127,7 @@ struct APIError: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        HTTPAPI.json(status, .object(["error": .string(code), "message": .string(message)]))
+        JSONResponse.json(status, .object(["error": .string(code), "message": .string(message)]))
     }
 }
 
@@ -183,15 +166,4 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         return try await next(request, context)
     }
-}
-
-/// Compares a secret in time that depends only on the lengths, never on where the bytes differ.
-/// A length mismatch alone makes them unequal (it is not folded into one byte, where 256 extra
-/// bytes would cancel out).
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    var difference = UInt8(0)
-    for i in 0..<max(a.count, b.count) {
-        difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
-    }
-    return difference == 0 && a.count == b.count
 }

@@ -9,6 +9,7 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
+import SwitchboardHTTP
 
 /// One accepted TCP connection of a node: HTTP for the API, or an upgrade to a WebSocket, either
 /// a client's (`/ws`) or a peer's link (`/cluster`, for a backplane that takes links).

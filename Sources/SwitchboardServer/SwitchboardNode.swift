@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
+import SwitchboardHTTP
 import Synchronization
 import SwitchboardCore
 import SwitchboardProtocol

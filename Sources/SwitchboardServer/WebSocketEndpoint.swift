@@ -6,6 +6,7 @@ import ClusterLink
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
+import SwitchboardHTTP
 import SwitchboardProtocol
 
 /// `GET /ws` and `GET /cluster`: decides whether to upgrade, and as whom.
@@ -34,7 +35,7 @@ enum WebSocketEndpoint {
         }
         if let allowed = node.configuration.allowedOrigins, let origin = request.headerFields[.origin], !allowed.contains(origin) {
             node.metrics.refusedHandshakes.increment()
-            await refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
+            await JSONResponse.refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
             return nil
         }
         let identity: Identity
@@ -43,7 +44,7 @@ enum WebSocketEndpoint {
                 identity = try await tokens.identity(fromToken: bearerToken(request) ?? query["token"])
             } catch {
                 node.metrics.refusedHandshakes.increment()
-                await refuse(channel, status: .unauthorized, code: "unauthorized", message: error.message)
+                await JSONResponse.refuse(channel, status: .unauthorized, code: "unauthorized", message: error.message)
                 return nil
             }
         } else {
@@ -55,12 +56,12 @@ enum WebSocketEndpoint {
             break
         case .nodeFull:
             node.metrics.refusedHandshakes.increment()
-            await refuse(channel, status: .serviceUnavailable, code: "rate_limited",
+            await JSONResponse.refuse(channel, status: .serviceUnavailable, code: "rate_limited",
                 message: "this node is full (\(node.configuration.maxConnections) connections); GET /api/assign names another")
             return nil
         case .userFull:
             node.metrics.refusedHandshakes.increment()
-            await refuse(channel, status: .tooManyRequests, code: "rate_limited",
+            await JSONResponse.refuse(channel, status: .tooManyRequests, code: "rate_limited",
                 message: "user \(identity.user) already has \(node.configuration.maxConnectionsPerUser) connections on this node")
             return nil
         }
@@ -75,30 +76,9 @@ enum WebSocketEndpoint {
         guard constantTimeEqual(given, Array(acceptor.linkSecret.utf8)) else {
             node.metrics.refusedHandshakes.increment()
             node.logger.warning("refused a cluster link without the cluster secret")
-            await refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
+            await JSONResponse.refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
             return nil
         }
         return (HTTPHeaders(), .clusterLink(acceptor))
-    }
-
-    static func bearerToken(_ request: HTTPRequest) -> String? {
-        guard let header = request.headerFields[.authorization], header.hasPrefix("Bearer ") else { return nil }
-        return String(header.dropFirst("Bearer ".count))
-    }
-
-    /// Answers a refused upgrade with a JSON error before any upgrade, then ends our side of
-    /// the connection. (Hummingbird's own answer to a declined upgrade, an empty 400, then finds
-    /// the output closed and is dropped.)
-    static func refuse(_ channel: any Channel, status: HTTPResponseStatus, code: String, message: String) async {
-        var writer = JSONWriter()
-        writer.value(.object(["error": .string(code), "message": .string(message)]))
-        let body = channel.allocator.buffer(bytes: writer.bytes)
-        let head = HTTPResponseHead(
-            version: .http1_1, status: status,
-            headers: ["Content-Type": "application/json", "Content-Length": "\(body.readableBytes)", "Connection": "close"])
-        channel.write(HTTPServerResponsePart.head(head), promise: nil)
-        channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
-        try? await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
-        try? await channel.close(mode: .output)
     }
 }

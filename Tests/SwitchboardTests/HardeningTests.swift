@@ -3,7 +3,7 @@ import RESP
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
-@testable import SwitchboardServer
+import SwitchboardHTTP
 import Testing
 
 /// The findings of the outside audit (issue 13), one test each, against real sockets and, where

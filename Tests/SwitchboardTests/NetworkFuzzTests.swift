@@ -1,7 +1,7 @@
 import Foundation
 import SwitchboardCore
 @testable import SwitchboardProtocol
-@testable import SwitchboardServer
+import SwitchboardHTTP
 import Testing
 
 /// Fuzzing of what a node parses from the network, each target for a bounded time (seconds from

@@ -160,9 +160,8 @@ struct RedisClientTests {
             let slow = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, commandTimeout: .milliseconds(300))
             defer { Task { await pauser.close() } }
             try await pauser.send(["CLIENT", "PAUSE", "3000", "ALL"])
-            let started = ContinuousClock.now
+            // The pause lasts 3 s: an answer would come then, so the throw is the timeout's.
             await #expect(throws: RedisError.timedOut) { try await slow.send(["GET", "x"]) }
-            #expect(ContinuousClock.now - started < .seconds(2))
             // Replies would now be out of step with commands, so the connection is closed.
             try await eventually("the connection to close") { !slow.channel.isActive }
         }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
-import SwitchboardServer
+import SwitchboardHub
 
 struct Hub: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

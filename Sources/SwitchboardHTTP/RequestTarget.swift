@@ -4,13 +4,13 @@
 /// broken percent-escapes, invalid UTF-8 once decoded), gives a result and never traps. It reads
 /// bytes with bounds checks only; nothing is indexed on trust. A key given twice keeps its first
 /// value, so two readers of one URL can never disagree about it.
-struct RequestTarget: Equatable, Sendable {
+package struct RequestTarget: Equatable, Sendable {
     /// Everything before the first `?`, as sent (not decoded: routes compare it exactly).
-    var path: String
+    package var path: String
     /// Decoded query items; pairs with an empty key are ignored.
-    var query: [String: String]
+    package var query: [String: String]
 
-    init(_ target: String) {
+    package init(_ target: String) {
         let bytes = Array(target.utf8)
         guard let mark = bytes.firstIndex(of: UInt8(ascii: "?")) else {
             self.path = target
@@ -32,7 +32,7 @@ struct RequestTarget: Equatable, Sendable {
 
     /// Form decoding: `+` is a space, `%XY` a byte; an escape that is not two hex digits stays
     /// as written. Bytes that are not UTF-8 become U+FFFD (such a name is then refused as invalid).
-    static func decode(_ bytes: ArraySlice<UInt8>) -> String {
+    package static func decode(_ bytes: ArraySlice<UInt8>) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var index = bytes.startIndex

@@ -10,6 +10,7 @@ import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 import SwitchboardCore
+import SwitchboardHTTP
 import SwitchboardProtocol
 
 public struct HubConfiguration: Sendable {
@@ -120,14 +121,14 @@ public final class HubServer: Sendable {
 
     private func httpRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.get("/healthz") { _, _ in HTTPAPI.json(.ok, "{\"ok\":true}") }
-        router.get("/readyz") { _, _ in HTTPAPI.json(.ok, "{\"ready\":true}") }
+        router.get("/healthz") { _, _ in JSONResponse.json(.ok, "{\"ok\":true}") }
+        router.get("/readyz") { _, _ in JSONResponse.json(.ok, "{\"ready\":true}") }
         router.get("/api/nodes") { _, _ in
-            HTTPAPI.json(.ok, .object(["nodes": .array(await self.cluster.nodes().map(HTTPAPI.nodeJSON))]))
+            JSONResponse.json(.ok, .object(["nodes": .array(await self.cluster.nodes().map(JSONResponse.node))]))
         }
         router.get("/api/assign") { _, _ in
             let live = await self.cluster.nodes().filter(\.alive)
-            guard !live.isEmpty else { return HTTPAPI.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}") }
+            guard !live.isEmpty else { return JSONResponse.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}") }
             let chosen: NodeStatus
             switch self.configuration.assign {
             case .fewestConnections:
@@ -135,17 +136,17 @@ public final class HubServer: Sendable {
             case .roundRobin:
                 chosen = live[self.roundRobin.wrappingAdd(1, ordering: .relaxed).oldValue % live.count]
             }
-            return HTTPAPI.json(.ok, .object(["node": .string(chosen.info.id), "url": .string(chosen.info.url)]))
+            return JSONResponse.json(.ok, .object(["node": .string(chosen.info.id), "url": .string(chosen.info.url)]))
         }
         return router
     }
 
     private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         guard RequestTarget(request.path ?? "/").path == "/cluster" else { return .dontUpgrade }
-        let given = Array((WebSocketEndpoint.bearerToken(request) ?? "").utf8)
+        let given = Array((bearerToken(request) ?? "").utf8)
         guard constantTimeEqual(given, Array(configuration.secret.utf8)) else {
             logger.warning("refused a link without the cluster secret")
-            await WebSocketEndpoint.refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
+            await JSONResponse.refuse(channel, status: .unauthorized, code: "unauthorized", message: "a valid cluster secret is required")
             return .dontUpgrade
         }
         // A link has its own heartbeat: the request deadline ends here.
@@ -244,7 +245,7 @@ struct HubLinkSession {
         case "where":
             reply = ["t": "reply", "nodes": .array(await cluster.nodes(of: user).map(JSONValue.string))]
         case "nodes":
-            reply = ["t": "reply", "nodes": .array(await cluster.nodes().map(HTTPAPI.nodeJSON))]
+            reply = ["t": "reply", "nodes": .array(await cluster.nodes().map(JSONResponse.node))]
         default:
             return
         }

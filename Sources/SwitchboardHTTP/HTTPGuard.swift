@@ -17,13 +17,18 @@ import Synchronization
 /// - `RequestProgressHandler`, on the HTTP parts of a connection that was not upgraded: tells the
 ///   deadline when a request is complete and when its response is written.
 /// An upgrade ends the deadline: a WebSocket has its own heartbeat.
-struct HTTPGuardChannel<Base: ServerChildChannel>: ServerChildChannel {
-    typealias Value = Base.Value
+package struct HTTPGuardChannel<Base: ServerChildChannel>: ServerChildChannel {
+    package typealias Value = Base.Value
 
     let base: Base
     let limits: HandshakeLimits
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    package init(base: Base, limits: HandshakeLimits) {
+        self.base = base
+        self.limits = limits
+    }
+
+    package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(RequestDeadlineHandler(limits: limits))
         }.flatMap {
@@ -36,15 +41,15 @@ struct HTTPGuardChannel<Base: ServerChildChannel>: ServerChildChannel {
         }
     }
 
-    func handle(value: Base.Value, logger: Logger) async {
+    package func handle(value: Base.Value, logger: Logger) async {
         await base.handle(value: value, logger: logger)
     }
 }
 
 /// Shared by every connection of a node or a hub.
-final class HandshakeLimits: Sendable {
+package final class HandshakeLimits: Sendable {
     /// The largest request head (request line and headers) read; more gets 431.
-    static let maxRequestHead = 64 << 10
+    package static let maxRequestHead = 64 << 10
 
     let timeout: TimeAmount
     let maxPending: Int
@@ -54,7 +59,7 @@ final class HandshakeLimits: Sendable {
     /// A request answered 400 or 431.
     let badRequest: @Sendable () -> Void
 
-    init(
+    package init(
         timeout: TimeAmount, maxPending: Int, refused: @escaping @Sendable () -> Void = {},
         badRequest: @escaping @Sendable () -> Void = {}
     ) {
@@ -65,15 +70,15 @@ final class HandshakeLimits: Sendable {
     }
 
     /// Decoder limits that make NIO's parser stop at `maxRequestHead` (the URL counts too).
-    static func apply(to decoder: inout NIOHTTPDecoderLimitConfiguration) {
+    package static func apply(to decoder: inout NIOHTTPDecoderLimitConfiguration) {
         decoder.maxHeaderListSize = maxRequestHead
         decoder.maxHeaderFieldSize = maxRequestHead
     }
 }
 
 /// The deadline of one connection. Its state is touched only on the channel's event loop.
-final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = NIOAny
+package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    package typealias InboundIn = NIOAny
 
     private let limits: HandshakeLimits
     private var context: ChannelHandlerContext?
@@ -89,18 +94,18 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
         self.limits = limits
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         settle()
         self.context = nil
     }
 
     // Counted from activation: the pipeline is set up before the socket is active, and a close
     // during setup would be lost.
-    func channelActive(context: ChannelHandlerContext) {
+    package func channelActive(context: ChannelHandlerContext) {
         guard limits.pending.wrappingAdd(1, ordering: .relaxed).newValue <= limits.maxPending else {
             limits.pending.wrappingSubtract(1, ordering: .relaxed)
             limits.refused()
@@ -112,12 +117,12 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
         context.fireChannelActive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         uncount()
         context.fireChannelRead(data)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         settle()
         context.fireChannelInactive()
     }
@@ -142,7 +147,7 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// The connection is a WebSocket now: no deadline, and neither guard handler stays in its
     /// pipeline (an idle socket keeps only what it needs).
-    func upgraded() {
+    package func upgraded() {
         guard let context else { return }
         let pipeline = context.pipeline.syncOperations
         if let responder = try? pipeline.handler(type: HTTPErrorResponder.self) {
@@ -174,7 +179,7 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// The deadline handler of `channel`, if it still has one. On the channel's event loop.
-    static func of(_ channel: any Channel) -> RequestDeadlineHandler? {
+    package static func of(_ channel: any Channel) -> RequestDeadlineHandler? {
         try? channel.pipeline.syncOperations.handler(type: RequestDeadlineHandler.self)
     }
 }
@@ -227,24 +232,26 @@ final class HTTPErrorResponder: ChannelInboundHandler, RemovableChannelHandler, 
 
 /// Tells the connection's deadline where its requests and responses are. Sits after the HTTP
 /// codec of a connection that was not upgraded.
-final class RequestProgressHandler: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+package final class RequestProgressHandler: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
+    package typealias InboundIn = HTTPRequestPart
+    package typealias InboundOut = HTTPRequestPart
+    package typealias OutboundIn = HTTPResponsePart
+    package typealias OutboundOut = HTTPResponsePart
 
     private var deadline: RequestDeadlineHandler?
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package init() {}
+
+    package func handlerAdded(context: ChannelHandlerContext) {
         deadline = RequestDeadlineHandler.of(context.channel)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .end = unwrapInboundIn(data) { deadline?.requestCompleted() }
         context.fireChannelRead(data)
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head: deadline?.responseStarted()
         case .body: break
