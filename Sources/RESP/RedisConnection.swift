@@ -164,8 +164,10 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
         case .push: return true
         case .array(let values):
             guard let kind = values.first?.string else { return false }
-            return ["message", "smessage", "pmessage", "subscribe", "ssubscribe", "psubscribe", "unsubscribe", "sunsubscribe", "punsubscribe"]
-                .contains(kind)
+            return [
+                "message", "smessage", "pmessage", "subscribe", "ssubscribe", "psubscribe", "unsubscribe", "sunsubscribe", "punsubscribe",
+            ]
+            .contains(kind)
         default: return false
         }
     }

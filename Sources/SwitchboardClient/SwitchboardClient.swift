@@ -4,9 +4,9 @@ import Logging
 import NIOCore
 import NIOSSL
 import NIOWebSocket
-import Synchronization
 import SwitchboardCore
 import SwitchboardProtocol
+import Synchronization
 
 /// A connection to a Switchboard node.
 ///
@@ -49,7 +49,8 @@ public final class SwitchboardClient: Sendable {
         let configuration = WebSocketClientConfiguration(maxFrameSize: maxFrameSize, additionalHeaders: fields, validateUTF8: true)
         let task = Task {
             do {
-                let close = try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: logger) { inbound, outbound, _ in
+                let close = try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: logger)
+                { inbound, outbound, _ in
                     link.attach(outbound)
                     for try await message in inbound.messages(maxSize: 1 << 26) {
                         guard case .text(let text) = message else { continue }

@@ -15,7 +15,8 @@ package enum JSONResponse {
     package static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
         var writer = JSONWriter()
         writer.value(value)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
     }
 
     /// One node as `/api/nodes` shows it.

@@ -1,17 +1,17 @@
 import EmbeddedBackplane
-import HubBackplane
 import HTTPTypes
-import HummingbirdCore
+import HubBackplane
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
-import Synchronization
 import SwitchboardCore
 import SwitchboardHTTP
 import SwitchboardProtocol
+import Synchronization
 
 public struct HubConfiguration: Sendable {
     public enum AssignPolicy: String, Sendable, CaseIterable {
@@ -128,7 +128,9 @@ public final class HubServer: Sendable {
         }
         router.get("/api/assign") { _, _ in
             let live = await self.cluster.nodes().filter(\.alive)
-            guard !live.isEmpty else { return JSONResponse.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}") }
+            guard !live.isEmpty else {
+                return JSONResponse.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}")
+            }
             let chosen: NodeStatus
             switch self.configuration.assign {
             case .fewestConnections:
@@ -141,7 +143,9 @@ public final class HubServer: Sendable {
         return router
     }
 
-    private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+    private func shouldUpgrade(_ request: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<
+        WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
+    > {
         guard RequestTarget(request.path ?? "/").path == "/cluster" else { return .dontUpgrade }
         let given = Array((bearerToken(request) ?? "").utf8)
         guard constantTimeEqual(given, Array(configuration.secret.utf8)) else {

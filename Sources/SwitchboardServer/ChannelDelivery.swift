@@ -1,7 +1,7 @@
 import NIOCore
-import Synchronization
 import SwitchboardCore
 import SwitchboardProtocol
+import Synchronization
 
 /// Delivers cluster events to local connections: the frame, WebSocket header included, is encoded
 /// once into one buffer, and each event loop gets one task that writes that buffer to all of its

@@ -54,8 +54,10 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             session.start()
         } else {
             // No session for a bad name: say why, then close (policy violation).
-            connection.open(welcome: ServerFrame.error(ProtocolError(
-                code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -, and not 'server'")))
+            connection.open(
+                welcome: ServerFrame.error(
+                    ProtocolError(
+                        code: .invalidName, message: "user must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -, and not 'server'")))
             connection.close(.policyViolation, reason: "invalid user id")
         }
     }

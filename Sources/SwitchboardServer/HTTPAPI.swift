@@ -2,8 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import Prometheus
 import NIOCore
+import Prometheus
 import SwitchboardCore
 import SwitchboardHTTP
 import SwitchboardProtocol
@@ -40,7 +40,9 @@ enum HTTPAPI {
             let body = try await readBody(request, node)
             let user = try name(body, "to")
             let payload = try data(body)
-            guard try await node.router.isOnline(user) else { return JSONResponse.json(.notFound, "{\"error\":\"offline\",\"message\":\"the user is not connected to any node\"}") }
+            guard try await node.router.isOnline(user) else {
+                return JSONResponse.json(.notFound, "{\"error\":\"offline\",\"message\":\"the user is not connected to any node\"}")
+            }
             try await node.publish(from: "server", to: .user(user), data: payload)
             return JSONResponse.json(.ok, "{\"ok\":true}")
         }
@@ -57,7 +59,8 @@ enum HTTPAPI {
         api.get("users/**") { _, context in
             let user = try pathName(context)
             let nodes = try await node.router.backplane.nodes(of: user)
-            return JSONResponse.json(.ok, .object(["user": .string(user), "online": .bool(!nodes.isEmpty), "nodes": .array(nodes.map(JSONValue.string))]))
+            return JSONResponse.json(
+                .ok, .object(["user": .string(user), "online": .bool(!nodes.isEmpty), "nodes": .array(nodes.map(JSONValue.string))]))
         }
         api.get("nodes") { _, _ in
             let nodes = try await node.router.backplane.nodes()
@@ -92,7 +95,9 @@ enum HTTPAPI {
     static func name(_ body: JSONFields, _ key: String) throws -> String {
         guard let value = body.values[key] else { throw APIError(.badRequest, .badRequest, "missing field '\(key)'") }
         guard case .string(let text) = value else { throw APIError(.badRequest, .badRequest, "'\(key)' must be a string") }
-        guard Name.isValid(text) else { throw APIError(.badRequest, .invalidName, "'\(key)' must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -") }
+        guard Name.isValid(text) else {
+            throw APIError(.badRequest, .invalidName, "'\(key)' must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")
+        }
         return text
     }
 
@@ -105,7 +110,9 @@ enum HTTPAPI {
     static func pathName(_ context: BasicRequestContext) throws -> String {
         let raw = context.parameters.getCatchAll().joined(separator: "/")
         let text = raw.removingPercentEncoding ?? raw
-        guard Name.isValid(text) else { throw APIError(.badRequest, .invalidName, "names are 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -") }
+        guard Name.isValid(text) else {
+            throw APIError(.badRequest, .invalidName, "names are 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")
+        }
         return text
     }
 }

@@ -1,9 +1,9 @@
+import ClusterLink
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
-import ClusterLink
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
@@ -75,7 +75,8 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                             let pipeline = channel.pipeline.syncOperations
                             let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
                             try pipeline.addHandler(
-                                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: acceptor.maxLinkFrameBytes)), position: .after(decoder.handler))
+                                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: acceptor.maxLinkFrameBytes)),
+                                position: .after(decoder.handler))
                             pipeline.removeHandler(context: decoder, promise: nil)
                             let link = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))

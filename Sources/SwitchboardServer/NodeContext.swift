@@ -1,7 +1,7 @@
 import Logging
 import NIOCore
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// Where a node is in its life: `/readyz` answers 200 only when `ready`.
 enum NodePhase: UInt8 {
@@ -57,4 +57,3 @@ final class NodeContext: Sendable {
         }
     }
 }
-

@@ -204,7 +204,10 @@ final class Session: @unchecked Sendable {
                 let limit = node.configuration.maxRoomsPerConnection
                 guard node.router.roomCount(of: connection) < limit || node.router.isMember(connection, of: room) else {
                     node.metrics.roomLimitRefusals.increment()
-                    connection.send(ServerFrame.error(ProtocolError(id: id, code: .forbidden, message: "this connection is in \(limit) rooms, the limit; leave one first")))
+                    connection.send(
+                        ServerFrame.error(
+                            ProtocolError(
+                                id: id, code: .forbidden, message: "this connection is in \(limit) rooms, the limit; leave one first")))
                     return
                 }
                 try await node.router.join(connection, room: room)
@@ -218,14 +221,18 @@ final class Session: @unchecked Sendable {
                 _ = allowed(room, id)
             case .send(let to, let data):
                 guard try await node.router.isOnline(to) else {
-                    connection.send(ServerFrame.error(ProtocolError(id: id, code: .offline, message: "user '\(to)' is not connected to any node")))
+                    connection.send(
+                        ServerFrame.error(ProtocolError(id: id, code: .offline, message: "user '\(to)' is not connected to any node")))
                     return
                 }
                 try await node.publish(from: connection.user, to: .user(to), data: data)
                 connection.send(ServerFrame.ok(id: id))
             case .broadcast:
                 // Allowed broadcasts were pipelined above.
-                connection.send(ServerFrame.error(ProtocolError(id: id, code: .forbidden, message: "your token does not allow broadcast (claim \"broadcast\": true)")))
+                connection.send(
+                    ServerFrame.error(
+                        ProtocolError(id: id, code: .forbidden, message: "your token does not allow broadcast (claim \"broadcast\": true)"))
+                )
             case .presence(let room):
                 guard allowed(room, id) else { return }
                 let users = try await node.router.backplane.members(of: room)

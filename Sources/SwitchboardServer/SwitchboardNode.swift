@@ -2,16 +2,16 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import NIOSSL
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
-import SwitchboardHTTP
-import Synchronization
 import SwitchboardCore
+import SwitchboardHTTP
 import SwitchboardProtocol
+import Synchronization
 
 /// One Switchboard node: the HTTP API and the `/ws` endpoint on one port, joined to a cluster
 /// through a backplane. Run `services` in a ServiceGroup (in this order): on graceful shutdown the
@@ -98,7 +98,7 @@ public final class SwitchboardNode: Sendable {
                 try await context.router.backplane.join(node: info, receiver: CountingReceiver(context: context))
                 if context.phase == .starting { context.phase = .ready }
                 context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
-            } catch where context.phase == .draining {
+            } catch  where context.phase == .draining {
                 context.logger.info("stopped before joining the cluster")
             } catch {
                 context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])

@@ -1,8 +1,8 @@
+import ClusterLink
 import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import ClusterLink
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
@@ -56,12 +56,14 @@ enum WebSocketEndpoint {
             break
         case .nodeFull:
             node.metrics.refusedHandshakes.increment()
-            await JSONResponse.refuse(channel, status: .serviceUnavailable, code: "rate_limited",
+            await JSONResponse.refuse(
+                channel, status: .serviceUnavailable, code: "rate_limited",
                 message: "this node is full (\(node.configuration.maxConnections) connections); GET /api/assign names another")
             return nil
         case .userFull:
             node.metrics.refusedHandshakes.increment()
-            await JSONResponse.refuse(channel, status: .tooManyRequests, code: "rate_limited",
+            await JSONResponse.refuse(
+                channel, status: .tooManyRequests, code: "rate_limited",
                 message: "user \(identity.user) already has \(node.configuration.maxConnectionsPerUser) connections on this node")
             return nil
         }

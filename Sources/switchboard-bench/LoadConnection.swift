@@ -18,7 +18,10 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     let onClose: () -> Void
     private(set) var isOpen = false
 
-    init(host: String, port: Int, path: String, onOpen: @escaping () -> Void, onMessage: @escaping (UnsafeRawBufferPointer) -> Void, onClose: @escaping () -> Void) {
+    init(
+        host: String, port: Int, path: String, onOpen: @escaping () -> Void, onMessage: @escaping (UnsafeRawBufferPointer) -> Void,
+        onClose: @escaping () -> Void
+    ) {
         var text = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         text += "Sec-WebSocket-Key: c3dpdGNoYm9hcmRiZW5jaA==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         request = Array(text.utf8)

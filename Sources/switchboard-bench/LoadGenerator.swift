@@ -187,7 +187,9 @@ final class LoadGenerator: @unchecked Sendable {
         var received = 0, replies = 0, errors = 0
         var last: UInt64 = 0
         for (loop, recorder) in zip(loops, recorders) {
-            let snapshot = try await loop.submit { (recorder.received, recorder.replies, recorder.errors, recorder.latency, recorder.lastReceipt) }.get()
+            let snapshot = try await loop.submit {
+                (recorder.received, recorder.replies, recorder.errors, recorder.latency, recorder.lastReceipt)
+            }.get()
             received += snapshot.0
             replies += snapshot.1
             errors += snapshot.2

@@ -65,7 +65,9 @@ struct Fanout: AsyncParsableCommand {
             task = publisher.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(200)) { task in
                 var sent = false
                 while published.load(ordering: .relaxed) < total,
-                    published.load(ordering: .relaxed) * subscribers - generator.totals.received.load(ordering: .relaxed) < window * subscribers {
+                    published.load(ordering: .relaxed) * subscribers - generator.totals.received.load(ordering: .relaxed) < window
+                        * subscribers
+                {
                     let seq = published.add(1, ordering: .relaxed).newValue
                     publisher.sendText(generator.dialect.publish(room: "bench", data: benchData(seq: seq, payload: payload)), flush: false)
                     sent = true
@@ -122,7 +124,8 @@ struct Unicast: AsyncParsableCommand {
         let pairs = self.pairs
         let sent = Atomic(0)
         let started = nanos()
-        let task = senders[0].eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(1_000_000_000 / rate))) { task in
+        let task = senders[0].eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(1_000_000_000 / rate))) {
+            task in
             let seq = sent.add(1, ordering: .relaxed).newValue
             senders[seq % pairs].sendText(generator.dialect.send(to: "recv-\(seq % pairs)", data: benchData(seq: seq, payload: payload)))
             if seq >= total { task.cancel() }

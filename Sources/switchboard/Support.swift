@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ArgumentParser
 import Foundation
 import Logging
 import NIOSSL
 import ServiceLifecycle
 import SwitchboardServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The library's checks, as the command line reports them.
 func checkLimits(_ configuration: NodeConfiguration) throws {

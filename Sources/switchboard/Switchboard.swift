@@ -40,7 +40,8 @@ enum Environment {
         if let given { return given }
         guard let text = value(flag) else { return fallback }
         guard let number = Int(text) else {
-            throw ValidationError("SWITCHBOARD_\(flag.uppercased().replacingOccurrences(of: "-", with: "_")) must be an integer, got '\(text)'")
+            throw ValidationError(
+                "SWITCHBOARD_\(flag.uppercased().replacingOccurrences(of: "-", with: "_")) must be an integer, got '\(text)'")
         }
         return number
     }

@@ -25,7 +25,9 @@ struct AuthenticationTests {
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
         return try await keys.sign(
-            Claims(sub: .init(value: sub), exp: expiresIn.map { .init(value: Date().addingTimeInterval($0)) }, rooms: rooms, broadcast: broadcast))
+            Claims(
+                sub: .init(value: sub), exp: expiresIn.map { .init(value: Date().addingTimeInterval($0)) }, rooms: rooms,
+                broadcast: broadcast))
     }
 
     static func claims(sub: String, expiresIn: TimeInterval = 60, notBefore: TimeInterval? = nil) -> Claims {
@@ -119,7 +121,8 @@ struct AuthenticationTests {
         try Self.run("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", privatePath])
         try Self.run("/usr/bin/openssl", ["pkey", "-in", privatePath, "-pubout", "-out", publicPath])
         let rsaSigner = JWTKeyCollection()
-        await rsaSigner.add(rsa: try Insecure.RSA.PrivateKey(pem: try String(contentsOfFile: privatePath, encoding: .utf8)), digestAlgorithm: .sha256)
+        await rsaSigner.add(
+            rsa: try Insecure.RSA.PrivateKey(pem: try String(contentsOfFile: privatePath, encoding: .utf8)), digestAlgorithm: .sha256)
         let publicPEM = try String(contentsOfFile: publicPath, encoding: .utf8)
         try await withCluster(nodes: 1, configure: { $0.tokens.publicKeyPEM = publicPEM }) { cluster in
             let token4 = try await rsaSigner.sign(Self.claims(sub: "rsa-user"))
@@ -130,10 +133,13 @@ struct AuthenticationTests {
     }
 
     @Test func notBeforeAndClockLeeway() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.jwtSecret = Self.secret
-            $0.tokens.leeway = .seconds(30)
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.jwtSecret = Self.secret
+                $0.tokens.leeway = .seconds(30)
+            }
+        ) { cluster in
             let keys = JWTKeyCollection()
             await keys.add(hmac: HMACKey(from: Self.secret), digestAlgorithm: .sha256)
             let port = cluster.ports[0]
@@ -150,7 +156,9 @@ struct AuthenticationTests {
 
     @Test func onlyAllowedBrowserOriginsConnect() async throws {
         try await withCluster(nodes: 1, configure: { $0.allowedOrigins = ["https://app.example.com"] }) { cluster in
-            for (origin, expected) in [("https://app.example.com", "HTTP/1.1 101"), ("https://evil.example", "HTTP/1.1 403"), (nil, "HTTP/1.1 101")] {
+            for (origin, expected) in [
+                ("https://app.example.com", "HTTP/1.1 101"), ("https://evil.example", "HTTP/1.1 403"), (nil, "HTTP/1.1 101"),
+            ] {
                 let raw = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=o", origin: origin)
                 defer { raw.close() }
                 try await raw.waitForAnswer("an answer")

@@ -78,10 +78,13 @@ struct BadInputTests {
 
             let cases: [(String, UInt16, @Sendable (RawWebSocket) async throws -> Void)] = [
                 ("a continuation with nothing to continue", 1002, { try await $0.sendFrame(opcode: 0x0, Array("{}".utf8)) }),
-                ("a new message inside a fragmented one", 1002, {
-                    try await $0.sendFrame(opcode: 0x1, Array("{".utf8), fin: false)
-                    try await $0.sendFrame(opcode: 0x1, Array("{}".utf8))
-                }),
+                (
+                    "a new message inside a fragmented one", 1002,
+                    {
+                        try await $0.sendFrame(opcode: 0x1, Array("{".utf8), fin: false)
+                        try await $0.sendFrame(opcode: 0x1, Array("{}".utf8))
+                    }
+                ),
                 ("a reserved bit without an extension", 1002, { try await $0.sendFrame(opcode: 0x1, Array("{}".utf8), rsv1: true) }),
                 ("a fragmented ping", 1002, { try await $0.sendFrame(opcode: 0x9, [1], fin: false) }),
                 ("text that is not UTF-8", 1007, { try await $0.sendFrame(opcode: 0x1, [0x22, 0xFF, 0xFE, 0x22]) }),
@@ -139,11 +142,14 @@ struct BadInputTests {
     }
 
     @Test func aFloodIsRateLimitedThenClosed() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.rateBurst = 10
-            $0.ratePerSecond = 1
-            $0.maxStrikes = 20
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.rateBurst = 10
+                $0.ratePerSecond = 1
+                $0.maxStrikes = 20
+            }
+        ) { cluster in
             let flooder = try await cluster.connect(0, user: "flooder")
             for _ in 0..<40 {
                 try? await flooder.client.sendText(#"{"type":"ping"}"#)
@@ -166,11 +172,14 @@ struct BadInputTests {
 
     @Test func aClusterFailureIsAnInternalErrorNotADisconnect() async throws {
         let backplane = Mutex<FailingBackplane?>(nil)
-        try await withCluster(nodes: 1, backplane: { embedded in
-            let failing = FailingBackplane(embedded.backplane())
-            backplane.withLock { $0 = failing }
-            return failing
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            backplane: { embedded in
+                let failing = FailingBackplane(embedded.backplane())
+                backplane.withLock { $0 = failing }
+                return failing
+            }
+        ) { cluster in
             let alice = try await cluster.connect(0, user: "alice")
             backplane.withLock { $0!.failing.withLock { $0 = true } }
             let reply = try await alice.client.request(.broadcast(data: RawJSON("1")))
@@ -184,11 +193,14 @@ struct BadInputTests {
     }
 
     @Test func connectionAndRoomLimits() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.maxConnections = 3
-            $0.maxConnectionsPerUser = 2
-            $0.maxRoomsPerConnection = 2
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.maxConnections = 3
+                $0.maxConnectionsPerUser = 2
+                $0.maxRoomsPerConnection = 2
+            }
+        ) { cluster in
             let first = try await cluster.connect(0, user: "alice")
             _ = try await cluster.connect(0, user: "alice")
             let third = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=alice")
@@ -216,12 +228,17 @@ struct BadInputTests {
     }
 
     @Test func silentSocketsAreClosedAndCapped() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.handshakeTimeoutSeconds = 8
-            $0.maxPendingHandshakes = 2
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.handshakeTimeoutSeconds = 8
+                $0.maxPendingHandshakes = 2
+            }
+        ) { cluster in
             let port = cluster.ports[0]
-            let silent = [try await RawWebSocket.open(port: port), try await RawWebSocket.open(port: port), try await RawWebSocket.open(port: port)]
+            let silent = [
+                try await RawWebSocket.open(port: port), try await RawWebSocket.open(port: port), try await RawWebSocket.open(port: port),
+            ]
             defer { for socket in silent { socket.close() } }
             // One silent socket too many: one is closed on arrival, long before the timeout. Which
             // one depends on the order the server's event loops see them, not the order of connects.

@@ -59,7 +59,8 @@ struct BuildingBlockTests {
             var configuration = NodeConfiguration(nodeID: "n1")
             breakIt(&configuration)
             #expect(throws: NodeConfigurationError.self, "\(option)") {
-                _ = try SwitchboardNode(configuration: configuration, backplane: EmbeddedCluster().backplane(), logger: Logger(label: "test"))
+                _ = try SwitchboardNode(
+                    configuration: configuration, backplane: EmbeddedCluster().backplane(), logger: Logger(label: "test"))
             }
             #expect((try? configuration.validate()) == nil)
         }

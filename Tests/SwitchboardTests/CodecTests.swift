@@ -10,10 +10,14 @@ struct CodecTests {
     }
 
     @Test func decodesEveryCommand() throws {
-        #expect(try decode(#"{"type":"join","room":"lobby","id":1}"#).get() == ClientRequest(id: .integer("1"), command: .join(room: "lobby")))
-        #expect(try decode(#"{"type":"leave","room":"a/b:c@d.e-f_g","id":"x"}"#).get() == ClientRequest(id: .string("x"), command: .leave(room: "a/b:c@d.e-f_g")))
-        #expect(try decode(#"{"type":"publish","room":"r","data":{"a":[1,2.5e3,"\u00e9"]}}"#).get().command
-            == .publish(room: "r", data: RawJSON(#"{"a":[1,2.5e3,"\u00e9"]}"#)))
+        #expect(
+            try decode(#"{"type":"join","room":"lobby","id":1}"#).get() == ClientRequest(id: .integer("1"), command: .join(room: "lobby")))
+        #expect(
+            try decode(#"{"type":"leave","room":"a/b:c@d.e-f_g","id":"x"}"#).get()
+                == ClientRequest(id: .string("x"), command: .leave(room: "a/b:c@d.e-f_g")))
+        #expect(
+            try decode(#"{"type":"publish","room":"r","data":{"a":[1,2.5e3,"\u00e9"]}}"#).get().command
+                == .publish(room: "r", data: RawJSON(#"{"a":[1,2.5e3,"\u00e9"]}"#)))
         #expect(try decode(#"{"type":"send","to":"bob","data":null}"#).get().command == .send(to: "bob", data: RawJSON("null")))
         #expect(try decode(#"{"data" : [ ] , "type":"broadcast"}"#).get().command == .broadcast(data: RawJSON("[ ]")))
         #expect(try decode(#"{"type":"presence","room":"r"}"#).get().command == .presence(room: "r"))
@@ -111,11 +115,14 @@ struct CodecTests {
         #expect(message["room"] == .string("r"))
         #expect(message["data"]?["k"] == .string("v"))
         #expect(message["ts"]?.int == 42)
-        let direct = try JSONValue.parse(ServerFrame.message(Envelope(id: "m2", from: "a", address: .user("b"), data: RawJSON("1"), timestamp: 1)))
+        let direct = try JSONValue.parse(
+            ServerFrame.message(Envelope(id: "m2", from: "a", address: .user("b"), data: RawJSON("1"), timestamp: 1)))
         #expect(direct["to"] == .string("b"))
-        let broadcast = try JSONValue.parse(ServerFrame.message(Envelope(id: "m3", from: "a", address: .everyone, data: RawJSON("1"), timestamp: 1)))
+        let broadcast = try JSONValue.parse(
+            ServerFrame.message(Envelope(id: "m3", from: "a", address: .everyone, data: RawJSON("1"), timestamp: 1)))
         #expect(broadcast["broadcast"] == .bool(true))
-        let error = try JSONValue.parse(ServerFrame.error(ProtocolError(id: .integer("7"), code: .offline, message: "quote \" and \n newline")))
+        let error = try JSONValue.parse(
+            ServerFrame.error(ProtocolError(id: .integer("7"), code: .offline, message: "quote \" and \n newline")))
         #expect(error["id"]?.int == 7)
         #expect(error["message"] == .string("quote \" and \n newline"))
         #expect(try JSONValue.parse(ServerFrame.ok(id: nil))["id"] == nil)

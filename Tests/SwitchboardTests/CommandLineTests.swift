@@ -1,8 +1,8 @@
 import Foundation
 import NIOPosix
-import Synchronization
 import SwitchboardClient
 import SwitchboardProtocol
+import Synchronization
 import Testing
 
 /// The `switchboard` executable as an operator runs it.
@@ -62,7 +62,8 @@ struct CommandLineTests {
         try await open.waitUntilReady()
         #expect(open.printed.components(separatedBy: "running open").count - 1 == 1)
         let secured = try await NodeProcess.start(
-            "secured", ["serve", "--node-id", "secured", "--api-key", "k", "--jwt-secret", AuthenticationTests.secret, "--log-level", "warning"])
+            "secured",
+            ["serve", "--node-id", "secured", "--api-key", "k", "--jwt-secret", AuthenticationTests.secret, "--log-level", "warning"])
         defer { secured.killNow() }
         try await secured.waitUntilReady()
         #expect(!secured.printed.contains("running open"))

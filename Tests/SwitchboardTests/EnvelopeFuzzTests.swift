@@ -11,7 +11,9 @@ import Testing
 @Suite("Cluster envelope fuzzing")
 struct EnvelopeFuzzTests {
     static let events: [ClusterEvent] = [
-        .message(Envelope(id: "abc-1", from: "alice", address: .room("lobby"), data: RawJSON(#"{"a":[1,"é",null]}"#), timestamp: 1_700_000_000_123)),
+        .message(
+            Envelope(
+                id: "abc-1", from: "alice", address: .room("lobby"), data: RawJSON(#"{"a":[1,"é",null]}"#), timestamp: 1_700_000_000_123)),
         .message(Envelope(id: "abc-2", from: "server", address: .room("r"), data: RawJSON(""), timestamp: -1)),
         .joined(room: "lobby", user: "bob"),
         .left(room: "lobby", user: "bob"),
@@ -83,8 +85,9 @@ struct EnvelopeFuzzTests {
         .hello(MemberRecord(id: "n2", url: "ws://h:1/ws", incarnation: 5, left: true)),
         .members([MemberRecord(id: "a", url: "u", incarnation: 1), MemberRecord(id: "b", url: "v", incarnation: -2, left: true)]),
         .members([]),
-        .sync(seq: 1, load: NodeLoad(connections: 3, users: 2), users: ["alice", "bob"],
-              rooms: [.init(room: "lobby", user: "alice"), .init(room: "é", user: "bob")], final: true),
+        .sync(
+            seq: 1, load: NodeLoad(connections: 3, users: 2), users: ["alice", "bob"],
+            rooms: [.init(room: "lobby", user: "alice"), .init(room: "é", user: "bob")], final: true),
         .sync(seq: UInt32.max, load: NodeLoad(connections: 0, users: 0), users: [], rooms: [], final: false),
         .delta(seq: 2, .online(user: "u")), .delta(seq: 3, .offline(user: "u")),
         .delta(seq: 4, .joined(room: "r", user: "u")), .delta(seq: 5, .left(room: "r", user: "u")),

@@ -2,8 +2,8 @@ import Foundation
 import RESP
 import SwitchboardClient
 import SwitchboardCore
-import SwitchboardProtocol
 import SwitchboardHTTP
+import SwitchboardProtocol
 import Testing
 
 /// The findings of the outside audit (issue 13), one test each, against real sockets and, where
@@ -16,7 +16,9 @@ struct HardeningTests {
         let node = try await NodeProcess.start("target", ["serve", "--node-id", "target", "--log-level", "error"])
         let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--log-level", "error"])
         defer { node.killNow(); hub.killNow() }
-        for target in ["/ws?=", "/ws?&", "/ws?=&=", "/ws?%", "/ws?user=%ZZ", "/ws?a=1&=&b=2", "/ws??==&&", "/ws?user=%C3%28", "/ws?user=a%"] {
+        for target in [
+            "/ws?=", "/ws?&", "/ws?=&=", "/ws?%", "/ws?user=%ZZ", "/ws?a=1&=&b=2", "/ws??==&&", "/ws?user=%C3%28", "/ws?user=a%",
+        ] {
             let raw = try await RawWebSocket.connect(port: node.port, path: target)
             try await raw.waitForAnswer("an answer to \(target)")
             #expect(raw.received.hasPrefix("HTTP/1.1 101"), "\(target)")
@@ -36,12 +38,15 @@ struct HardeningTests {
     // MARK: 2. Ping floods
 
     @Test func aPingFloodThatReadsNothingIsClosedAtTheOutboundLimit() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.maxFrameBytes = 1024
-            $0.maxBufferedBytes = 64 << 10
-            $0.rateBurst = 1_000_000
-            $0.ratePerSecond = 1_000_000
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.maxFrameBytes = 1024
+                $0.maxBufferedBytes = 64 << 10
+                $0.rateBurst = 1_000_000
+                $0.ratePerSecond = 1_000_000
+            }
+        ) { cluster in
             let flooder = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=flooder", receiveBuffer: 4096)
             defer { flooder.close() }
             try await flooder.stopReading()
@@ -63,11 +68,14 @@ struct HardeningTests {
     }
 
     @Test func pingsCountAgainstTheRateAndAreNotAnsweredAfterTheCloseFrame() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.rateBurst = 10
-            $0.ratePerSecond = 1
-            $0.maxStrikes = 20
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.rateBurst = 10
+                $0.ratePerSecond = 1
+                $0.maxStrikes = 20
+            }
+        ) { cluster in
             let flooder = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=pinger")
             defer { flooder.close() }
             let ping = RawWebSocket.frame(opcode: 0x9, [1, 2, 3])
@@ -95,8 +103,10 @@ struct HardeningTests {
     /// timeout: the silent and unfinished ones are closed by the timeout, the malformed ones are
     /// answered and closed at once.
     @Test func halfOpenAndMalformedRequestsAreClosedOnNodesAndHubs() async throws {
-        let node = try await NodeProcess.start("strict", ["serve", "--node-id", "strict", "--handshake-timeout", "2", "--log-level", "error"])
-        let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "error"])
+        let node = try await NodeProcess.start(
+            "strict", ["serve", "--node-id", "strict", "--handshake-timeout", "2", "--log-level", "error"])
+        let hub = try await NodeProcess.start(
+            "hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "error"])
         defer { node.killNow(); hub.killNow() }
         let big = String(repeating: "a", count: 70_000)
         let timedOut: [(String, [UInt8])] = [
@@ -107,8 +117,11 @@ struct HardeningTests {
         ]
         let answered: [(String, [UInt8], String)] = [
             ("TLS to a plain port", [0x16, 0x03, 0x01, 0x00, 0xA5, 0x01, 0x00, 0x00, 0xA1, 0x03, 0x03], "400"),
-            ("Content-Length with Transfer-Encoding",
-             Array("POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".utf8), "400"),
+            (
+                "Content-Length with Transfer-Encoding",
+                Array("POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".utf8),
+                "400"
+            ),
             ("a NUL in a header", Array("GET /healthz HTTP/1.1\r\nHost: x\u{0}y\r\n\r\n".utf8), "400"),
             ("a bare LF", Array("GET /healthz HTTP/1.1\nHost: x\n\n".utf8), "400"),
             ("a header over 64 KiB", Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n".utf8), "431"),
@@ -155,7 +168,8 @@ struct HardeningTests {
                 #expect(reply.hasPrefix("HTTP/1.1 400"), "\(reply.prefix(40))")
                 #expect(reply.contains(#""error":"bad_request""#))
             }
-            let broadcast = try await rawRequest(cluster.ports[0], "POST", "/api/broadcast", body: Array(#"{"data":""#.utf8) + [0x80] + Array(#""}"#.utf8))
+            let broadcast = try await rawRequest(
+                cluster.ports[0], "POST", "/api/broadcast", body: Array(#"{"data":""#.utf8) + [0x80] + Array(#""}"#.utf8))
             #expect(broadcast.hasPrefix("HTTP/1.1 400"))
             let fine = try await rawRequest(cluster.ports[0], "POST", "/api/publish", body: Array(#"{"room":"lobby","data":"héllo"}"#.utf8))
             #expect(fine.hasPrefix("HTTP/1.1 200"))
@@ -190,10 +204,13 @@ struct HardeningTests {
     // MARK: 5. Connection limits under concurrency
 
     @Test func connectionLimitsHoldUnderConcurrentUpgrades() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.maxConnectionsPerUser = 5
-            $0.maxConnections = 20
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.maxConnectionsPerUser = 5
+                $0.maxConnections = 20
+            }
+        ) { cluster in
             let port = cluster.ports[0]
             let sameUser = try await concurrentUpgrades(15, port: port) { _ in "/ws?user=crowd" }
             defer { for socket in sameUser { socket.close() } }
@@ -267,8 +284,9 @@ struct HardeningTests {
             let broadcast = try await limited.request(.broadcast(data: RawJSON("1")))
             #expect(broadcast.type == "error" && broadcast.code == "forbidden")
 
-            let announcer = try await TestClient(SwitchboardClient.connect(
-                to: cluster.ws(0, "token=\(try await AuthenticationTests.token(sub: "announcer", broadcast: true))")))
+            let announcer = try await TestClient(
+                SwitchboardClient.connect(
+                    to: cluster.ws(0, "token=\(try await AuthenticationTests.token(sub: "announcer", broadcast: true))")))
             let reply = try await announcer.client.request(.broadcast(data: RawJSON("2")))
             #expect(reply.type == "ok")
             _ = try await announcer.message { $0.data == .number("2") }
@@ -313,11 +331,14 @@ struct HardeningTests {
     }
 
     @Test func emptyContinuationFramesAreRateLimitedAndRateLimitErrorsCarryTheID() async throws {
-        try await withCluster(nodes: 1, configure: {
-            $0.rateBurst = 10
-            $0.ratePerSecond = 1
-            $0.maxStrikes = 1000
-        }) { cluster in
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.rateBurst = 10
+                $0.ratePerSecond = 1
+                $0.maxStrikes = 1000
+            }
+        ) { cluster in
             let raw = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=slow")
             defer { raw.close() }
             // One message in 30 frames, 28 of them empty: over the burst of 10.
@@ -357,7 +378,8 @@ func metric(_ cluster: TestCluster, _ name: String, node index: Int = 0) async t
 func rawRequest(_ port: Int, _ method: String, _ path: String, body: [UInt8]) async throws -> String {
     let socket = try await RawWebSocket.open(port: port)
     defer { socket.close() }
-    let head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+    let head =
+        "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
     try await socket.write(Array(head.utf8) + body)
     try await eventually("an answer to \(method) \(path)") { socket.isClosed }
     return socket.received

@@ -13,14 +13,19 @@ struct HubBackplaneTests {
     /// clients on a machine busy enough to stall them for a second.
     static func hub(port: Int? = nil, assign: String = "fewest-connections", heartbeat: Int = 5) async throws -> NodeProcess {
         try await NodeProcess.start(
-            "hub", ["hub", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--assign", assign, "--log-level", "warning"], port: port)
+            "hub", ["hub", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--assign", assign, "--log-level", "warning"],
+            port: port)
     }
 
     static func node(
         _ id: String, hub: NodeProcess, secret: String = secret, heartbeat: Int = 5, logLevel: String = "warning"
     ) async throws -> NodeProcess {
         try await NodeProcess.start(
-            id, ["serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
+            id,
+            [
+                "serve", "--node-id", id, "--hub", "ws://127.0.0.1:\(hub.port)", "--cluster-secret", secret, "--heartbeat", "\(heartbeat)",
+                "--log-level", logLevel,
+            ])
     }
 
     /// A hub and `count` nodes; everything is stopped afterwards.

@@ -26,11 +26,14 @@ struct LifecycleTests {
     }
 
     @Test func aSlowConsumerIsClosedWithoutHoldingUpTheOthers() async throws {
-        try await withCluster(nodes: 2, configure: {
-            // 1 MiB: room for the healthy client to fall behind a little on a loaded machine.
-            $0.maxBufferedBytes = 1024 * 1024
-            $0.maxFrameBytes = 64 * 1024
-        }) { cluster in
+        try await withCluster(
+            nodes: 2,
+            configure: {
+                // 1 MiB: room for the healthy client to fall behind a little on a loaded machine.
+                $0.maxBufferedBytes = 1024 * 1024
+                $0.maxFrameBytes = 64 * 1024
+            }
+        ) { cluster in
             let healthy = try await cluster.connect(0, user: "healthy")
             try await healthy.client.join("firehose")
             let slow = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=slow", receiveBuffer: 4096)

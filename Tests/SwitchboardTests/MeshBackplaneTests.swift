@@ -17,14 +17,18 @@ struct MeshBackplaneTests {
     ) async throws -> NodeProcess {
         try await NodeProcess.start(
             id,
-            ["serve", "--node-id", id, "--peers", seeds.map { "127.0.0.1:\($0)" }.joined(separator: ","),
-             "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", logLevel],
+            [
+                "serve", "--node-id", id, "--peers", seeds.map { "127.0.0.1:\($0)" }.joined(separator: ","),
+                "--cluster-secret", secret, "--heartbeat", "\(heartbeat)", "--log-level", logLevel,
+            ],
             port: port)
     }
 
     /// `count` nodes on consecutive ports, each seeded with all of them (itself included), as an
     /// operator would start a fixed cluster; everything is stopped afterwards.
-    func withMesh(_ count: Int = 3, heartbeat: Int = 5, logLevel: String = "warning", _ body: ([NodeProcess]) async throws -> Void) async throws {
+    func withMesh(_ count: Int = 3, heartbeat: Int = 5, logLevel: String = "warning", _ body: ([NodeProcess]) async throws -> Void)
+        async throws
+    {
         var nodes: [NodeProcess] = []
         do {
             nodes = try await Self.startMesh(count, heartbeat: heartbeat, logLevel: logLevel)

@@ -1,8 +1,9 @@
 import Foundation
 import SwitchboardCore
-@testable import SwitchboardProtocol
 import SwitchboardHTTP
 import Testing
+
+@testable import SwitchboardProtocol
 
 /// Fuzzing of what a node parses from the network, each target for a bounded time (seconds from
 /// SWITCHBOARD_FUZZ_SECONDS, default 3) after its kept corpus in Tests/SwitchboardTests/Corpus.
@@ -30,9 +31,11 @@ struct NetworkFuzzTests {
             var expected: [String: String] = [:]
             var pairs: [String] = []
             for index in 0..<Int.random(in: 0...4, using: &generator) {
-                let value = String((0..<Int.random(in: 0...8, using: &generator)).map { _ in
-                    Character(Unicode.Scalar(UInt8.random(in: 0x20...0x7E, using: &generator)))
-                }) + (round % 2 == 0 ? "é/€" : "")
+                let value =
+                    String(
+                        (0..<Int.random(in: 0...8, using: &generator)).map { _ in
+                            Character(Unicode.Scalar(UInt8.random(in: 0x20...0x7E, using: &generator)))
+                        }) + (round % 2 == 0 ? "é/€" : "")
                 let key = "k\(index)"
                 expected[key] = value
                 pairs.append(key + "=" + Self.formEncode(value))
@@ -47,10 +50,13 @@ struct NetworkFuzzTests {
     /// library decides it: a differential test over random bytes.
     @Test func theJSONReaderAgreesWithTheStandardLibraryOnUTF8() {
         var generator = SystemRandomNumberGenerator()
-        let interesting: [UInt8] = [0x61, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xA0, 0xED, 0x9F, 0xEF, 0xF0, 0x90, 0xF4, 0x8F, 0xF5, 0xFF]
+        let interesting: [UInt8] = [
+            0x61, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xA0, 0xED, 0x9F, 0xEF, 0xF0, 0x90, 0xF4, 0x8F, 0xF5, 0xFF,
+        ]
         Corpus.forBudget { _ in
             let inner = (0..<Int.random(in: 0...6, using: &generator)).map { _ in
-                Bool.random(using: &generator) ? interesting.randomElement(using: &generator)! : UInt8.random(in: 0x80...0xFF, using: &generator)
+                Bool.random(using: &generator)
+                    ? interesting.randomElement(using: &generator)! : UInt8.random(in: 0x80...0xFF, using: &generator)
             }
             let json = Array(#"{"type":"publish","room":"r","data":""#.utf8) + inner + Array(#""}"#.utf8)
             let isUTF8 = String(validating: inner, as: UTF8.self) != nil
@@ -63,8 +69,10 @@ struct NetworkFuzzTests {
     /// Kept and mutated request heads against a node and a hub: each is answered or closed, and
     /// both still serve afterwards.
     @Test func requestHeadsOverTheWire() async throws {
-        let node = try await NodeProcess.start("fuzzed", ["serve", "--node-id", "fuzzed", "--handshake-timeout", "2", "--log-level", "critical"])
-        let hub = try await NodeProcess.start("hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "critical"])
+        let node = try await NodeProcess.start(
+            "fuzzed", ["serve", "--node-id", "fuzzed", "--handshake-timeout", "2", "--log-level", "critical"])
+        let hub = try await NodeProcess.start(
+            "hub", ["hub", "--cluster-secret", "s3cret", "--handshake-timeout", "2", "--log-level", "critical"])
         defer { node.killNow(); hub.killNow() }
         let corpus = try Corpus.lines("http-heads.txt").map(Corpus.unescape)
         var generator = SystemRandomNumberGenerator()
@@ -124,7 +132,8 @@ struct NetworkFuzzTests {
                 RawWebSocket.frame(opcode: 0x8, [0x03, 0xE8]),
             ]
             Corpus.forBudget(maxRounds: 200) { _ in
-                var bytes = Array((0..<Int.random(in: 1...5, using: &generator)).map { _ in valid.randomElement(using: &generator)! }.joined())
+                var bytes = Array(
+                    (0..<Int.random(in: 1...5, using: &generator)).map { _ in valid.randomElement(using: &generator)! }.joined())
                 for _ in 0..<Int.random(in: 0...3, using: &generator) where !bytes.isEmpty {
                     bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
                 }

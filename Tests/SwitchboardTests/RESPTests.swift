@@ -24,7 +24,10 @@ struct RESPParserTests {
         ("=8\r\ntxt:Some\r\n", .verbatim("Some")),
         ("%1\r\n+k\r\n:1\r\n", .map([RESPPair(key: .simpleString("k"), value: .integer(1))])),
         ("~2\r\n+a\r\n+b\r\n", .set([.simpleString("a"), .simpleString("b")])),
-        (">3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n", .push([.bulkString(Array("smessage".utf8)), .bulkString(Array("ch".utf8)), .bulkString(Array("hi".utf8))])),
+        (
+            ">3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+            .push([.bulkString(Array("smessage".utf8)), .bulkString(Array("ch".utf8)), .bulkString(Array("hi".utf8))])
+        ),
         ("|1\r\n+ttl\r\n:3\r\n:7\r\n", .integer(7)),
     ]
 
@@ -70,7 +73,8 @@ struct RESPParserTests {
             }
         }
         for _ in 0..<20000 {
-            var buffer = ByteBuffer(bytes: (0..<Int.random(in: 1...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+            var buffer = ByteBuffer(
+                bytes: (0..<Int.random(in: 1...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
             while (try? RESPParser().parse(&buffer)) != nil, buffer.readableBytes > 0 {}
         }
         var hostile = ByteBuffer(string: "$999999999999\r\n")

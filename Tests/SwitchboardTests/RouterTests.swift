@@ -1,6 +1,6 @@
 import EmbeddedBackplane
-import Synchronization
 import SwitchboardCore
+import Synchronization
 import Testing
 
 /// The router and the embedded backplane, without sockets.

@@ -12,20 +12,25 @@ struct TLSTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let certificatePath = directory.appendingPathComponent("cert.pem").path
         let keyPath = directory.appendingPathComponent("key.pem").path
-        try AuthenticationTests.run("/usr/bin/openssl", [
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", keyPath, "-out", certificatePath,
-        ])
+        try AuthenticationTests.run(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout", keyPath, "-out", certificatePath,
+            ])
         let chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
         let server = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
 
-        try await withCluster(nodes: 2, configure: {
-            $0.tls = server
-            // Short, to see it act, but not so short that a loaded run's own TLS handshakes miss it.
-            $0.handshakeTimeoutSeconds = 4
-        }) { cluster in
+        try await withCluster(
+            nodes: 2,
+            configure: {
+                $0.tls = server
+                // Short, to see it act, but not so short that a loaded run's own TLS handshakes miss it.
+                $0.handshakeTimeoutSeconds = 4
+            }
+        ) { cluster in
             var client = TLSConfiguration.makeClientConfiguration()
             client.trustRoots = .certificates(chain)
             let url = { (index: Int, user: String) in "wss://localhost:\(cluster.ports[index])/ws?user=\(user)" }

@@ -1,5 +1,5 @@
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// One node's handle on an `EmbeddedCluster`.
 public final class EmbeddedBackplane: Backplane {

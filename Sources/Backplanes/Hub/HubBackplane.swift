@@ -1,9 +1,9 @@
 import HummingbirdWSClient
 import Logging
 import NIOCore
-import Synchronization
 import SwitchboardCore
 import SwitchboardProtocol
+import Synchronization
 
 public enum HubError: Error, CustomStringConvertible {
     case unavailable
@@ -125,7 +125,8 @@ public final class HubBackplane: Backplane {
             }
             unlink()
             attempt += 1
-            try? await Task.sleep(for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
+            try? await Task.sleep(
+                for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
         }
     }
 

@@ -65,7 +65,13 @@ public enum HubLink {
 
     /// Parses a link frame: the small fields, and where `data` sits.
     public static func parse(_ bytes: [UInt8]) -> (fields: JSONFields, values: [String: JSONValue])? {
-        guard let fields = try? JSONFields.read(bytes, parsing: ["t", "rid", "room", "user", "node", "url", "id", "from", "ts", "all", "connections", "users", "nodes", "ok", "event"]) else { return nil }
+        guard
+            let fields = try? JSONFields.read(
+                bytes,
+                parsing: [
+                    "t", "rid", "room", "user", "node", "url", "id", "from", "ts", "all", "connections", "users", "nodes", "ok", "event",
+                ])
+        else { return nil }
         return (fields, fields.values)
     }
 }

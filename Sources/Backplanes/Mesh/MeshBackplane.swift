@@ -1,7 +1,7 @@
 import HummingbirdWSClient
 import Logging
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// A backplane without middleware: every node links directly to every other member.
 ///
@@ -100,7 +100,6 @@ public final class MeshBackplane: Backplane {
         self.logger = logger
     }
 
-
     // MARK: Joining and leaving
 
     public func join(node: NodeInfo, receiver: any ClusterReceiver) async throws {
@@ -139,9 +138,10 @@ public final class MeshBackplane: Backplane {
         let deadline = ContinuousClock.now + configuration.joinTimeout
         while ContinuousClock.now < deadline {
             let settled = state.withLock { state in
-                state.stopped || state.members.values.allSatisfy { member in
-                    member.record.left || member.failedDials > 0 || (member.view != nil && member.outgoing?.isSynced == true)
-                }
+                state.stopped
+                    || state.members.values.allSatisfy { member in
+                        member.record.left || member.failedDials > 0 || (member.view != nil && member.outgoing?.isSynced == true)
+                    }
             }
             if settled { return }
             try? await Task.sleep(for: .milliseconds(20))
@@ -251,7 +251,9 @@ public final class MeshBackplane: Backplane {
             var nodes = state.members.values.map { member in
                 NodeStatus(info: NodeInfo(id: member.record.id, url: member.record.url), load: member.load, alive: member.isAlive)
             }
-            if let me = state.me { nodes.append(NodeStatus(info: NodeInfo(id: me.id, url: me.url), load: state.load, alive: !state.stopped)) }
+            if let me = state.me {
+                nodes.append(NodeStatus(info: NodeInfo(id: me.id, url: me.url), load: state.load, alive: !state.stopped))
+            }
             return nodes.sorted { $0.info.id < $1.info.id }
         }
     }
@@ -351,7 +353,8 @@ public final class MeshBackplane: Backplane {
             var effects = Effects()
             let (links, load) = state.withLock { state in
                 for (id, member) in state.members where member.isAlive && now - member.lastHeard > silence {
-                    logger.warning("node \(id) was silent for \(configuration.missedHeartbeats) heartbeats: declared dead, its users leave presence")
+                    logger.warning(
+                        "node \(id) was silent for \(configuration.missedHeartbeats) heartbeats: declared dead, its users leave presence")
                     drop(id, from: &state, effects: &effects)
                     if let inbound = member.inbound {
                         effects.closeInbound.append(inbound.outbound)

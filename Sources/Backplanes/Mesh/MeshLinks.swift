@@ -2,8 +2,8 @@ import HummingbirdWSClient
 import Logging
 import NIOCore
 import NIOWebSocket
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// The two ends of mesh links: dialling a member (we send on that link) and accepting a member's
 /// link at `/cluster` (we read from it and ack).
@@ -34,7 +34,8 @@ extension MeshBackplane {
                 }
                 attempt += 1
             }
-            try? await Task.sleep(for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
+            try? await Task.sleep(
+                for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
         }
     }
 
@@ -149,7 +150,8 @@ extension MeshBackplane {
     func keepIntroducing(to seed: String) async {
         var attempt = 1
         while !Task.isCancelled, !state.withLock({ $0.stopped }) {
-            try? await Task.sleep(for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
+            try? await Task.sleep(
+                for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
             if await introduce(to: seed) == .answered {
                 logger.notice("seed \(seed) answered")
                 return
@@ -232,7 +234,9 @@ extension MeshBackplane {
         let refusal: String? = state.withLock { state in
             guard Name.isValid(peer.id) else { return "invalid node id" }
             if peer.id == state.me?.id { return "node id \(peer.id) is taken (by this node)" }
-            if let known = state.members[peer.id]?.record, known.incarnation > peer.incarnation { return "a newer incarnation of \(peer.id) is linked" }
+            if let known = state.members[peer.id]?.record, known.incarnation > peer.incarnation {
+                return "a newer incarnation of \(peer.id) is linked"
+            }
             // An id held by a live link stays with it: a second hello at the same incarnation
             // (a forger with the secret) must not take over its view. A link that died is let go
             // by the failure detector, after which the real node's redial is accepted.

@@ -1,9 +1,8 @@
 import Logging
 import NIOCore
 import RESP
-import Synchronization
 import SwitchboardCore
-
+import Synchronization
 
 /// Nodes on any machines joined through one Redis.
 ///
@@ -170,7 +169,8 @@ public final class RedisBackplane: Backplane {
             // The registry entry and the presence script (which announces) in one round trip.
             try await self.pipelined([
                 ["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
-                self.presenceCommand(PresenceScripts.enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)),
+                self.presenceCommand(
+                    PresenceScripts.enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)),
             ])
         }
     }
@@ -207,14 +207,19 @@ public final class RedisBackplane: Backplane {
         while index + 1 < items.count {
             guard let id = items[index].string else { break }
             let deadline: Int64
-            if case .double(let score) = items[index + 1] { deadline = Int64(score) } else { deadline = Int64(items[index + 1].string.flatMap(Double.init) ?? 0) }
+            if case .double(let score) = items[index + 1] {
+                deadline = Int64(score)
+            } else {
+                deadline = Int64(items[index + 1].string.flatMap(Double.init) ?? 0)
+            }
             index += 2
             let info = try await commands.send(["HGETALL", RESPArgument(names.nodeInfo(id))])
             let fields = Self.fields(info)
-            result.append(NodeStatus(
-                info: NodeInfo(id: id, url: fields["url"] ?? ""),
-                load: NodeLoad(connections: Int(fields["connections"] ?? "") ?? 0, users: Int(fields["users"] ?? "") ?? 0),
-                alive: deadline > now))
+            result.append(
+                NodeStatus(
+                    info: NodeInfo(id: id, url: fields["url"] ?? ""),
+                    load: NodeLoad(connections: Int(fields["connections"] ?? "") ?? 0, users: Int(fields["users"] ?? "") ?? 0),
+                    alive: deadline > now))
         }
         return result.sorted { $0.info.id < $1.info.id }
     }
@@ -260,7 +265,9 @@ public final class RedisBackplane: Backplane {
             guard commands.isConnected, let node = state.withLock({ $0.node }) else { continue }
             do {
                 try await renewLease(node: node, load: state.withLock { $0.load }, send: { try await self.commands.send($0) })
-                let lapsed = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), "-inf", RESPArgument(Int(wallClockMilliseconds()))])
+                let lapsed = try await commands.send([
+                    "ZRANGEBYSCORE", RESPArgument(names.nodes), "-inf", RESPArgument(Int(wallClockMilliseconds())),
+                ])
                 for id in (lapsed.elements ?? []).compactMap(\.string) where id != node.id {
                     let claim = try await commands.send([
                         "SET", RESPArgument(names.nodeCleanupClaim(id)), RESPArgument(node.id), "NX", "PX", "60000",
@@ -281,18 +288,24 @@ public final class RedisBackplane: Backplane {
         for entry in roomEntries.compactMap(\.string) {
             let parts = entry.split(separator: "|", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
-            try await commands.send(presenceCommand(PresenceScripts.exit, parts[0], user: parts[1], node: id, announcing: .left(room: parts[0], user: parts[1])))
+            try await commands.send(
+                presenceCommand(PresenceScripts.exit, parts[0], user: parts[1], node: id, announcing: .left(room: parts[0], user: parts[1]))
+            )
         }
         for user in (try await commands.send(["SMEMBERS", RESPArgument(names.nodeUsers(id))]).elements ?? []).compactMap(\.string) {
             try await commands.send(["SREM", RESPArgument(names.userNodes(user)), RESPArgument(id)])
         }
-        try await commands.send(["DEL", RESPArgument(names.nodeRooms(id)), RESPArgument(names.nodeUsers(id)), RESPArgument(names.nodeInfo(id))])
+        try await commands.send([
+            "DEL", RESPArgument(names.nodeRooms(id)), RESPArgument(names.nodeUsers(id)), RESPArgument(names.nodeInfo(id)),
+        ])
         try await commands.send(["ZREM", RESPArgument(names.nodes), RESPArgument(id)])
     }
 
     /// Runs a presence script for "user|node" in `room`; with `announcing`, the script publishes
     /// that event to the room's channel if it changes who is in the room.
-    private func presenceCommand(_ script: String, _ room: String, user: String, node: String, announcing event: ClusterEvent?) -> [RESPArgument] {
+    private func presenceCommand(_ script: String, _ room: String, user: String, node: String, announcing event: ClusterEvent?)
+        -> [RESPArgument]
+    {
         var keys = [RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room))]
         var arguments = [RESPArgument(user), RESPArgument(node)]
         if let event {
@@ -334,7 +347,9 @@ public final class RedisBackplane: Backplane {
     }
 
     private func liveNodeIDs() async throws -> [String] {
-        let reply = try await commands.send(["ZRANGEBYSCORE", RESPArgument(names.nodes), RESPArgument(Int(wallClockMilliseconds())), "+inf"])
+        let reply = try await commands.send([
+            "ZRANGEBYSCORE", RESPArgument(names.nodes), RESPArgument(Int(wallClockMilliseconds())), "+inf",
+        ])
         return (reply.elements ?? []).compactMap(\.string)
     }
 

@@ -25,9 +25,12 @@ struct Hub: AsyncParsableCommand {
         configuration.host = Environment.string(host, "host") ?? configuration.host
         configuration.port = try Environment.int(port, "port", default: configuration.port)
         configuration.heartbeatSeconds = try Environment.int(heartbeat, "heartbeat", default: configuration.heartbeatSeconds)
-        configuration.handshakeTimeoutSeconds = try Environment.int(handshakeTimeout, "handshake-timeout", default: configuration.handshakeTimeoutSeconds)
-        configuration.maxPendingHandshakes = try Environment.int(maxPendingHandshakes, "max-pending-handshakes", default: configuration.maxPendingHandshakes)
-        guard configuration.heartbeatSeconds >= 1, configuration.handshakeTimeoutSeconds >= 1, configuration.maxPendingHandshakes >= 1 else {
+        configuration.handshakeTimeoutSeconds = try Environment.int(
+            handshakeTimeout, "handshake-timeout", default: configuration.handshakeTimeoutSeconds)
+        configuration.maxPendingHandshakes = try Environment.int(
+            maxPendingHandshakes, "max-pending-handshakes", default: configuration.maxPendingHandshakes)
+        guard configuration.heartbeatSeconds >= 1, configuration.handshakeTimeoutSeconds >= 1, configuration.maxPendingHandshakes >= 1
+        else {
             throw ValidationError("--heartbeat, --handshake-timeout and --max-pending-handshakes must be at least 1")
         }
         if let name = Environment.string(assign, "assign") {

@@ -1,15 +1,15 @@
 import ArgumentParser
 import EmbeddedBackplane
-import HummingbirdTLS
-import NIOSSL
+import Foundation
 import HubBackplane
+import HummingbirdTLS
+import Logging
 import MeshBackplane
+import NIOSSL
 import RESP
 import RedisBackplane
-import SwitchboardCore
-import Foundation
-import Logging
 import ServiceLifecycle
+import SwitchboardCore
 import SwitchboardServer
 
 struct Serve: AsyncParsableCommand {
@@ -38,7 +38,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Rooms one connection may be in (default 1000).") var maxRooms: Int?
     @Option(help: "Frames a connection may send at once (default 2000).") var rateBurst: Int?
     @Option(help: "Frames per second a connection may keep sending (default 2000).") var ratePerSecond: Int?
-    @Option(help: "Seconds a connection may take to send a complete request, and an idle keep-alive may last (default 10).") var handshakeTimeout: Int?
+    @Option(help: "Seconds a connection may take to send a complete request, and an idle keep-alive may last (default 10).")
+    var handshakeTimeout: Int?
     @Option(help: "Accepted sockets that have sent nothing yet, at most (default 1000).") var maxPendingHandshakes: Int?
     @OptionGroup var logging: LoggingOptions
 
@@ -71,12 +72,15 @@ struct Serve: AsyncParsableCommand {
         configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
         configuration.maxBufferedBytes = try Environment.int(maxBuffered, "max-buffered", default: configuration.maxBufferedBytes)
         configuration.maxConnections = try Environment.int(maxConnections, "max-connections", default: configuration.maxConnections)
-        configuration.maxConnectionsPerUser = try Environment.int(maxConnectionsPerUser, "max-connections-per-user", default: configuration.maxConnectionsPerUser)
+        configuration.maxConnectionsPerUser = try Environment.int(
+            maxConnectionsPerUser, "max-connections-per-user", default: configuration.maxConnectionsPerUser)
         configuration.maxRoomsPerConnection = try Environment.int(maxRooms, "max-rooms", default: configuration.maxRoomsPerConnection)
         configuration.rateBurst = try Environment.int(rateBurst, "rate-burst", default: configuration.rateBurst)
         configuration.ratePerSecond = try Environment.int(ratePerSecond, "rate-per-second", default: configuration.ratePerSecond)
-        configuration.handshakeTimeoutSeconds = try Environment.int(handshakeTimeout, "handshake-timeout", default: configuration.handshakeTimeoutSeconds)
-        configuration.maxPendingHandshakes = try Environment.int(maxPendingHandshakes, "max-pending-handshakes", default: configuration.maxPendingHandshakes)
+        configuration.handshakeTimeoutSeconds = try Environment.int(
+            handshakeTimeout, "handshake-timeout", default: configuration.handshakeTimeoutSeconds)
+        configuration.maxPendingHandshakes = try Environment.int(
+            maxPendingHandshakes, "max-pending-handshakes", default: configuration.maxPendingHandshakes)
         try checkLimits(configuration)
         warnIfOpen(configuration, logger: logger)
         let backplane = try choice.make(heartbeat: .seconds(configuration.heartbeatSeconds), logger: logger)

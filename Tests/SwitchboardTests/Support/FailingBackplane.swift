@@ -1,6 +1,6 @@
 import EmbeddedBackplane
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// The embedded backplane, made to fail `publish` on demand: how a node behaves when its
 /// cluster layer refuses a message (Redis down, say).

@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardProtocol
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif

@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import SwitchboardClient
+import Synchronization
 
 /// A `switchboard serve` process, started and stopped by the test.
 final class NodeProcess: Sendable {

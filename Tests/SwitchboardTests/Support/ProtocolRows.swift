@@ -6,75 +6,75 @@ import Testing
 /// Every row of the protocol across three running nodes (`switchboard serve` processes), whatever
 /// backplane joins them. Used by the Redis and the hub suites.
 func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: NodeProcess? = nil) async throws {
-        let alice = try await nodes[0].connect(user: "alice")
-        let bob = try await nodes[1].connect(user: "bob")
-        let carol = try await nodes[2].connect(user: "carol")
-        #expect([alice, bob, carol].map(\.client.welcome.node) == ["n1", "n2", "n3"])
+    let alice = try await nodes[0].connect(user: "alice")
+    let bob = try await nodes[1].connect(user: "bob")
+    let carol = try await nodes[2].connect(user: "carol")
+    #expect([alice, bob, carol].map(\.client.welcome.node) == ["n1", "n2", "n3"])
 
-        // join / publish: subscribers on other nodes get it, one id; the unsubscribed sender does not.
-        try await bob.client.join("lobby")
-        try await carol.client.join("lobby")
-        _ = try await bob.next("joined carol") { $0.type == "joined" && $0.user == "carol" }
-        try await alice.client.publish("lobby", data: #"{"n":1}"#)
-        let atBob = try await bob.message(), atCarol = try await carol.message()
-        #expect(atBob.id == atCarol.id && atBob.from == "alice" && atBob.room == "lobby")
-        try await alice.client.send(to: "alice", data: "\"marker\"")
-        _ = try await alice.message { $0.data == .string("marker") }
-        #expect(await alice.received().filter { $0.room == "lobby" }.isEmpty)
+    // join / publish: subscribers on other nodes get it, one id; the unsubscribed sender does not.
+    try await bob.client.join("lobby")
+    try await carol.client.join("lobby")
+    _ = try await bob.next("joined carol") { $0.type == "joined" && $0.user == "carol" }
+    try await alice.client.publish("lobby", data: #"{"n":1}"#)
+    let atBob = try await bob.message(), atCarol = try await carol.message()
+    #expect(atBob.id == atCarol.id && atBob.from == "alice" && atBob.room == "lobby")
+    try await alice.client.send(to: "alice", data: "\"marker\"")
+    _ = try await alice.message { $0.data == .string("marker") }
+    #expect(await alice.received().filter { $0.room == "lobby" }.isEmpty)
 
-        // presence, cluster-wide
-        #expect(try await alice.client.presence("lobby") == ["bob", "carol"])
-        let users = try await http("GET", nodes[0].http("/api/presence/lobby")).json
-        #expect(users?["users"] == .array([.string("bob"), .string("carol")]))
+    // presence, cluster-wide
+    #expect(try await alice.client.presence("lobby") == ["bob", "carol"])
+    let users = try await http("GET", nodes[0].http("/api/presence/lobby")).json
+    #expect(users?["users"] == .array([.string("bob"), .string("carol")]))
 
-        // send: every connection of the user, on every node; offline refused
-        let bobAgain = try await nodes[2].connect(user: "bob")
-        try await alice.client.send(to: "bob", data: "\"dm\"")
-        _ = try await bob.message { $0.data == .string("dm") }
-        _ = try await bobAgain.message { $0.data == .string("dm") }
-        let offline = try await alice.client.request(.send(to: "nobody", data: RawJSON("1")))
-        #expect(offline.code == "offline")
-        #expect(try await http("GET", nodes[1].http("/api/users/bob")).json?["nodes"] == .array([.string("n2"), .string("n3")]))
+    // send: every connection of the user, on every node; offline refused
+    let bobAgain = try await nodes[2].connect(user: "bob")
+    try await alice.client.send(to: "bob", data: "\"dm\"")
+    _ = try await bob.message { $0.data == .string("dm") }
+    _ = try await bobAgain.message { $0.data == .string("dm") }
+    let offline = try await alice.client.request(.send(to: "nobody", data: RawJSON("1")))
+    #expect(offline.code == "offline")
+    #expect(try await http("GET", nodes[1].http("/api/users/bob")).json?["nodes"] == .array([.string("n2"), .string("n3")]))
 
-        // broadcast reaches every connection, the sender's included
-        try await carol.client.broadcast(data: "\"all\"")
-        for client in [alice, bob, bobAgain, carol] { _ = try await client.message { $0.isBroadcast } }
+    // broadcast reaches every connection, the sender's included
+    try await carol.client.broadcast(data: "\"all\"")
+    for client in [alice, bob, bobAgain, carol] { _ = try await client.message { $0.isBroadcast } }
 
-        // leave, and `left` once when the user's last connection in the room goes
-        try await carol.client.leave("lobby")
-        _ = try await bob.next("left carol") { $0.type == "left" && $0.user == "carol" }
-        try await alice.client.publish("lobby", data: "\"after leave\"")
-        _ = try await bob.message { $0.data == .string("after leave") }
-        try await alice.client.send(to: "carol", data: "\"marker\"")
-        _ = try await carol.message { $0.data == .string("marker") }
-        #expect(await carol.received().filter { $0.room == "lobby" && $0.type == "message" }.isEmpty)
+    // leave, and `left` once when the user's last connection in the room goes
+    try await carol.client.leave("lobby")
+    _ = try await bob.next("left carol") { $0.type == "left" && $0.user == "carol" }
+    try await alice.client.publish("lobby", data: "\"after leave\"")
+    _ = try await bob.message { $0.data == .string("after leave") }
+    try await alice.client.send(to: "carol", data: "\"marker\"")
+    _ = try await carol.message { $0.data == .string("marker") }
+    #expect(await carol.received().filter { $0.room == "lobby" && $0.type == "message" }.isEmpty)
 
-        // one sender's messages stay in order across nodes
-        for n in 0..<100 {
-            try await alice.client.sendText(#"{"type":"publish","room":"lobby","data":\#(n)}"#)
-            try await alice.client.sendText(#"{"type":"send","to":"carol","data":\#(n)}"#)
-        }
-        for n in 0..<100 {
-            #expect(try await bob.message { $0.room == "lobby" }.data == .number("\(n)"))
-            #expect(try await carol.message().data == .number("\(n)"))
-        }
+    // one sender's messages stay in order across nodes
+    for n in 0..<100 {
+        try await alice.client.sendText(#"{"type":"publish","room":"lobby","data":\#(n)}"#)
+        try await alice.client.sendText(#"{"type":"send","to":"carol","data":\#(n)}"#)
+    }
+    for n in 0..<100 {
+        #expect(try await bob.message { $0.room == "lobby" }.data == .number("\(n)"))
+        #expect(try await carol.message().data == .number("\(n)"))
+    }
 
-        // the HTTP API of any node reaches the cluster
-        let api = try await http("POST", nodes[2].http("/api/publish"), body: #"{"room":"lobby","data":"api"}"#)
-        #expect(api.status == 200)
-        #expect(try await bob.message { $0.data == .string("api") }.from == "server")
-        try await alice.client.ping()
-        try await eventually("every node in /api/nodes") {
-            let listed = try await http("GET", nodes[1].http("/api/nodes")).json?["nodes"]?.array ?? []
-            return listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"] && listed.allSatisfy { $0["alive"] == .bool(true) }
-        }
-        // Loads reach the backplane (through Redis: at each heartbeat). Once alice is gone, n1
-        // holds no connection, n2 one, n3 two (carol, bob): /api/assign answers n1.
-        await alice.client.close()
-        try await eventually("n1 to be assigned, once its load is published") {
-            try await http("GET", (assigner ?? nodes[2]).http("/api/assign")).json
-                == .object(["node": .string("n1"), "url": .string(nodes[0].ws("").replacingOccurrences(of: "?", with: ""))])
-        }
+    // the HTTP API of any node reaches the cluster
+    let api = try await http("POST", nodes[2].http("/api/publish"), body: #"{"room":"lobby","data":"api"}"#)
+    #expect(api.status == 200)
+    #expect(try await bob.message { $0.data == .string("api") }.from == "server")
+    try await alice.client.ping()
+    try await eventually("every node in /api/nodes") {
+        let listed = try await http("GET", nodes[1].http("/api/nodes")).json?["nodes"]?.array ?? []
+        return listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"] && listed.allSatisfy { $0["alive"] == .bool(true) }
+    }
+    // Loads reach the backplane (through Redis: at each heartbeat). Once alice is gone, n1
+    // holds no connection, n2 one, n3 two (carol, bob): /api/assign answers n1.
+    await alice.client.close()
+    try await eventually("n1 to be assigned, once its load is published") {
+        try await http("GET", (assigner ?? nodes[2]).http("/api/assign")).json
+            == .object(["node": .string("n1"), "url": .string(nodes[0].ws("").replacingOccurrences(of: "?", with: ""))])
+    }
 }
 
 /// A watcher on `watching` and a victim on `lost` share a room; `lose` takes `lost` away (kill -9,

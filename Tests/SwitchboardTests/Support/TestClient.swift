@@ -31,7 +31,9 @@ final class TestClient: Sendable {
         try await inbox.next(what, timeout: timeout, where: predicate)
     }
 
-    func message(timeout: Duration = .seconds(10), where predicate: @Sendable (ServerMessage) -> Bool = { _ in true }) async throws -> ServerMessage {
+    func message(timeout: Duration = .seconds(10), where predicate: @Sendable (ServerMessage) -> Bool = { _ in true }) async throws
+        -> ServerMessage
+    {
         try await next("a message", timeout: timeout) { $0.type == "message" && predicate($0) }
     }
 
