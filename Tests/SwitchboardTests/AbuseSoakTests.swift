@@ -17,8 +17,10 @@ struct AbuseSoakTests {
     @Test func aNodeUnderAbuseStaysBoundedAndServesOthers() async throws {
         let node = try await NodeProcess.start(
             "soaked",
-            ["serve", "--node-id", "soaked", "--handshake-timeout", "2", "--max-buffered", "1048576", "--max-frame", "4096",
-             "--max-pending-handshakes", "300", "--log-level", "critical"])
+            [
+                "serve", "--node-id", "soaked", "--handshake-timeout", "2", "--max-buffered", "1048576", "--max-frame", "4096",
+                "--max-pending-handshakes", "300", "--log-level", "critical",
+            ])
         defer { node.killNow() }
         try await node.waitUntilReady()
         let probe = try await node.connect(user: "probe")
@@ -50,7 +52,9 @@ struct AbuseSoakTests {
             try await group.waitForAll()
         }
         let attempts = attacks.counts.withLock { $0 }
-        print("soak: \(Self.seconds) s, \(roundTrips) round trips, attacks \(attempts), RSS \(baseline.rss >> 20) -> peak \(peak.rss >> 20) MiB, files \(baseline.files) -> peak \(peak.files)")
+        print(
+            "soak: \(Self.seconds) s, \(roundTrips) round trips, attacks \(attempts), RSS \(baseline.rss >> 20) -> peak \(peak.rss >> 20) MiB, files \(baseline.files) -> peak \(peak.files)"
+        )
         #expect(node.isRunning)
         // Each round trip finished within 10 s (or the test failed above); under the abuse on
         // two shared cores they run about two a second.
