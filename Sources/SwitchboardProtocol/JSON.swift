@@ -251,7 +251,7 @@ struct JSONReader {
                 index += 1
             } else {
                 // JSON text is UTF-8 (RFC 8259 8.1): what we pass on is written in text frames.
-                guard let length = Self.utf8SequenceLength(bytes, at: index) else { throw fail("invalid UTF-8 in string") }
+                guard let length = UTF8Check.sequenceLength(bytes, at: index) else { throw fail("invalid UTF-8 in string") }
                 index += length
             }
         }
@@ -310,32 +310,6 @@ struct JSONReader {
         }
         flush()
         return String(scalars)
-    }
-
-    /// The length of the well-formed UTF-8 sequence starting at `at` (a byte >= 0x80), or nil
-    /// (Unicode table 3-7: no overlong forms, no surrogates, nothing past U+10FFFF).
-    static func utf8SequenceLength(_ bytes: [UInt8], at index: Int) -> Int? {
-        func continuation(_ offset: Int, _ range: ClosedRange<UInt8> = 0x80...0xBF) -> Bool {
-            index + offset < bytes.count && range.contains(bytes[index + offset])
-        }
-        switch bytes[index] {
-        case 0xC2...0xDF:
-            return continuation(1) ? 2 : nil
-        case 0xE0:
-            return continuation(1, 0xA0...0xBF) && continuation(2) ? 3 : nil
-        case 0xE1...0xEC, 0xEE...0xEF:
-            return continuation(1) && continuation(2) ? 3 : nil
-        case 0xED:
-            return continuation(1, 0x80...0x9F) && continuation(2) ? 3 : nil
-        case 0xF0:
-            return continuation(1, 0x90...0xBF) && continuation(2) && continuation(3) ? 4 : nil
-        case 0xF1...0xF3:
-            return continuation(1) && continuation(2) && continuation(3) ? 4 : nil
-        case 0xF4:
-            return continuation(1, 0x80...0x8F) && continuation(2) && continuation(3) ? 4 : nil
-        default:
-            return nil
-        }
     }
 
     static func hexValue(_ byte: UInt8) -> UInt8? {

@@ -126,7 +126,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         self.overRate = false
         guard let session else { return }
         let bytes = Array(message.readableBytesView)
-        if text, String(validating: bytes, as: UTF8.self) == nil {
+        if text, !UTF8Check.isValid(bytes) {
             return connection.close(.dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
         }
         if overRate { return session.receive(.overRate(text ? bytes : nil)) }
@@ -175,7 +175,7 @@ enum PeerClose: Equatable {
             return
         }
         guard let code = payload.readInteger(as: UInt16.self), Self.mayBeSent(code),
-            String(validating: payload.readableBytesView, as: UTF8.self) != nil
+            UTF8Check.isValid(Array(payload.readableBytesView))
         else {
             self = .protocolError
             return

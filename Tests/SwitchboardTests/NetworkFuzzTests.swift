@@ -46,9 +46,9 @@ struct NetworkFuzzTests {
         }
     }
 
-    /// The JSON reader accepts a string's bytes exactly when they are UTF-8, as the standard
-    /// library decides it: a differential test over random bytes.
-    @Test func theJSONReaderAgreesWithTheStandardLibraryOnUTF8() {
+    /// The JSON reader accepts a string's bytes, and `UTF8Check` a text message's, exactly when
+    /// they are UTF-8 as the standard library decides it: a differential test over random bytes.
+    @Test func utf8ChecksAgreeWithTheStandardLibrary() {
         var generator = SystemRandomNumberGenerator()
         let interesting: [UInt8] = [
             0x61, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xA0, 0xED, 0x9F, 0xEF, 0xF0, 0x90, 0xF4, 0x8F, 0xF5, 0xFF,
@@ -63,6 +63,7 @@ struct NetworkFuzzTests {
             let accepted = if case .success = ClientRequest.decode(json) { true } else { false }
             #expect(accepted == isUTF8, "\(inner.map { String($0, radix: 16) })")
             #expect(RawJSON(bytes: Array(#"""#.utf8) + inner + Array(#"""#.utf8)).isWellFormed == isUTF8)
+            #expect(UTF8Check.isValid(Array("ok".utf8) + inner) == isUTF8)
         }
     }
 
