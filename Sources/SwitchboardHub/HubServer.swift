@@ -77,7 +77,11 @@ public final class HubServer: Sendable {
         for other in others { other.send(frame) }
     }
 
-    public init(configuration: HubConfiguration, logger: Logger) {
+    /// Called once the hub accepts connections, with the address it serves.
+    private let onListening: @Sendable (_ address: String) -> Void
+
+    public init(configuration: HubConfiguration, logger: Logger, onListening: @escaping @Sendable (_ address: String) -> Void = { _ in }) {
+        self.onListening = onListening
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "hub"] = "\(configuration.host):\(configuration.port)"
@@ -113,8 +117,7 @@ public final class HubServer: Sendable {
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? self.configuration.port
                 self.port.withLock { $0 = port }
-                print("listening on http://\(self.configuration.host):\(port) (hub)")
-                fflush(nil)
+                self.onListening("http://\(self.configuration.host):\(port)")
             },
             logger: logger)
     }
@@ -259,7 +262,3 @@ struct HubLinkSession {
         }
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -23,11 +23,18 @@ public final class SwitchboardNode: Sendable {
         case bound(Int)
     }
     private let listeningState = Mutex(Listening.waiting([]))
+    /// Called once the server accepts connections, with the address it serves (the command line
+    /// prints it; a library prints nothing).
+    private let onListening: @Sendable (_ address: String) -> Void
 
     /// Throws `NodeConfigurationError` for a value the node cannot run with, or when the TLS
     /// configuration cannot make a TLS context (bad certificate or key).
-    public init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) throws {
+    public init(
+        configuration: NodeConfiguration, backplane: any Backplane, logger: Logger,
+        onListening: @escaping @Sendable (_ address: String) -> Void = { _ in }
+    ) throws {
         try configuration.validate()
+        self.onListening = onListening
         if let tls = configuration.tls {
             _ = try NIOSSLContext(configuration: tls)
         }
@@ -87,8 +94,7 @@ public final class SwitchboardNode: Sendable {
     private func started(_ channel: any Channel) async {
         let port = channel.localAddress?.port ?? context.configuration.port
         let host = context.configuration.host
-        print("listening on \(context.configuration.tls == nil ? "http" : "https")://\(host):\(port) (node \(id))")
-        fflush(nil)
+        onListening("\(context.configuration.tls == nil ? "http" : "https")://\(host):\(port)")
         let info = NodeInfo(id: id, url: context.configuration.webSocketURL(boundPort: port))
         // Joining may wait for the cluster (Redis down at start): the node serves its own
         // clients meanwhile, and /readyz says 503 until it has joined.
@@ -171,9 +177,3 @@ struct DrainService: Service {
         await node.drain()
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -59,3 +59,10 @@ func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
 func randomSuffix() -> String {
     String((0..<6).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
 }
+
+/// The operator's line on standard output (OPERATIONS: `listening on http://HOST:PORT (node ID)`),
+/// flushed at once so that whoever waits for it sees it.
+@Sendable func announce(_ line: String) {
+    print(line)
+    fflush(nil)
+}

@@ -35,7 +35,10 @@ struct Cluster: AsyncParsableCommand {
             configuration.maxFrameBytes = try Environment.int(maxFrame, "max-frame", default: configuration.maxFrameBytes)
             try checkLimits(configuration)
             if index == 1 { warnIfOpen(configuration, logger: logger) }
-            services += try SwitchboardNode(configuration: configuration, backplane: cluster.backplane(), logger: logger).services
+            let id = configuration.nodeID
+            services += try SwitchboardNode(configuration: configuration, backplane: cluster.backplane(), logger: logger) {
+                announce("listening on \($0) (node \(id))")
+            }.services
         }
         try await runUntilSignalled(services, logger: logger)
     }

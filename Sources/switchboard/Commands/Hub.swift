@@ -39,6 +39,7 @@ struct Hub: AsyncParsableCommand {
             }
             configuration.assign = policy
         }
-        try await runUntilSignalled([HubServer(configuration: configuration, logger: logger).service], logger: logger)
+        try await runUntilSignalled(
+            [HubServer(configuration: configuration, logger: logger) { announce("listening on \($0) (hub)") }.service], logger: logger)
     }
 }

@@ -86,7 +86,10 @@ struct Serve: AsyncParsableCommand {
         let backplane = try choice.make(heartbeat: .seconds(configuration.heartbeatSeconds), logger: logger)
         let node: SwitchboardNode
         do {
-            node = try SwitchboardNode(configuration: configuration, backplane: backplane, logger: logger)
+            let id = configuration.nodeID
+            node = try SwitchboardNode(configuration: configuration, backplane: backplane, logger: logger) {
+                announce("listening on \($0) (node \(id))")
+            }
         } catch {
             throw ValidationError("TLS: \(error)")
         }
