@@ -66,4 +66,63 @@ struct BuildingBlockTests {
         }
         #expect(throws: Never.self) { try NodeConfiguration(nodeID: "n1").validate() }
     }
+
+    // MARK: The membership view
+
+    static func record(_ id: String, _ incarnation: Int64, left: Bool = false) -> MemberRecord {
+        MemberRecord(id: id, url: "ws://\(id)/ws", incarnation: incarnation, left: left)
+    }
+
+    @Test func membershipLearnsSupersedesAndIgnoresStaleRecords() {
+        var view = MembershipView()
+        #expect(view.merge(Self.record("b", 1)).0 == .ignored, "nothing is taken in before start")
+        view.start(as: Self.record("a", 10))
+        #expect(view.merge(Self.record("b", 1)).0 == .learned)
+        #expect(view.merge(Self.record("b", 1)).0 == .ignored)
+        #expect(view.merge(Self.record("b", 0)).0 == .ignored, "an older incarnation")
+        #expect(view.merge(Self.record("has space", 1)).0 == .ignored)
+        #expect(view.merge(Self.record("a", 9)).0 == .ignored, "our own id, older")
+        #expect(view.merge(Self.record("a", 11)).0 == .claimsOurID)
+        #expect(view.merge(Self.record("b", 1, left: true)).0 == .superseded(previous: Self.record("b", 1)), "a goodbye wins")
+        #expect(view.merge(Self.record("b", 2)).0 == .superseded(previous: Self.record("b", 1, left: true)), "a restart")
+        #expect(Set(view.records.map(\.id)) == ["a", "b"])
+    }
+
+    @Test func membershipPresenceChangesOnceAcrossNodes() throws {
+        var view = MembershipView()
+        view.start(as: Self.record("a", 1))
+        _ = view.merge(Self.record("b", 1))
+        #expect(view.changeLocal(.online(user: "u")) == [])
+        #expect(view.changeLocal(.joined(room: "r", user: "u")) == [.joined(room: "r", user: "u")])
+        // b's sync adds u to r (already present: no event) and v (new: joined).
+        let synced = view.replaceInterest(
+            of: "b", with: Interest(users: ["u", "v"], rooms: [RoomMember(room: "r", user: "u"), RoomMember(room: "r", user: "v")]),
+            load: NodeLoad(connections: 2, users: 2))
+        let sync = try #require(synced)
+        #expect(sync.first)
+        #expect(sync.events == [.joined(room: "r", user: "v")])
+        #expect(view.users(in: "r") == ["u", "v"])
+        #expect(view.nodes(of: "u") == ["a", "b"])
+        #expect(view.members(withRecipientFor: .room("r")) == ["b"])
+        // u leaves here but is still in r on b: no event. b forgets u: now u has left.
+        #expect(view.changeLocal(.left(room: "r", user: "u")) == [])
+        #expect(view.apply(.left(room: "r", user: "u"), from: "b") == [.left(room: "r", user: "u")])
+        // A delta before a sync is ignored.
+        _ = view.merge(Self.record("c", 1))
+        #expect(view.apply(.joined(room: "r", user: "w"), from: "c") == [])
+        // b goes silent and is dropped: v leaves, once.
+        let later = ContinuousClock.now + .seconds(100)
+        #expect(view.silent(at: later, longerThan: .seconds(15)) == ["b"], "c has no interest yet: not alive")
+        #expect(view.drop("b") == [.left(room: "r", user: "v")])
+        #expect(view.drop("b") == [])
+        #expect(view.users(in: "r").isEmpty)
+        // A restart of b drops what the old incarnation held.
+        _ = view.replaceInterest(
+            of: "b", with: Interest(users: ["x"], rooms: [RoomMember(room: "s", user: "x")]), load: NodeLoad(connections: 1, users: 1))
+        let (outcome, events) = view.merge(Self.record("b", 2))
+        #expect(outcome == .superseded(previous: Self.record("b", 1)))
+        #expect(events == [.left(room: "s", user: "x")])
+        let unknown = view.replaceInterest(of: "nobody", with: Interest(), load: NodeLoad(connections: 0, users: 0))
+        #expect(unknown == nil)
+    }
 }

@@ -54,28 +54,22 @@ public final class MeshBackplane: Backplane {
         let outbound: WebSocketOutboundWriter
     }
 
-    struct Member {
-        var record: MemberRecord
-        /// The member's interest; nil until its link to us has synced, and once it is declared dead.
-        var view: Interest?
-        var load = NodeLoad(connections: 0, users: 0)
-        var lastHeard: ContinuousClock.Instant
+    /// The links to and from one member (what it holds is in the view).
+    struct Links {
         var inbound: InboundLink?
         /// Our link to it, once it welcomed us.
         var outgoing: PeerLink?
         var dialler: Task<Void, Never>?
         /// Failed dials since the last link: `join` does not wait for members that cannot be reached.
         var failedDials = 0
-
-        var isAlive: Bool { view != nil && !record.left }
     }
 
     struct State {
-        var me: MemberRecord?
+        /// Members, their interest and presence: the pure part, shared with broker backplanes.
+        var view = MembershipView()
+        var links: [String: Links] = [:]
         var receiver: (any ClusterReceiver)?
-        var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
-        var members: [String: Member] = [:]
         var stopped = false
         /// A seed has answered: we are in a mesh, not alone.
         var introduced = false
@@ -89,6 +83,9 @@ public final class MeshBackplane: Backplane {
         var gossip: [MemberRecord] = []
         var closeLinks: [PeerLink] = []
         var closeInbound: [WebSocketOutboundWriter] = []
+        /// Members to keep a dialler running for.
+        var dial: [String] = []
+        var notices: [(Logger.Level, Logger.Message)] = []
     }
 
     let configuration: Configuration
@@ -105,7 +102,7 @@ public final class MeshBackplane: Backplane {
     public func join(node: NodeInfo, receiver: any ClusterReceiver) async throws {
         let me = MemberRecord(id: node.id, url: node.url, incarnation: wallClockMilliseconds())
         state.withLock { state in
-            state.me = me
+            state.view.start(as: me)
             state.receiver = receiver
             state.background.append(Task { await self.watch() })
         }
@@ -139,8 +136,10 @@ public final class MeshBackplane: Backplane {
         while ContinuousClock.now < deadline {
             let settled = state.withLock { state in
                 state.stopped
-                    || state.members.values.allSatisfy { member in
-                        member.record.left || member.failedDials > 0 || (member.view != nil && member.outgoing?.isSynced == true)
+                    || state.view.members.values.allSatisfy { member in
+                        let links = state.links[member.record.id]
+                        return member.record.left || (links?.failedDials ?? 0) > 0
+                            || (member.interest != nil && links?.outgoing?.isSynced == true)
                     }
             }
             if settled { return }
@@ -152,9 +151,9 @@ public final class MeshBackplane: Backplane {
     public func leave() async {
         let (links, inbound, diallers, background) = state.withLock { state in
             state.stopped = true
-            let members = state.members.values
+            let links = state.links.values
             defer { state.background = [] }
-            return (members.compactMap(\.outgoing), members.compactMap(\.inbound), members.compactMap(\.dialler), state.background)
+            return (links.compactMap(\.outgoing), links.compactMap(\.inbound), links.compactMap(\.dialler), state.background)
         }
         for task in background { task.cancel() }
         // Goodbye first: peers drop our users from presence at once instead of waiting for silence.
@@ -186,8 +185,8 @@ public final class MeshBackplane: Backplane {
         var missing: [String] = []
         let targets = state.withLock { state -> [PeerLink] in
             var targets: [PeerLink] = []
-            for (id, member) in state.members where member.isAlive && member.view!.hasRecipient(for: envelope.address) {
-                if let link = member.outgoing { targets.append(link) } else { missing.append(id) }
+            for id in state.view.members(withRecipientFor: envelope.address) {
+                if let link = state.links[id]?.outgoing { targets.append(link) } else { missing.append(id) }
             }
             return targets
         }
@@ -215,8 +214,8 @@ public final class MeshBackplane: Backplane {
     private func change(_ delta: InterestDelta) async {
         var effects = Effects()
         let links = state.withLock { state -> [PeerLink] in
-            effects.events = state.changePresence(touching: delta.pairs) { $0.local.apply(delta) }
-            return state.members.values.compactMap(\.outgoing)
+            effects.events = state.view.changeLocal(delta)
+            return state.links.values.compactMap(\.outgoing)
         }
         perform(effects)
         let encoded = MeshFrame.delta(seq: 0, delta).encoded()
@@ -229,29 +228,19 @@ public final class MeshBackplane: Backplane {
     }
 
     public func members(of room: String) async throws -> [String] {
-        state.withLock { state in
-            var users = state.local.rooms[room] ?? []
-            for member in state.members.values where member.isAlive {
-                users.formUnion(member.view!.rooms[room] ?? [])
-            }
-            return users.sorted()
-        }
+        state.withLock { $0.view.users(in: room) }
     }
 
     public func nodes(of user: String) async throws -> [String] {
-        state.withLock { state in
-            var nodes = state.members.values.filter { $0.isAlive && $0.view!.users.contains(user) }.map(\.record.id)
-            if let me = state.me, state.local.users.contains(user) { nodes.append(me.id) }
-            return nodes.sorted()
-        }
+        state.withLock { $0.view.nodes(of: user) }
     }
 
     public func nodes() async throws -> [NodeStatus] {
         state.withLock { state in
-            var nodes = state.members.values.map { member in
+            var nodes = state.view.members.values.map { member in
                 NodeStatus(info: NodeInfo(id: member.record.id, url: member.record.url), load: member.load, alive: member.isAlive)
             }
-            if let me = state.me {
+            if let me = state.view.me {
                 nodes.append(NodeStatus(info: NodeInfo(id: me.id, url: me.url), load: state.load, alive: !state.stopped))
             }
             return nodes.sorted { $0.info.id < $1.info.id }
@@ -266,35 +255,33 @@ public final class MeshBackplane: Backplane {
 
     /// Takes in a member record from gossip, a hello or a welcome.
     func merge(_ record: MemberRecord, into state: inout State, effects: inout Effects) {
-        guard let me = state.me, Name.isValid(record.id) else { return }
-        guard record.id != me.id else {
-            if record.incarnation > me.incarnation, !record.left {
-                logger.error("another node uses this node's id \(me.id) (at \(record.url)); node ids must be unique")
-            }
+        let (outcome, events) = state.view.merge(record)
+        effects.events += events
+        switch outcome {
+        case .ignored:
             return
-        }
-        if let known = state.members[record.id] {
-            guard record.supersedes(known.record) else { return }
-            // Whatever the old incarnation held is gone: its users leave, its links close.
-            drop(record.id, from: &state, effects: &effects)
-            state.members[record.id]!.record = record
-            if let inbound = known.inbound, inbound.incarnation < record.incarnation {
+        case .claimsOurID:
+            effects.notices.append((.error, "another node uses this node's id \(record.id) (at \(record.url)); node ids must be unique"))
+            return
+        case .learned:
+            if !record.left {
+                effects.notices.append((.info, "learned of node \(record.id) at \(record.url)"))
+                effects.dial.append(record.id)
+            }
+        case .superseded:
+            // Whatever the old incarnation held is gone (the view dropped it): its links close.
+            closeOutgoing(record.id, in: &state, effects: &effects)
+            if let inbound = state.links[record.id]?.inbound, inbound.incarnation < record.incarnation {
                 effects.closeInbound.append(inbound.outbound)
-                state.members[record.id]!.inbound = nil
+                state.links[record.id]?.inbound = nil
             }
             if record.left {
-                known.dialler?.cancel()
-                state.members[record.id]!.dialler = nil
-                logger.notice("node \(record.id) left the mesh")
+                state.links[record.id]?.dialler?.cancel()
+                state.links[record.id]?.dialler = nil
+                effects.notices.append((.notice, "node \(record.id) left the mesh"))
             } else {
-                logger.notice("node \(record.id) restarted; linking to its new incarnation")
-            }
-        } else {
-            state.members[record.id] = Member(record: record, lastHeard: .now)
-            if !record.left {
-                logger.info("learned of node \(record.id) at \(record.url)")
-                let id = record.id
-                state.members[id]!.dialler = Task { await self.keepLinked(to: id) }
+                effects.notices.append((.notice, "node \(record.id) restarted; linking to its new incarnation"))
+                effects.dial.append(record.id)  // kept if one runs; started again after a goodbye
             }
         }
         effects.gossip.append(record)
@@ -310,23 +297,22 @@ public final class MeshBackplane: Backplane {
 
     /// Forgets a member's interest (its users leave presence) and closes our link to it.
     func drop(_ id: String, from state: inout State, effects: inout Effects) {
-        guard let member = state.members[id] else { return }
-        if let view = member.view {
-            effects.events += state.changePresence(touching: Set(view.pairs)) { $0.members[id]!.view = nil }
-        }
-        if let link = member.outgoing {
+        effects.events += state.view.drop(id)
+        closeOutgoing(id, in: &state, effects: &effects)
+    }
+
+    private func closeOutgoing(_ id: String, in state: inout State, effects: inout Effects) {
+        if let link = state.links[id]?.outgoing {
             effects.closeLinks.append(link)
-            state.members[id]!.outgoing = nil
+            state.links[id]?.outgoing = nil
         }
     }
 
-    func allRecords(_ state: State) -> [MemberRecord] {
-        (state.me.map { [$0] } ?? []) + state.members.values.map(\.record)
-    }
-
+    /// Does, outside the lock, what a change under it asked for.
     func perform(_ effects: Effects) {
+        for (level, message) in effects.notices { logger.log(level: level, message) }
         let (receiver, links) = state.withLock { state in
-            (state.receiver, effects.gossip.isEmpty ? [] : state.members.values.compactMap(\.outgoing))
+            (state.receiver, effects.gossip.isEmpty ? [] : state.links.values.compactMap(\.outgoing))
         }
         if let receiver {
             for event in effects.events { receiver.receive(event) }
@@ -335,6 +321,16 @@ public final class MeshBackplane: Backplane {
         for link in effects.closeLinks { link.close() }
         for outbound in effects.closeInbound {
             Task { try? await outbound.close(.goingAway, reason: "superseded") }
+        }
+        for id in effects.dial {
+            let dialler = Task { await self.keepLinked(to: id) }
+            state.withLock { state in
+                if state.stopped || state.links[id]?.dialler != nil {
+                    dialler.cancel()
+                } else {
+                    state.links[id, default: Links()].dialler = dialler
+                }
+            }
         }
     }
 
@@ -352,16 +348,19 @@ public final class MeshBackplane: Backplane {
             let now = ContinuousClock.now
             var effects = Effects()
             let (links, load) = state.withLock { state in
-                for (id, member) in state.members where member.isAlive && now - member.lastHeard > silence {
-                    logger.warning(
-                        "node \(id) was silent for \(configuration.missedHeartbeats) heartbeats: declared dead, its users leave presence")
+                for id in state.view.silent(at: now, longerThan: silence) {
+                    effects.notices.append(
+                        (
+                            .warning,
+                            "node \(id) was silent for \(configuration.missedHeartbeats) heartbeats: declared dead, its users leave presence"
+                        ))
                     drop(id, from: &state, effects: &effects)
-                    if let inbound = member.inbound {
+                    if let inbound = state.links[id]?.inbound {
                         effects.closeInbound.append(inbound.outbound)
-                        state.members[id]!.inbound = nil
+                        state.links[id]?.inbound = nil
                     }
                 }
-                return (state.members.values.compactMap(\.outgoing), state.load)
+                return (state.links.values.compactMap(\.outgoing), state.load)
             }
             perform(effects)
             for link in links { link.expire(now: now) }
@@ -369,35 +368,6 @@ public final class MeshBackplane: Backplane {
                 lastBeat = now
                 for link in links { link.post(.beat(load)) }
             }
-        }
-    }
-}
-
-extension MeshBackplane.State {
-    func isPresent(_ pair: MeshFrame.RoomMember) -> Bool {
-        local.contains(pair.user, in: pair.room)
-            || members.values.contains { $0.isAlive && $0.view!.contains(pair.user, in: pair.room) }
-    }
-
-    /// Runs `body` and returns the `joined`/`left` events it causes among `pairs`: a user's first
-    /// node entering a room, or its last one leaving.
-    mutating func changePresence(touching pairs: some Collection<MeshFrame.RoomMember>, _ body: (inout Self) -> Void) -> [ClusterEvent] {
-        let before = pairs.map(isPresent)
-        body(&self)
-        return zip(pairs, before).compactMap { pair, was in
-            let now = isPresent(pair)
-            guard now != was else { return nil }
-            return now ? .joined(room: pair.room, user: pair.user) : .left(room: pair.room, user: pair.user)
-        }
-    }
-}
-
-extension InterestDelta {
-    /// The room membership it touches, if any.
-    var pairs: [MeshFrame.RoomMember] {
-        switch self {
-        case .online, .offline: []
-        case .joined(let room, let user), .left(let room, let user): [MeshFrame.RoomMember(room: room, user: user)]
         }
     }
 }

@@ -1,29 +1,5 @@
 import SwitchboardCore
 
-/// A member of the mesh as gossip carries it. `incarnation` grows each time the node starts
-/// (it is the start time in milliseconds), so a restarted node supersedes its old self.
-public struct MemberRecord: Hashable, Sendable {
-    public var id: String
-    /// The node's client WebSocket URL; its cluster endpoint is the same host and port.
-    public var url: String
-    public var incarnation: Int64
-    /// Set when the node said goodbye: peers stop dialling it until a newer incarnation appears.
-    public var left: Bool
-
-    public init(id: String, url: String, incarnation: Int64, left: Bool = false) {
-        self.id = id
-        self.url = url
-        self.incarnation = incarnation
-        self.left = left
-    }
-
-    /// Whether this record should replace `other` (same id): a newer incarnation wins, and at the
-    /// same incarnation a goodbye wins.
-    public func supersedes(_ other: MemberRecord) -> Bool {
-        incarnation > other.incarnation || (incarnation == other.incarnation && left && !other.left)
-    }
-}
-
 /// What travels on a mesh link, one binary WebSocket message each.
 ///
 /// The node that dials is the *sender* on that link: it sends its interest, messages and

@@ -20,14 +20,14 @@ extension MeshBackplane {
         var attempt = 0
         var reported = false
         while !Task.isCancelled {
-            guard let record = state.withLock({ $0.stopped ? nil : $0.members[id]?.record }), !record.left else { return }
+            guard let record = state.withLock({ $0.stopped ? nil : $0.view.members[id]?.record }), !record.left else { return }
             do {
                 try await link(to: record)
                 attempt = 0
                 reported = false
                 if !state.withLock({ $0.stopped }) { logger.notice("link to node \(id) closed; redialling") }
             } catch {
-                state.withLock { $0.members[id]?.failedDials += 1 }
+                state.withLock { $0.links[id]?.failedDials += 1 }
                 if !reported {
                     logger.warning("cannot link to node \(id) at \(record.url): \(error); retrying with backoff")
                     reported = true
@@ -45,7 +45,7 @@ extension MeshBackplane {
         defer {
             link.close()
             state.withLock { state in
-                if state.members[record.id]?.outgoing === link { state.members[record.id]!.outgoing = nil }
+                if state.links[record.id]?.outgoing === link { state.links[record.id]?.outgoing = nil }
             }
         }
         try await connect(to: Self.clusterURL(record.url)) { inbound, outbound, greeted in
@@ -71,16 +71,16 @@ extension MeshBackplane {
     private func send(
         on link: PeerLink, inbound frames: inout WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter
     ) async throws {
-        guard let (me, records) = state.withLock({ state in state.me.map { ($0, allRecords(state)) } }) else { return }
+        guard let (me, records) = state.withLock({ state in state.view.me.map { ($0, state.view.records) } }) else { return }
         try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.hello(me).encoded())))
         try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(records).encoded())))
         // Our interest is snapshotted and queued under the lock that orders every delta after it.
         let registered = state.withLock { state -> Bool in
-            guard !state.stopped, state.members[link.peer] != nil else { return false }
-            state.members[link.peer]!.outgoing?.close()
-            state.members[link.peer]!.outgoing = link
-            state.members[link.peer]!.failedDials = 0
-            link.enqueueSync(Self.syncParts(state.local, load: state.load))
+            guard !state.stopped, state.view.members[link.peer] != nil else { return false }
+            state.links[link.peer]?.outgoing?.close()
+            state.links[link.peer, default: Links()].outgoing = link
+            state.links[link.peer]?.failedDials = 0
+            link.enqueueSync(Self.syncParts(state.view.local, load: state.load))
             return true
         }
         guard registered else { return }
@@ -125,7 +125,7 @@ extension MeshBackplane {
             try await connect(to: Self.seedURL(seed)) { inbound, outbound, greeted in
                 var frames = inbound.messages(maxSize: Self.maxLinkFrame).makeAsyncIterator()
                 guard case .welcome(let answered) = try await Self.nextFrame(&frames) else { throw MeshError.refused("no welcome") }
-                let records = self.state.withLock { self.allRecords($0) }
+                let records = self.state.withLock { $0.view.records }
                 // A seed list may name this node itself.
                 if answered.id != records.first?.id {
                     try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(records).encoded())))
@@ -200,7 +200,7 @@ extension MeshBackplane {
     /// Serves a link another node dialled to `/cluster` (the node has checked the secret and
     /// sized the frame decoder for links: see `serveLink`).
     func acceptLink(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        guard let me = state.withLock({ $0.stopped ? nil : $0.me }) else {
+        guard let me = state.withLock({ $0.stopped ? nil : $0.view.me }) else {
             try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.refused("this node is not in the mesh").encoded())))
             return
         }
@@ -211,7 +211,7 @@ extension MeshBackplane {
             case .members(let records):
                 // An introduction from a node that named us as its seed.
                 mergeAll(records)
-                let known = state.withLock { allRecords($0) }
+                let known = state.withLock { $0.view.records }
                 try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
                 while try await Self.nextFrame(&frames) != nil {}
             case .hello(let record):
@@ -233,14 +233,14 @@ extension MeshBackplane {
     ) async throws {
         let refusal: String? = state.withLock { state in
             guard Name.isValid(peer.id) else { return "invalid node id" }
-            if peer.id == state.me?.id { return "node id \(peer.id) is taken (by this node)" }
-            if let known = state.members[peer.id]?.record, known.incarnation > peer.incarnation {
+            if peer.id == state.view.me?.id { return "node id \(peer.id) is taken (by this node)" }
+            if let known = state.view.members[peer.id]?.record, known.incarnation > peer.incarnation {
                 return "a newer incarnation of \(peer.id) is linked"
             }
             // An id held by a live link stays with it: a second hello at the same incarnation
             // (a forger with the secret) must not take over its view. A link that died is let go
             // by the failure detector, after which the real node's redial is accepted.
-            if let held = state.members[peer.id]?.inbound, held.incarnation == peer.incarnation {
+            if let held = state.links[peer.id]?.inbound, held.incarnation == peer.incarnation {
                 return "node id \(peer.id) is held by a live link at this incarnation"
             }
             return nil
@@ -254,19 +254,20 @@ extension MeshBackplane {
         let (linkID, previous) = state.withLock { state -> (Int, InboundLink?) in
             merge(peer, into: &state, effects: &effects)
             state.nextLinkID += 1
-            let previous = state.members[peer.id]!.inbound
-            state.members[peer.id]!.inbound = InboundLink(id: state.nextLinkID, incarnation: peer.incarnation, outbound: outbound)
-            state.members[peer.id]!.lastHeard = .now
+            let previous = state.links[peer.id]?.inbound
+            state.links[peer.id, default: Links()].inbound = InboundLink(
+                id: state.nextLinkID, incarnation: peer.incarnation, outbound: outbound)
+            state.view.heard(from: peer.id)
             return (state.nextLinkID, previous)
         }
         if let previous { effects.closeInbound.append(previous.outbound) }
         perform(effects)
         defer {
             state.withLock { state in
-                if state.members[peer.id]?.inbound?.id == linkID { state.members[peer.id]!.inbound = nil }
+                if state.links[peer.id]?.inbound?.id == linkID { state.links[peer.id]?.inbound = nil }
             }
         }
-        let known = state.withLock { allRecords($0) }
+        let known = state.withLock { $0.view.records }
         try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
         var syncing = Interest()
         while let frame = try await Self.nextFrame(&frames) {
@@ -287,7 +288,7 @@ extension MeshBackplane {
                 state.withLock { $0.receiver }?.receive(.message(envelope))
                 try await ack(seq, outbound)
             case .beat(let load):
-                state.withLock { $0.members[peer.id]?.load = load }
+                state.withLock { $0.view.setLoad(load, of: peer.id) }
             case .members(let records):
                 mergeAll(records)
             case .bye:
@@ -309,21 +310,17 @@ extension MeshBackplane {
     @discardableResult
     private func heard(from id: String, onLink linkID: Int?) -> Bool {
         state.withLock { state in
-            guard state.members[id] != nil else { return false }
-            if let linkID, state.members[id]!.inbound?.id != linkID { return false }
-            state.members[id]!.lastHeard = .now
-            return true
+            if let linkID, state.links[id]?.inbound?.id != linkID { return false }
+            return state.view.heard(from: id)
         }
     }
 
     private func replaceView(of id: String, with interest: Interest, load: NodeLoad) {
         var effects = Effects()
         let first = state.withLock { state -> Bool in
-            guard let member = state.members[id], !member.record.left else { return false }
-            let pairs = Set((member.view?.pairs ?? []) + interest.pairs)
-            effects.events = state.changePresence(touching: pairs) { $0.members[id]!.view = interest }
-            state.members[id]!.load = load
-            return member.view == nil
+            guard let (events, first) = state.view.replaceInterest(of: id, with: interest, load: load) else { return false }
+            effects.events = events
+            return first
         }
         if first { logger.notice("node \(id) is in the mesh", metadata: ["users": "\(interest.users.count)"]) }
         perform(effects)
@@ -331,10 +328,7 @@ extension MeshBackplane {
 
     private func apply(_ delta: InterestDelta, from id: String) {
         var effects = Effects()
-        state.withLock { state in
-            guard state.members[id]?.view != nil else { return }
-            effects.events = state.changePresence(touching: delta.pairs) { $0.members[id]!.view!.apply(delta) }
-        }
+        state.withLock { effects.events = $0.view.apply(delta, from: id) }
         perform(effects)
     }
 
