@@ -21,6 +21,8 @@ final class NodeContext: Sendable {
     let heartbeats: Heartbeats
     /// Client WebSockets admitted and not yet closed, per node and per user.
     let admissions: AdmissionLedger
+    /// Poked whenever a connection leaves the router: drain waits on it.
+    let connectionLeft = ConditionSignal()
     private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
 
     init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {

@@ -129,6 +129,7 @@ final class Session: @unchecked Sendable {
             node.metrics.connectionsClosed.increment()
             node.metrics.connections.decrement()
             if !ended { await node.router.disconnect(connection) }
+            node.connectionLeft.poke()
             ended = true
             return
         }
@@ -175,6 +176,7 @@ final class Session: @unchecked Sendable {
         connection.close(.policyViolation, reason: "too many bad or excess frames")
         ended = true
         await node.router.disconnect(connection)
+        node.connectionLeft.poke()
     }
 
     /// The token's `rooms` claim: answers `forbidden` and returns false for a room outside it.

@@ -128,10 +128,9 @@ public final class SwitchboardNode: Sendable {
             connection.close(.goingAway, reason: "node is shutting down")
         }
         // Sessions clean up as their sockets close; wait for that, within a bound.
-        let deadline = ContinuousClock.now + .seconds(context.configuration.drainTimeoutSeconds)
-        while context.router.load.connections > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        let router = context.router
+        _ = await context.connectionLeft.wait(
+            until: { router.load.connections == 0 }, timeout: .seconds(context.configuration.drainTimeoutSeconds))
         for connection in context.router.endpoints {
             connection.channel.close(promise: nil)
         }

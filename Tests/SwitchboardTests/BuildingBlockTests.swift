@@ -1,8 +1,10 @@
 import EmbeddedBackplane
 import Logging
 import SwitchboardCore
-import SwitchboardServer
+import Synchronization
 import Testing
+
+@testable import SwitchboardServer
 
 /// The pieces every backplane shares, without sockets.
 @Suite("Cluster building blocks")
@@ -124,5 +126,20 @@ struct BuildingBlockTests {
         #expect(events == [.left(room: "s", user: "x")])
         let unknown = view.replaceInterest(of: "nobody", with: Interest(), load: NodeLoad(connections: 0, users: 0))
         #expect(unknown == nil)
+    }
+
+    // MARK: Waiting on a condition (drain)
+
+    @Test func aConditionSignalWakesItsWaiterOrTimesOut() async {
+        let signal = ConditionSignal()
+        let count = Mutex(3)
+        let waiter = Task { await signal.wait(until: { count.withLock { $0 == 0 } }, timeout: .seconds(30)) }
+        for _ in 0..<3 {
+            count.withLock { $0 -= 1 }
+            signal.poke()
+        }
+        #expect(await waiter.value, "woken by the poke that made it true, long before the timeout")
+        #expect(await signal.wait(until: { true }, timeout: .seconds(30)), "already true: no wait")
+        #expect(!(await signal.wait(until: { false }, timeout: .milliseconds(50))), "never true: the timeout answers")
     }
 }
