@@ -37,34 +37,33 @@ struct HardeningTests {
 
     // MARK: 2. Ping floods
 
+    /// A node process of its own, as the audit ran it: its event loops are not shared with the
+    /// test's other in-process nodes.
     @Test func aPingFloodThatReadsNothingIsClosedAtTheOutboundLimit() async throws {
-        try await withCluster(
-            nodes: 1,
-            configure: {
-                $0.maxFrameBytes = 1024
-                $0.maxBufferedBytes = 64 << 10
-                $0.rateBurst = 1_000_000
-                $0.ratePerSecond = 1_000_000
-            }
-        ) { cluster in
-            let flooder = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=flooder", receiveBuffer: 4096)
-            defer { flooder.close() }
-            try await flooder.stopReading()
-            let ping = RawWebSocket.frame(opcode: 0x9, [UInt8](repeating: 7, count: 125))
-            let burst = Array([[UInt8]](repeating: ping, count: 1000).joined())
-            // Bursts of 1000 pings (131 KB of pongs each) until the node gives up on the flooder:
-            // the kernel's send buffer takes a few MB first, then NIO's buffer passes 64 KiB.
-            // Unbounded, this grew a node by gigabytes; 400 bursts are 52 MB.
-            for round in 0..<400 {
-                guard (try? await flooder.write(burst)) != nil else { break }
-                if round % 10 == 9, try await metric(cluster, "switchboard_slow_consumers_closed_total") >= 1 { break }
-            }
-            try await eventually("the flooder closed as a slow consumer") {
-                try await metric(cluster, "switchboard_slow_consumers_closed_total") == 1
-            }
-            let other = try await cluster.connect(0, user: "other")
-            try await other.client.ping()
+        let node = try await NodeProcess.start(
+            "pinged",
+            [
+                "serve", "--node-id", "pinged", "--max-frame", "1024", "--max-buffered", "65536", "--rate-burst", "1000000",
+                "--rate-per-second", "1000000", "--log-level", "error",
+            ])
+        defer { node.killNow() }
+        let flooder = try await RawWebSocket.welcomed(port: node.port, path: "/ws?user=flooder", receiveBuffer: 4096)
+        defer { flooder.close() }
+        try await flooder.stopReading()
+        let ping = RawWebSocket.frame(opcode: 0x9, [UInt8](repeating: 7, count: 125))
+        let burst = Array([[UInt8]](repeating: ping, count: 1000).joined())
+        // Bursts of 1000 pings (131 KB of pongs each) until the node gives up on the flooder:
+        // the kernel's send buffer takes a few MB first, then NIO's buffer passes 64 KiB.
+        // Unbounded, this grew a node by gigabytes; 400 bursts are 52 MB.
+        for round in 0..<400 {
+            guard (try? await flooder.write(burst)) != nil else { break }
+            if round % 10 == 9, try await node.metric("switchboard_slow_consumers_closed_total") >= 1 { break }
         }
+        try await eventually("the flooder closed as a slow consumer", timeout: .seconds(30)) {
+            try await node.metric("switchboard_slow_consumers_closed_total") == 1
+        }
+        let other = try await node.connect(user: "other")
+        try await other.client.ping()
     }
 
     @Test func pingsCountAgainstTheRateAndAreNotAnsweredAfterTheCloseFrame() async throws {
