@@ -51,7 +51,7 @@ public final class MeshBackplane: Backplane {
     struct InboundLink {
         let id: Int
         let incarnation: Int64
-        let outbound: WebSocketOutboundWriter
+        let outbound: AcceptedLink
     }
 
     /// The links to and from one member (what it holds is in the view).
@@ -82,7 +82,7 @@ public final class MeshBackplane: Backplane {
         var events: [ClusterEvent] = []
         var gossip: [MemberRecord] = []
         var closeLinks: [PeerLink] = []
-        var closeInbound: [WebSocketOutboundWriter] = []
+        var closeInbound: [AcceptedLink] = []
         /// Members to keep a dialler running for.
         var dial: [String] = []
         var notices: [(Logger.Level, Logger.Message)] = []

@@ -199,21 +199,20 @@ extension MeshBackplane {
 
     /// Serves a link another node dialled to `/cluster` (the node has checked the secret and
     /// sized the frame decoder for links: see `serveLink`).
-    func acceptLink(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    func acceptLink(_ outbound: AcceptedLink, reader frames: inout AcceptedLink.Reader) async throws {
         guard let me = state.withLock({ $0.stopped ? nil : $0.view.me }) else {
-            try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.refused("this node is not in the mesh").encoded())))
+            try await outbound.send(bytes: MeshFrame.refused("this node is not in the mesh").encoded())
             return
         }
-        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.welcome(me).encoded())))
-        var frames = inbound.messages(maxSize: Self.maxLinkFrame).makeAsyncIterator()
+        try await outbound.send(bytes: MeshFrame.welcome(me).encoded())
         do {
-            switch try await Self.nextFrame(&frames) {
+            switch try await frames.next() {
             case .members(let records):
                 // An introduction from a node that named us as its seed.
                 mergeAll(records)
                 let known = state.withLock { $0.view.records }
-                try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
-                while try await Self.nextFrame(&frames) != nil {}
+                try await outbound.send(bytes: MeshFrame.members(known).encoded())
+                while try await frames.next() != nil {}
             case .hello(let record):
                 try await receive(from: record, inbound: &frames, outbound: outbound)
             case nil:
@@ -229,7 +228,7 @@ extension MeshBackplane {
     }
 
     private func receive(
-        from peer: MemberRecord, inbound frames: inout WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter
+        from peer: MemberRecord, inbound frames: inout AcceptedLink.Reader, outbound: AcceptedLink
     ) async throws {
         let refusal: String? = state.withLock { state in
             guard Name.isValid(peer.id) else { return "invalid node id" }
@@ -247,7 +246,7 @@ extension MeshBackplane {
         }
         if let refusal {
             logger.warning("refused a link from \(peer.id) at \(peer.url): \(refusal)")
-            try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.refused(refusal).encoded())))
+            try await outbound.send(bytes: MeshFrame.refused(refusal).encoded())
             return
         }
         var effects = Effects()
@@ -268,9 +267,9 @@ extension MeshBackplane {
             }
         }
         let known = state.withLock { $0.view.records }
-        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(known).encoded())))
+        try await outbound.send(bytes: MeshFrame.members(known).encoded())
         var syncing = Interest()
-        while let frame = try await Self.nextFrame(&frames) {
+        while let frame = try await frames.next() {
             let current = heard(from: peer.id, onLink: linkID)
             switch frame {
             case .sync(let seq, let load, let users, let rooms, let final):
@@ -301,8 +300,8 @@ extension MeshBackplane {
         }
     }
 
-    private func ack(_ seq: UInt32, _ outbound: WebSocketOutboundWriter) async throws {
-        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.ack(seq: seq).encoded())))
+    private func ack(_ seq: UInt32, _ outbound: AcceptedLink) async throws {
+        try await outbound.send(bytes: MeshFrame.ack(seq: seq).encoded())
     }
 
     /// Notes that `id` is alive. With a link id, only while that is the member's current link;
