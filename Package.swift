@@ -28,6 +28,12 @@ let package = Package(
         .target(name: "SwitchboardCore", path: "Sources/SwitchboardCore"),
         // The client protocol's JSON codec, shared by server and client.
         .target(name: "SwitchboardProtocol", dependencies: ["SwitchboardCore"], path: "Sources/SwitchboardProtocol"),
+        // The one binary record format of what nodes tell each other (Redis, mesh and hub links).
+        .target(
+            name: "ClusterCodec",
+            dependencies: ["SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Sources/ClusterCodec"
+        ),
         // A small Redis client of our own: RESP2/RESP3 codec, pipelining, pub/sub, reconnection.
         .target(
             name: "RESP",
@@ -55,8 +61,9 @@ let package = Package(
         .target(
             name: "HubBackplane",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol",
+                "SwitchboardCore", "ClusterCodec",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Backplanes/Hub"
@@ -64,7 +71,7 @@ let package = Package(
         .target(
             name: "MeshBackplane",
             dependencies: [
-                "SwitchboardCore", "ClusterLink",
+                "SwitchboardCore", "ClusterLink", "ClusterCodec",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -74,7 +81,11 @@ let package = Package(
         ),
         .target(
             name: "RedisBackplane",
-            dependencies: ["SwitchboardCore", "RESP", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SwitchboardCore", "ClusterCodec", "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/Backplanes/Redis"
         ),
         // What every connection of a node or a hub passes first (request deadline, 400/431, the
@@ -164,6 +175,16 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Sources/switchboard-bench"
+        ),
+        // The cluster's binary records, without sockets: runs in seconds.
+        .testTarget(
+            name: "ClusterCodecTests",
+            dependencies: [
+                "ClusterCodec", "SwitchboardCore", "HubBackplane", "MeshBackplane", "RedisBackplane",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/ClusterCodecTests",
+            exclude: ["Corpus"]
         ),
         .testTarget(
             name: "SwitchboardTests",

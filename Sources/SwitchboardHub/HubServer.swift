@@ -62,9 +62,9 @@ public final class HubServer: Sendable {
     }
 
     /// Tells every other node that `node` joined or left.
-    func announce(_ node: String, _ event: String, link: NodeLink) {
+    func announce(_ node: String, joined: Bool, link: NodeLink) {
         let others = links.withLock { links -> [NodeLink] in
-            if event == "joined" {
+            if joined {
                 links[node] = link
             } else {
                 // A late close of a link the node has already replaced announces nothing.
@@ -73,8 +73,7 @@ public final class HubServer: Sendable {
             }
             return links.filter { $0.key != node }.map(\.value)
         }
-        let frame = HubLink.object(["t": "node", "node": .string(node), "event": .string(event)])
-        for other in others { other.send(frame) }
+        for other in others { other.send(.node(id: node, joined: joined)) }
     }
 
     /// Called once the hub accepts connections, with the address it serves.
@@ -159,31 +158,44 @@ public final class HubServer: Sendable {
         // A link has its own heartbeat: the request deadline ends here.
         channel.eventLoop.execute { RequestDeadlineHandler.of(channel)?.upgraded() }
         return .upgrade([:]) { inbound, _, _ in
-            try await HubLinkSession(hub: self, link: NodeLink(channel: channel)).run(inbound)
+            try await HubLinkSession(hub: self, link: NodeLink(channel: channel, logger: self.logger)).run(inbound)
         }
     }
 }
 
 /// The hub's end of one node's link: events for that node are written straight to its channel,
-/// in the order the cluster produces them.
+/// in the order the cluster produces them. A node that stops reading is not buffered for without
+/// bound: past `maxBufferedBytes` its link is closed (it redials and syncs again).
 final class NodeLink: ClusterReceiver, @unchecked Sendable {
     let channel: any Channel
+    let logger: Logger
+    static let maxBufferedBytes = 64 << 20
 
-    init(channel: any Channel) {
+    init(channel: any Channel, logger: Logger) {
         self.channel = channel
+        self.logger = logger
     }
 
     func receive(_ event: ClusterEvent) {
-        switch event {
-        case .message(let envelope): send(HubLink.envelope(envelope, type: "msg"))
-        case .joined(let room, let user): send(HubLink.object(["t": "joined", "room": .string(room), "user": .string(user)]))
-        case .left(let room, let user): send(HubLink.object(["t": "left", "room": .string(room), "user": .string(user)]))
-        }
+        send(.event(event))
     }
 
-    func send(_ bytes: [UInt8]) {
-        let frame = WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(bytes: bytes))
-        channel.writeAndFlush(frame, promise: nil)
+    func send(_ frame: HubFrame) {
+        let data = frame.encoded(allocator: channel.allocator)
+        let channel = self.channel
+        let logger = self.logger
+        channel.eventLoop.execute {
+            guard channel.isActive else { return }
+            // Writable means under NIO's high water mark; only past it is the exact backlog needed.
+            if !channel.isWritable,
+                let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > Self.maxBufferedBytes
+            {
+                logger.warning("closing a node's link: it is not reading (\(buffered) bytes waiting)")
+                channel.close(promise: nil)
+                return
+            }
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: data), promise: nil)
+        }
     }
 }
 
@@ -200,65 +212,62 @@ struct HubLinkSession {
                 let hub = self.hub
                 Task {
                     await cluster.leave(nodeID, ifReceiver: link)
-                    hub.announce(nodeID, "left", link: link)
+                    hub.announce(nodeID, joined: false, link: link)
                     logger.notice("node \(nodeID) left the hub")
                 }
             }
         }
         for try await message in inbound.messages(maxSize: 1 << 26) {
-            guard case .text(let text) = message, let (fields, values) = HubLink.parse(Array(text.utf8)),
-                let type = values["t"]?.string
-            else { continue }
-            if type == "hello" {
-                guard nodeID == nil, let id = values["node"]?.string, Name.isValid(id), let url = values["url"]?.string else { return }
+            guard case .binary(let buffer) = message, let frame = HubFrame.decode(buffer) else {
+                hub.logger.warning("dropped a malformed frame on a node's link")
+                continue
+            }
+            if case .hello(let node) = frame {
+                guard nodeID == nil, Name.isValid(node.id) else { return }
                 // An id held by a live link stays with it: a forged hello cannot evict a node's
                 // users. A node that redials before its old link is noticed dead (two missed
                 // pings) is refused until then, and redials with backoff.
-                guard hub.claim(id, link: link) else {
-                    hub.logger.warning("refused a hello for node \(id): the id is held by a live link")
-                    link.send(HubLink.object(["t": "refused", "message": .string("node id \(id) is held by a live link")]))
+                guard hub.claim(node.id, link: link) else {
+                    hub.logger.warning("refused a hello for node \(node.id): the id is held by a live link")
+                    link.send(.refused("node id \(node.id) is held by a live link"))
                     return
                 }
-                await hub.cluster.leave(id)
-                try await hub.cluster.join(NodeInfo(id: id, url: url), receiver: link)
-                nodeID = id
-                hub.announce(id, "joined", link: link)
-                hub.logger.notice("node \(id) joined the hub", metadata: ["url": "\(url)"])
+                await hub.cluster.leave(node.id)
+                try await hub.cluster.join(node, receiver: link)
+                nodeID = node.id
+                hub.announce(node.id, joined: true, link: link)
+                hub.logger.notice("node \(node.id) joined the hub", metadata: ["url": "\(node.url)"])
                 continue
             }
             guard let nodeID else { continue }
-            try await apply(type, fields: fields, values: values, from: nodeID)
+            await apply(frame, from: nodeID)
         }
     }
 
-    private func apply(_ type: String, fields: JSONFields, values: [String: JSONValue], from nodeID: String) async throws {
+    private func apply(_ frame: HubFrame, from nodeID: String) async {
         let cluster = hub.cluster
-        let room = values["room"]?.string ?? ""
-        let user = values["user"]?.string ?? ""
-        var reply: [String: JSONValue] = ["t": "ack"]
-        switch type {
-        case "online": await cluster.userOnline(user, on: nodeID)
-        case "offline": await cluster.userOffline(user, on: nodeID)
-        case "joined": await cluster.roomJoined(room, user: user, on: nodeID)
-        case "left": await cluster.roomLeft(room, user: user, on: nodeID)
-        case "pub":
-            guard let envelope = HubLink.envelope(from: fields, extra: values) else { return }
+        switch frame {
+        case .interest(let rid, let delta):
+            switch delta {
+            case .online(let user): await cluster.userOnline(user, on: nodeID)
+            case .offline(let user): await cluster.userOffline(user, on: nodeID)
+            case .joined(let room, let user): await cluster.roomJoined(room, user: user, on: nodeID)
+            case .left(let room, let user): await cluster.roomLeft(room, user: user, on: nodeID)
+            }
+            if rid != HubFrame.unanswered { link.send(.ack(rid: rid)) }
+        case .publish(let rid, let envelope):
             await cluster.publish(envelope, from: nodeID)
-        case "load":
-            await cluster.report(NodeLoad(connections: values["connections"]?.int ?? 0, users: values["users"]?.int ?? 0), for: nodeID)
-            return
-        case "members":
-            reply = ["t": "reply", "users": .array(await cluster.members(of: room).map(JSONValue.string))]
-        case "where":
-            reply = ["t": "reply", "nodes": .array(await cluster.nodes(of: user).map(JSONValue.string))]
-        case "nodes":
-            reply = ["t": "reply", "nodes": .array(await cluster.nodes().map(JSONResponse.node))]
-        default:
-            return
-        }
-        if let rid = values["rid"] {
-            reply["rid"] = rid
-            link.send(HubLink.object(reply))
+            link.send(.ack(rid: rid))
+        case .load(let load):
+            await cluster.report(load, for: nodeID)
+        case .query(let rid, .members(let room)):
+            link.send(.names(rid: rid, await cluster.members(of: room)))
+        case .query(let rid, .nodesOf(let user)):
+            link.send(.names(rid: rid, await cluster.nodes(of: user)))
+        case .query(let rid, .nodes):
+            link.send(.nodes(rid: rid, await cluster.nodes()))
+        case .hello, .ack, .names, .nodes, .event, .node, .refused:
+            hub.logger.warning("dropped a frame only a hub sends, from node \(nodeID)")
         }
     }
 }

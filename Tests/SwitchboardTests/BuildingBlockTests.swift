@@ -9,6 +9,39 @@ import Testing
 /// The pieces every backplane shares, without sockets.
 @Suite("Cluster building blocks")
 struct BuildingBlockTests {
+    @Test func pendingRequestsExpireByDeadlineAndNeverUseIDZero() async throws {
+        final class Table: Sendable {
+            let requests = Mutex(PendingRequests<CheckedContinuation<Int, any Error>>())
+            func withLock<T>(_ body: (inout PendingRequests<CheckedContinuation<Int, any Error>>) -> T) -> T {
+                requests.withLock { body(&$0) }
+            }
+        }
+        let table = Table()
+        let start = ContinuousClock.now
+        // Three waiters, added in turn: one answered, one expired by the sweep, one failed when
+        // the link goes.
+        var waiting: [Task<Int, any Error>] = []
+        for (index, deadline) in [start + .seconds(60), start + .seconds(1), start + .seconds(60)].enumerated() {
+            waiting.append(
+                Task {
+                    try await withCheckedThrowingContinuation { waiter in
+                        table.withLock { _ = $0.add(waiter, deadline: deadline) }
+                    }
+                })
+            try await eventually("waiter \(index + 1) added") { table.withLock { $0.count } == index + 1 }
+        }
+        let (answered, expired, orphaned) = (waiting[0], waiting[1], waiting[2])
+        table.withLock { $0.remove(1) }?.resume(returning: 7)
+        #expect(try await answered.value == 7)
+        #expect(table.withLock { $0.removeExpired(now: start) }.isEmpty, "nothing is due before its deadline")
+        for waiter in table.withLock({ $0.removeExpired(now: start + .seconds(2)) }) { waiter.resume(throwing: CancellationError()) }
+        await #expect(throws: CancellationError.self) { try await expired.value }
+        for waiter in table.withLock({ $0.removeAll() }) { waiter.resume(throwing: CancellationError()) }
+        await #expect(throws: CancellationError.self) { try await orphaned.value }
+        #expect(table.withLock { $0.count } == 0)
+        #expect(table.withLock { $0.remove(1) } == nil, "an answer that comes too late finds no waiter")
+    }
+
     @Test func interestTracksUsersAndRoomsAndDropsEmptyRooms() {
         var interest = Interest()
         #expect(apply(&interest, .online(user: "a")))

@@ -1,4 +1,5 @@
 import Foundation
+import HubBackplane
 import RESP
 import SwitchboardClient
 import SwitchboardCore
@@ -186,9 +187,12 @@ struct HardeningTests {
             try await reader.client.join("lobby")
             let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
             defer { Task { await connection.close() } }
+            func string(_ text: String) -> [UInt8] { [0, UInt8(text.utf8.count)] + Array(text.utf8) }
             func record(_ data: [UInt8]) -> [UInt8] {
-                // version 1, kind message, origin "peer", id "x", from "mallory", ts 0, data
-                [1, 0, 0, 4] + Array("peer".utf8) + [0, 1, 0x78, 0, 7] + Array("mallory".utf8) + [UInt8](repeating: 0, count: 8) + data
+                // version 2, kind 1 (a Redis record), origin "peer", a message: id "x", from
+                // "mallory", to room "lobby", ts 0, data (see ClusterCodec).
+                [2, 1] + string("peer") + [0] + string("x") + string("mallory") + [1] + string("lobby")
+                    + [UInt8](repeating: 0, count: 8) + data
             }
             for bad in [[0x22, 0xFF, 0x22], [0x22, 0xC0, 0xAF, 0x22], Array("{\"a\":".utf8)] as [[UInt8]] {
                 _ = try await connection.send(["SPUBLISH", "sb:{r:lobby}", RESPArgument(bytes: record(bad))])
@@ -240,9 +244,14 @@ struct HardeningTests {
         let forger = try await RawWebSocket.connect(port: hub.port, path: "/cluster", authorization: "Bearer s3cret")
         defer { forger.close() }
         try await eventually("the forger upgraded") { forger.received.hasPrefix("HTTP/1.1 101") }
-        try await forger.sendText(#"{"t":"hello","node":"n1","url":"ws://203.0.113.9:1/ws"}"#)
+        let hello = HubFrame.hello(NodeInfo(id: "n1", url: "ws://203.0.113.9:1/ws")).encoded()
+        try await forger.sendFrame(opcode: 0x2, Array(hello.readableBytesView))
         try await eventually("the forger refused and closed") { forger.isClosed }
-        #expect(forger.textFrames.contains { $0.contains("refused") })
+        #expect(
+            forger.rawFrames.contains { frame in
+                if frame.opcode == 0x2, case .refused = HubFrame.decode(frame.payload) { return true }
+                return false
+            })
         // The real node keeps its id, its URL and its users.
         let nodes = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
         #expect(nodes.count == 1 && nodes.first?["url"]?.string == "ws://127.0.0.1:\(node.port)/ws")

@@ -237,7 +237,7 @@ struct MeshBackplaneTests {
             defer { spy.close() }
             try await eventually("the acceptor's welcome") { spy.rawFrames.contains { $0.opcode == 0x2 } }
             let spyRecord = MemberRecord(id: "spy", url: "ws://127.0.0.1:1/ws", incarnation: 1)
-            try await spy.sendFrame(opcode: 0x2, MeshFrame.hello(spyRecord).encoded())
+            try await spy.sendFrame(opcode: 0x2, Array(MeshFrame.hello(spyRecord).encoded().readableBytesView))
             var n2: MemberRecord?
             try await eventually("the member list") {
                 for frame in spy.rawFrames where frame.opcode == 0x2 {
@@ -250,7 +250,7 @@ struct MeshBackplaneTests {
             let forger = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
             defer { forger.close() }
             try await eventually("the acceptor's welcome") { forger.rawFrames.contains { $0.opcode == 0x2 } }
-            try await forger.sendFrame(opcode: 0x2, MeshFrame.hello(forged).encoded())
+            try await forger.sendFrame(opcode: 0x2, Array(MeshFrame.hello(forged).encoded().readableBytesView))
             try await eventually("the forger refused") {
                 forger.rawFrames.contains { frame in
                     if case .refused = MeshFrame.decode(frame.payload) { return true }

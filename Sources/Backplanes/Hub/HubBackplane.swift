@@ -2,15 +2,20 @@ import HummingbirdWSClient
 import Logging
 import NIOCore
 import SwitchboardCore
-import SwitchboardProtocol
 import Synchronization
 
 public enum HubError: Error, CustomStringConvertible {
     case unavailable
+    /// More than `Configuration.maxQueuedBytes` wait to go out on the link.
+    case backedUp
+    /// The hub did not answer within `Configuration.requestTimeout`.
+    case timedOut
 
     public var description: String {
         switch self {
         case .unavailable: "the hub is unavailable"
+        case .backedUp: "the link to the hub is backed up"
+        case .timedOut: "the hub did not answer in time"
         }
     }
 }
@@ -31,6 +36,8 @@ public final class HubBackplane: Backplane {
         public var requestTimeout: Duration = .seconds(5)
         public var minimumBackoff: Duration = .milliseconds(100)
         public var maximumBackoff: Duration = .seconds(5)
+        /// Bytes that may wait to go out on the link; past them, requests are refused.
+        public var maxQueuedBytes = 64 << 20
 
         public init(hubURL: String, secret: String, heartbeat: Duration) {
             self.hubURL = hubURL
@@ -45,9 +52,9 @@ public final class HubBackplane: Backplane {
         /// What this node holds, replayed to the hub after each (re)connect.
         var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
-        var outbound: WebSocketOutboundWriter?
-        var pending: [Int: CheckedContinuation<[String: JSONValue], any Error>] = [:]
-        var nextRID = 0
+        /// The link's outgoing queue while a link is up.
+        var link: HubLinkQueue?
+        var requests = PendingRequests<CheckedContinuation<HubFrame, any Error>>()
         var waiters: [CheckedContinuation<Void, Never>] = []
         var stopped = false
         var task: Task<Void, Never>?
@@ -74,7 +81,7 @@ public final class HubBackplane: Backplane {
         // Ready once the hub has us (until then /readyz stays 503).
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> Bool in
-                if state.outbound != nil || state.stopped { return true }
+                if state.link != nil || state.stopped { return true }
                 state.waiters.append(continuation)
                 return false
             }
@@ -84,13 +91,13 @@ public final class HubBackplane: Backplane {
 
     public func leave() async {
         // Closing the link is leaving: the hub removes this node's users at once.
-        let (outbound, task, waiters) = state.withLock { state in
+        let (link, task, waiters) = state.withLock { state in
             state.stopped = true
             defer { state.waiters = [] }
-            return (state.outbound, state.task, state.waiters)
+            return (state.link, state.task, state.waiters)
         }
         for waiter in waiters { waiter.resume() }
-        try? await outbound?.close(.normalClosure, reason: "node leaving")
+        link?.finish()
         task?.cancel()
         await task?.value
     }
@@ -130,116 +137,111 @@ public final class HubBackplane: Backplane {
         }
     }
 
+    /// One link's life: introduce ourselves and replay what this node holds (the hub rebuilds its
+    /// view), then write the queue, read the hub's frames and expire unanswered requests, until
+    /// the link ends.
     private func linked(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, wasDown: Bool) async throws {
-        let (node, users, rooms, load) = state.withLock { ($0.node, $0.local.users, $0.local.rooms, $0.load) }
+        let (node, local, load) = state.withLock { ($0.node, $0.local, $0.load) }
         guard let node else { return }
-        // Introduce ourselves and replay what this node holds: the hub rebuilds its view.
-        try await outbound.write(.text(text(["t": "hello", "node": .string(node.id), "url": .string(node.url)])))
-        for user in users { try await outbound.write(.text(text(["t": "online", "user": .string(user)]))) }
-        for (room, members) in rooms {
-            for user in members { try await outbound.write(.text(text(["t": "joined", "room": .string(room), "user": .string(user)]))) }
-        }
-        try await outbound.write(.text(loadText(load)))
+        let queue = HubLinkQueue(maxQueuedBytes: configuration.maxQueuedBytes)
+        queue.post(.hello(node))
+        for user in local.users { queue.post(.interest(rid: HubFrame.unanswered, .online(user: user))) }
+        for pair in local.pairs { queue.post(.interest(rid: HubFrame.unanswered, .joined(room: pair.room, user: pair.user))) }
+        queue.post(.load(load))
         let waiters = state.withLock { state in
-            state.outbound = outbound
+            state.link = queue
             defer { state.waiters = [] }
             return state.waiters
         }
         for waiter in waiters { waiter.resume() }
         if wasDown { logger.notice("linked to the hub again") } else { logger.info("linked to the hub at \(configuration.hubURL)") }
-        for try await message in inbound.messages(maxSize: 1 << 26) {
-            guard case .text(let frame) = message else { continue }
-            handle(Array(frame.utf8))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await frame in queue.frames {
+                    queue.written(frame)
+                    try await outbound.write(.binary(frame))
+                }
+            }
+            group.addTask {
+                let period = Duration.milliseconds(250)
+                while !Task.isCancelled {
+                    try await Task.sleep(for: period)
+                    self.expireRequests()
+                }
+            }
+            group.addTask {
+                defer { queue.finish() }
+                for try await message in inbound.messages(maxSize: 1 << 26) {
+                    guard case .binary(let buffer) = message else { continue }
+                    self.handle(buffer)
+                }
+            }
+            // The link ends with its first part to end: the reader (the hub went away), or the
+            // writer (we are leaving, or the socket broke).
+            try await group.next()
+            group.cancelAll()
         }
     }
 
     private func unlink() {
         let pending = state.withLock { state in
-            state.outbound = nil
-            defer { state.pending = [:] }
-            return state.pending
+            state.link = nil
+            return state.requests.removeAll()
         }
-        for waiter in pending.values { waiter.resume(throwing: HubError.unavailable) }
+        for waiter in pending { waiter.resume(throwing: HubError.unavailable) }
     }
 
-    private func handle(_ bytes: [UInt8]) {
-        guard let (fields, values) = HubLink.parse(bytes), let type = values["t"]?.string else {
+    private func expireRequests() {
+        let overdue = state.withLock { $0.requests.removeExpired(now: .now) }
+        for waiter in overdue { waiter.resume(throwing: HubError.timedOut) }
+    }
+
+    private func handle(_ buffer: ByteBuffer) {
+        guard let frame = HubFrame.decode(buffer) else {
             logger.warning("dropped a malformed frame from the hub")
             return
         }
-        switch type {
-        case "ack", "reply":
-            guard let rid = values["rid"]?.int else { return }
-            state.withLock { $0.pending.removeValue(forKey: rid) }?.resume(returning: values)
-        case "msg":
-            guard let envelope = HubLink.envelope(from: fields, extra: values) else { return }
-            state.withLock { $0.receiver }?.receive(.message(envelope))
-        case "refused":
-            // Another link holds our id at the hub (see HubServer): we redial with backoff.
-            logger.warning("the hub refused this node's link: \(values["message"]?.string ?? "no reason given")")
-        case "node":
-            // The hub announces other nodes joining and leaving the cluster.
-            guard let node = values["node"]?.string, let event = values["event"]?.string else { return }
-            logger.notice("node \(node) \(event == "joined" ? "joined" : "left") the cluster")
-        case "joined", "left":
-            guard let room = values["room"]?.string, let user = values["user"]?.string else { return }
-            let event: ClusterEvent = type == "joined" ? .joined(room: room, user: user) : .left(room: room, user: user)
+        switch frame {
+        case .ack(let rid), .names(let rid, _), .nodes(let rid, _):
+            state.withLock { $0.requests.remove(rid) }?.resume(returning: frame)
+        case .event(let event):
             state.withLock { $0.receiver }?.receive(event)
-        default:
-            break
+        case .refused(let reason):
+            // Another link holds our id at the hub (see HubServer): we redial with backoff.
+            logger.warning("the hub refused this node's link: \(reason)")
+        case .node(let id, let joined):
+            logger.notice("node \(id) \(joined ? "joined" : "left") the cluster")
+        case .hello, .interest, .publish, .query, .load:
+            logger.warning("dropped a frame only a node sends, from the hub")
         }
     }
 
     // MARK: Requests
 
-    private func text(_ fields: [String: JSONValue]) -> String {
-        String(decoding: HubLink.object(fields), as: UTF8.self)
-    }
-
-    private func loadText(_ load: NodeLoad) -> String {
-        text(["t": "load", "connections": .number(String(load.connections)), "users": .number(String(load.users))])
-    }
-
-    /// Sends a request and waits for the hub's answer.
+    /// Sends a request and waits for the hub's answer, at most `requestTimeout`.
     @discardableResult
-    private func request(_ build: (Int) -> [UInt8]) async throws -> [String: JSONValue] {
-        let prepared = state.withLock { state -> (WebSocketOutboundWriter, Int)? in
-            guard let outbound = state.outbound else { return nil }
-            state.nextRID += 1
-            return (outbound, state.nextRID)
-        }
-        guard let (outbound, rid) = prepared else { throw HubError.unavailable }
-        let frame = String(decoding: build(rid), as: UTF8.self)
+    private func request(_ build: (UInt32) -> HubFrame) async throws -> HubFrame {
         let timeout = configuration.requestTimeout
         return try await withCheckedThrowingContinuation { continuation in
-            state.withLock { $0.pending[rid] = continuation }
-            Task {
-                do {
-                    try await outbound.write(.text(frame))
-                } catch {
-                    self.state.withLock { $0.pending.removeValue(forKey: rid) }?.resume(throwing: HubError.unavailable)
+            let refusal = state.withLock { state -> HubError? in
+                guard let link = state.link else { return .unavailable }
+                let rid = state.requests.add(continuation, deadline: .now + timeout)
+                // Queued under the lock: requests go out in the order they were made.
+                guard link.post(build(rid)) else {
+                    state.requests.remove(rid)
+                    return .backedUp
                 }
+                return nil
             }
-            // A hub that takes the request but never answers must not hold the caller forever.
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.state.withLock { $0.pending.removeValue(forKey: rid) }?.resume(throwing: HubError.unavailable)
-            }
-        }
-    }
-
-    private func request(_ fields: [String: JSONValue]) async throws -> [String: JSONValue] {
-        try await request { rid in
-            var fields = fields
-            fields["rid"] = .number(String(rid))
-            return HubLink.object(fields)
+            if let refusal { continuation.resume(throwing: refusal) }
         }
     }
 
     /// Presence changes are remembered, and sent when there is a link (again after a redial).
-    private func tell(_ fields: [String: JSONValue]) async throws {
+    private func tell(_ delta: InterestDelta) async throws {
+        state.withLock { _ = $0.local.apply(delta) }
         do {
-            _ = try await request(fields)
+            try await request { .interest(rid: $0, delta) }
         } catch HubError.unavailable {
         }
     }
@@ -247,52 +249,45 @@ public final class HubBackplane: Backplane {
     // MARK: Backplane
 
     public func publish(_ envelope: Envelope) async throws {
-        try await request { rid in HubLink.envelope(envelope, type: "pub", rid: rid) }
+        try await request { .publish(rid: $0, envelope) }
     }
 
     public func userOnline(_ user: String) async throws {
-        state.withLock { _ = $0.local.apply(.online(user: user)) }
-        try await tell(["t": "online", "user": .string(user)])
+        try await tell(.online(user: user))
     }
 
     public func userOffline(_ user: String) async throws {
-        state.withLock { _ = $0.local.apply(.offline(user: user)) }
-        try await tell(["t": "offline", "user": .string(user)])
+        try await tell(.offline(user: user))
     }
 
     public func roomJoined(_ room: String, user: String) async throws {
-        state.withLock { _ = $0.local.apply(.joined(room: room, user: user)) }
-        try await tell(["t": "joined", "room": .string(room), "user": .string(user)])
+        try await tell(.joined(room: room, user: user))
     }
 
     public func roomLeft(_ room: String, user: String) async throws {
-        state.withLock { _ = $0.local.apply(.left(room: room, user: user)) }
-        try await tell(["t": "left", "room": .string(room), "user": .string(user)])
+        try await tell(.left(room: room, user: user))
     }
 
     public func members(of room: String) async throws -> [String] {
-        try await request(["t": "members", "room": .string(room)])["users"]?.array?.compactMap(\.string) ?? []
+        guard case .names(_, let users) = try await request({ .query(rid: $0, .members(room: room)) }) else { return [] }
+        return users
     }
 
     public func nodes(of user: String) async throws -> [String] {
-        try await request(["t": "where", "user": .string(user)])["nodes"]?.array?.compactMap(\.string) ?? []
+        guard case .names(_, let nodes) = try await request({ .query(rid: $0, .nodesOf(user: user)) }) else { return [] }
+        return nodes
     }
 
     public func nodes() async throws -> [NodeStatus] {
-        let listed = try await request(["t": "nodes"])["nodes"]?.array ?? []
-        return listed.map { item in
-            NodeStatus(
-                info: NodeInfo(id: item["id"]?.string ?? "", url: item["url"]?.string ?? ""),
-                load: NodeLoad(connections: item["connections"]?.int ?? 0, users: item["users"]?.int ?? 0),
-                alive: item["alive"]?.bool ?? false)
-        }
+        guard case .nodes(_, let nodes) = try await request({ .query(rid: $0, .nodes) }) else { return [] }
+        return nodes
     }
 
     public func report(_ load: NodeLoad) async {
-        let outbound = state.withLock { state in
+        let link = state.withLock { state in
             state.load = load
-            return state.outbound
+            return state.link
         }
-        try? await outbound?.write(.text(loadText(load)))
+        _ = link?.post(.load(load))
     }
 }

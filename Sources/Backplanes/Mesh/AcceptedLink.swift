@@ -15,8 +15,8 @@ final class AcceptedLink: Sendable {
         try await send(bytes: frame.encoded())
     }
 
-    func send(bytes: [UInt8]) async throws {
-        try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+    func send(bytes: ByteBuffer) async throws {
+        try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, data: bytes))
     }
 
     /// Sends a close frame and ends our side; what the peer sends after it is not read.
@@ -74,7 +74,7 @@ final class AcceptedLink: Sendable {
         }
 
         private static func decode(_ buffer: ByteBuffer) throws -> MeshFrame {
-            guard let frame = MeshFrame.decode(Array(buffer.readableBytesView)) else { throw MeshError.refused("malformed link frame") }
+            guard let frame = MeshFrame.decode(buffer) else { throw MeshError.refused("malformed link frame") }
             return frame
         }
     }

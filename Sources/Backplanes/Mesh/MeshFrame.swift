@@ -1,6 +1,9 @@
+import ClusterCodec
+import NIOCore
 import SwitchboardCore
 
-/// What travels on a mesh link, one binary WebSocket message each.
+/// What travels on a mesh link, one binary WebSocket message each, in the shared record format
+/// (`ClusterCodec`).
 ///
 /// The node that dials is the *sender* on that link: it sends its interest, messages and
 /// heartbeats; the node that accepts answers with acks and gossip. Each pair of nodes has two
@@ -30,131 +33,110 @@ public enum MeshFrame: Hashable, Sendable {
 
     public typealias RoomMember = SwitchboardCore.RoomMember
 
-    static let version: UInt8 = 1
-
     private enum Kind: UInt8 {
         case welcome = 1, hello, members, sync, delta, message, ack, beat, bye, refused
     }
 
-    public func encoded() -> [UInt8] {
-        var out = ByteWriter()
-        out.byte(Self.version)
+    /// Where a numbered frame keeps its number: after the version and kind bytes.
+    private static let seqIndex = 2
+
+    public func encoded() -> ByteBuffer {
         switch self {
         case .welcome(let record):
-            out.byte(Kind.welcome.rawValue)
-            out.record(record)
+            var out = RecordWriter(kind: Kind.welcome.rawValue)
+            out.member(record)
+            return out.buffer
         case .hello(let record):
-            out.byte(Kind.hello.rawValue)
-            out.record(record)
+            var out = RecordWriter(kind: Kind.hello.rawValue)
+            out.member(record)
+            return out.buffer
         case .members(let records):
-            out.byte(Kind.members.rawValue)
-            out.u32(UInt32(records.count))
-            for record in records { out.record(record) }
+            var out = RecordWriter(kind: Kind.members.rawValue, capacity: 16 + 48 * records.count)
+            out.count(records.count)
+            for record in records { out.member(record) }
+            return out.buffer
         case .sync(let seq, let load, let users, let rooms, let final):
-            out.byte(Kind.sync.rawValue)
+            var out = RecordWriter(kind: Kind.sync.rawValue, capacity: 32 + 16 * (users.count + 2 * rooms.count))
             out.u32(seq)
             out.load(load)
-            out.byte(final ? 1 : 0)
-            out.u32(UInt32(users.count))
-            for user in users { out.string(user) }
-            out.u32(UInt32(rooms.count))
+            out.bool(final)
+            out.strings(users)
+            out.count(rooms.count)
             for pair in rooms {
                 out.string(pair.room)
                 out.string(pair.user)
             }
+            return out.buffer
         case .delta(let seq, let delta):
-            out.byte(Kind.delta.rawValue)
+            var out = RecordWriter(kind: Kind.delta.rawValue)
             out.u32(seq)
-            switch delta {
-            case .online(let user):
-                out.byte(0)
-                out.string(user)
-            case .offline(let user):
-                out.byte(1)
-                out.string(user)
-            case .joined(let room, let user):
-                out.byte(2)
-                out.string(room)
-                out.string(user)
-            case .left(let room, let user):
-                out.byte(3)
-                out.string(room)
-                out.string(user)
-            }
+            out.delta(delta)
+            return out.buffer
         case .message(let seq, let envelope):
-            out.byte(Kind.message.rawValue)
+            var out = RecordWriter(kind: Kind.message.rawValue, capacity: 64 + envelope.data.bytes.count)
             out.u32(seq)
             out.envelope(envelope)
+            return out.buffer
         case .ack(let seq):
-            out.byte(Kind.ack.rawValue)
+            var out = RecordWriter(kind: Kind.ack.rawValue, capacity: 6)
             out.u32(seq)
+            return out.buffer
         case .beat(let load):
-            out.byte(Kind.beat.rawValue)
+            var out = RecordWriter(kind: Kind.beat.rawValue, capacity: 10)
             out.load(load)
+            return out.buffer
         case .bye:
-            out.byte(Kind.bye.rawValue)
+            return RecordWriter(kind: Kind.bye.rawValue, capacity: 2).buffer
         case .refused(let reason):
-            out.byte(Kind.refused.rawValue)
+            var out = RecordWriter(kind: Kind.refused.rawValue)
             out.string(reason)
+            return out.buffer
         }
-        return out.bytes
     }
 
     /// The bytes of a numbered frame (sync, delta, message) with another number: the frame is
     /// encoded once and renumbered for each link.
-    public static func numbered(_ encoded: [UInt8], seq: UInt32) -> [UInt8] {
+    public static func numbered(_ encoded: ByteBuffer, seq: UInt32) -> ByteBuffer {
         var bytes = encoded
-        withUnsafeBytes(of: seq.bigEndian) { bytes.replaceSubrange(2..<6, with: $0) }
+        bytes.setInteger(seq, at: bytes.readerIndex + seqIndex)
         return bytes
     }
 
-    /// Decodes one link message; nil for anything malformed (never traps).
     public static func decode(_ bytes: [UInt8]) -> MeshFrame? {
-        var input = ByteReader(bytes: bytes)
-        guard input.byte() == version, let raw = input.byte(), let kind = Kind(rawValue: raw) else { return nil }
+        decode(ByteBuffer(bytes: bytes))
+    }
+
+    /// Decodes one link message; nil for anything malformed (never traps).
+    public static func decode(_ buffer: ByteBuffer) -> MeshFrame? {
+        guard var input = RecordReader(buffer), let raw = input.byte(), let kind = Kind(rawValue: raw) else { return nil }
         let frame: MeshFrame?
         switch kind {
-        case .welcome: frame = input.record().map(MeshFrame.welcome)
-        case .hello: frame = input.record().map(MeshFrame.hello)
+        case .welcome: frame = input.member().map(MeshFrame.welcome)
+        case .hello: frame = input.member().map(MeshFrame.hello)
         case .members:
-            guard let count = input.count(minimumBytesEach: 11) else { return nil }
+            guard let count = input.count(minimumBytesEach: 13) else { return nil }
             var records: [MemberRecord] = []
             for _ in 0..<count {
-                guard let record = input.record() else { return nil }
+                guard let record = input.member() else { return nil }
                 records.append(record)
             }
             frame = .members(records)
         case .sync:
-            guard let seq = input.u32(), let load = input.load(), let final = input.byte(),
-                let userCount = input.count(minimumBytesEach: 2)
+            guard let seq = input.u32(), let load = input.load(), let final = input.bool(), let users = input.strings(),
+                let pairCount = input.count(minimumBytesEach: 4)
             else { return nil }
-            var users: [String] = []
-            for _ in 0..<userCount {
-                guard let user = input.string() else { return nil }
-                users.append(user)
-            }
-            guard let pairCount = input.count(minimumBytesEach: 4) else { return nil }
             var rooms: [RoomMember] = []
             for _ in 0..<pairCount {
-                guard let room = input.string(), let user = input.string() else { return nil }
-                rooms.append(RoomMember(room: room, user: user))
+                guard let pair = input.roomMember() else { return nil }
+                rooms.append(pair)
             }
-            frame = .sync(seq: seq, load: load, users: users, rooms: rooms, final: final == 1)
+            frame = .sync(seq: seq, load: load, users: users, rooms: rooms, final: final)
         case .delta:
-            guard let seq = input.u32(), let op = input.byte() else { return nil }
-            let delta: InterestDelta?
-            switch op {
-            case 0: delta = input.string().map { .online(user: $0) }
-            case 1: delta = input.string().map { .offline(user: $0) }
-            case 2, 3:
-                guard let room = input.string(), let user = input.string() else { return nil }
-                delta = op == 2 ? .joined(room: room, user: user) : .left(room: room, user: user)
-            default: delta = nil
-            }
-            frame = delta.map { .delta(seq: seq, $0) }
+            guard let seq = input.u32() else { return nil }
+            frame = input.delta().map { .delta(seq: seq, $0) }
         case .message:
-            guard let seq = input.u32(), let envelope = input.envelope() else { return nil }
-            return .message(seq: seq, envelope)
+            guard let seq = input.u32() else { return nil }
+            frame = input.envelope().map { .message(seq: seq, $0) }
         case .ack: frame = input.u32().map { .ack(seq: $0) }
         case .beat: frame = input.load().map(MeshFrame.beat)
         case .bye: frame = .bye
@@ -162,130 +144,5 @@ public enum MeshFrame: Hashable, Sendable {
         }
         // Trailing bytes mean a frame we do not understand.
         return input.atEnd ? frame : nil
-    }
-}
-
-/// Big-endian fields; strings are a u16 length and UTF-8 bytes.
-struct ByteWriter {
-    var bytes: [UInt8] = []
-
-    mutating func byte(_ value: UInt8) { bytes.append(value) }
-
-    mutating func u32(_ value: UInt32) {
-        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    mutating func i64(_ value: Int64) {
-        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    mutating func string(_ text: String) {
-        let utf8 = text.utf8.prefix(Int(UInt16.max))
-        bytes.append(UInt8(utf8.count >> 8))
-        bytes.append(UInt8(utf8.count & 0xFF))
-        bytes.append(contentsOf: utf8)
-    }
-
-    mutating func record(_ record: MemberRecord) {
-        string(record.id)
-        string(record.url)
-        i64(record.incarnation)
-        byte(record.left ? 1 : 0)
-    }
-
-    mutating func load(_ load: NodeLoad) {
-        u32(UInt32(clamping: load.connections))
-        u32(UInt32(clamping: load.users))
-    }
-
-    /// The envelope's data goes last, as the rest of the frame: no length, no copy on decode
-    /// beyond the one slice.
-    mutating func envelope(_ envelope: Envelope) {
-        string(envelope.id)
-        string(envelope.from)
-        switch envelope.address {
-        case .everyone:
-            byte(0)
-        case .room(let room):
-            byte(1)
-            string(room)
-        case .user(let user):
-            byte(2)
-            string(user)
-        }
-        i64(envelope.timestamp)
-        bytes.append(contentsOf: envelope.data.bytes)
-    }
-}
-
-struct ByteReader {
-    let bytes: [UInt8]
-    var index = 0
-
-    var atEnd: Bool { index == bytes.count }
-
-    mutating func byte() -> UInt8? {
-        guard index < bytes.count else { return nil }
-        defer { index += 1 }
-        return bytes[index]
-    }
-
-    mutating func u32() -> UInt32? {
-        guard bytes.count - index >= 4 else { return nil }
-        var value: UInt32 = 0
-        for byte in bytes[index..<(index + 4)] { value = value << 8 | UInt32(byte) }
-        index += 4
-        return value
-    }
-
-    mutating func i64() -> Int64? {
-        guard bytes.count - index >= 8 else { return nil }
-        var value: UInt64 = 0
-        for byte in bytes[index..<(index + 8)] { value = value << 8 | UInt64(byte) }
-        index += 8
-        return Int64(bitPattern: value)
-    }
-
-    /// A count, refused when the rest of the frame could not hold that many items: a forged
-    /// count must not make us reserve memory.
-    mutating func count(minimumBytesEach: Int) -> Int? {
-        guard let value = u32(), Int(value) <= (bytes.count - index) / minimumBytesEach else { return nil }
-        return Int(value)
-    }
-
-    mutating func string() -> String? {
-        guard let high = byte(), let low = byte() else { return nil }
-        let length = Int(high) << 8 | Int(low)
-        guard bytes.count - index >= length else { return nil }
-        defer { index += length }
-        return String(validating: bytes[index..<(index + length)], as: UTF8.self)
-    }
-
-    mutating func record() -> MemberRecord? {
-        guard let id = string(), let url = string(), let incarnation = i64(), let left = byte(), left <= 1 else { return nil }
-        return MemberRecord(id: id, url: url, incarnation: incarnation, left: left == 1)
-    }
-
-    mutating func load() -> NodeLoad? {
-        guard let connections = u32(), let users = u32() else { return nil }
-        return NodeLoad(connections: Int(connections), users: Int(users))
-    }
-
-    mutating func envelope() -> Envelope? {
-        guard let id = string(), let from = string(), let kind = byte() else { return nil }
-        let address: Address
-        switch kind {
-        case 0: address = .everyone
-        case 1:
-            guard let room = string() else { return nil }
-            address = .room(room)
-        case 2:
-            guard let user = string() else { return nil }
-            address = .user(user)
-        default: return nil
-        }
-        guard let timestamp = i64() else { return nil }
-        defer { index = bytes.count }
-        return Envelope(id: id, from: from, address: address, data: RawJSON(bytes: Array(bytes[index...])), timestamp: timestamp)
     }
 }

@@ -72,8 +72,8 @@ extension MeshBackplane {
         on link: PeerLink, inbound frames: inout WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter
     ) async throws {
         guard let (me, records) = state.withLock({ state in state.view.me.map { ($0, state.view.records) } }) else { return }
-        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.hello(me).encoded())))
-        try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(records).encoded())))
+        try await outbound.write(.binary(MeshFrame.hello(me).encoded()))
+        try await outbound.write(.binary(MeshFrame.members(records).encoded()))
         // Our interest is snapshotted and queued under the lock that orders every delta after it.
         let registered = state.withLock { state -> Bool in
             guard !state.stopped, state.view.members[link.peer] != nil else { return false }
@@ -87,7 +87,7 @@ extension MeshBackplane {
         logger.info("linked to node \(link.peer)")
         let writer = Task {
             for await bytes in link.frames {
-                do { try await outbound.write(.binary(ByteBuffer(bytes: bytes))) } catch { break }
+                do { try await outbound.write(.binary(bytes)) } catch { break }
             }
             link.close()
             try? await outbound.close(.normalClosure, reason: nil)
@@ -128,7 +128,7 @@ extension MeshBackplane {
                 let records = self.state.withLock { $0.view.records }
                 // A seed list may name this node itself.
                 if answered.id != records.first?.id {
-                    try await outbound.write(.binary(ByteBuffer(bytes: MeshFrame.members(records).encoded())))
+                    try await outbound.write(.binary(MeshFrame.members(records).encoded()))
                     guard case .members(let known) = try await Self.nextFrame(&frames) else { throw MeshError.refused("no member list") }
                     self.mergeAll([answered] + known)
                 }
@@ -337,7 +337,7 @@ extension MeshBackplane {
     static func nextFrame(_ frames: inout WebSocketInboundMessageStream.AsyncIterator) async throws -> MeshFrame? {
         while let message = try await frames.next() {
             guard case .binary(let buffer) = message else { continue }
-            guard let frame = MeshFrame.decode(Array(buffer.readableBytesView)) else { throw MeshError.refused("malformed link frame") }
+            guard let frame = MeshFrame.decode(buffer) else { throw MeshError.refused("malformed link frame") }
             return frame
         }
         return nil

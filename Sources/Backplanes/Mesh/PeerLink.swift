@@ -1,3 +1,5 @@
+import NIOCore
+import SwitchboardCore
 import Synchronization
 
 /// This node's sending side of one link to a peer: an ordered queue of frames that the link's
@@ -6,7 +8,7 @@ import Synchronization
 final class PeerLink: Sendable {
     private struct State {
         var nextSeq: UInt32 = 0
-        var pending: [UInt32: (deadline: ContinuousClock.Instant, reply: PeerReply)] = [:]
+        var pending = PendingRequests<PeerReply>()
         var closed = false
         /// The peer has applied our full sync: from then on its view of us is complete.
         var synced = false
@@ -14,13 +16,13 @@ final class PeerLink: Sendable {
     }
 
     let peer: String
-    let frames: AsyncStream<[UInt8]>
-    private let queue: AsyncStream<[UInt8]>.Continuation
+    let frames: AsyncStream<ByteBuffer>
+    private let queue: AsyncStream<ByteBuffer>.Continuation
     private let state = Mutex(State())
 
     init(peer: String) {
         self.peer = peer
-        (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+        (frames, queue) = AsyncStream.makeStream(of: ByteBuffer.self)
     }
 
     var isSynced: Bool { state.withLock { $0.synced } }
@@ -45,12 +47,12 @@ final class PeerLink: Sendable {
     /// Queues a numbered frame now, in call order, and returns what the peer will answer: its
     /// ack once it has applied the frame. `build` makes the frame's bytes for its number (see
     /// `MeshFrame.numbered`).
-    func send(timeout: Duration, _ build: (UInt32) -> [UInt8]) -> PeerReply {
+    func send(timeout: Duration, _ build: (UInt32) -> ByteBuffer) -> PeerReply {
         let reply = PeerReply()
         let queued = state.withLock { state -> Bool in
             guard !state.closed else { return false }
             state.nextSeq &+= 1
-            state.pending[state.nextSeq] = (ContinuousClock.now + timeout, reply)
+            state.pending.insert(reply, id: state.nextSeq, deadline: .now + timeout)
             // Numbering and queueing under one lock keep the queue in sequence order.
             queue.yield(build(state.nextSeq))
             return true
@@ -60,7 +62,7 @@ final class PeerLink: Sendable {
     }
 
     /// Sends a numbered frame and waits until the peer has applied it.
-    func request(timeout: Duration, _ build: (UInt32) -> [UInt8]) async throws {
+    func request(timeout: Duration, _ build: (UInt32) -> ByteBuffer) async throws {
         try await send(timeout: timeout, build).wait()
     }
 
@@ -68,18 +70,14 @@ final class PeerLink: Sendable {
     func acked(_ seq: UInt32) {
         let reply = state.withLock { state in
             if seq == state.syncSeq { state.synced = true }
-            return state.pending.removeValue(forKey: seq)?.reply
+            return state.pending.remove(seq)
         }
         reply?.complete(.success(()))
     }
 
     /// Fails requests the peer has not answered in time.
     func expire(now: ContinuousClock.Instant) {
-        let overdue = state.withLock { state in
-            let late = state.pending.filter { $0.value.deadline <= now }
-            for seq in late.keys { state.pending[seq] = nil }
-            return late.values.map(\.reply)
-        }
+        let overdue = state.withLock { $0.pending.removeExpired(now: now) }
         for reply in overdue { reply.complete(.failure(MeshError.unreachable([peer]))) }
     }
 
@@ -88,8 +86,7 @@ final class PeerLink: Sendable {
         let waiting = state.withLock { state in
             state.closed = true
             state.synced = false
-            defer { state.pending = [:] }
-            return state.pending.values.map(\.reply)
+            return state.pending.removeAll()
         }
         queue.finish()
         for reply in waiting { reply.complete(.failure(MeshError.unreachable([peer]))) }

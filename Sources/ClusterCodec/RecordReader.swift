@@ -1,0 +1,120 @@
+import NIOCore
+import SwitchboardCore
+
+/// Reads the fields `RecordWriter` writes. Every read returns nil for input that is short,
+/// malformed or not UTF-8 where text is due; it never traps, and a forged count cannot make it
+/// reserve memory the record could not fill.
+public struct RecordReader {
+    private var buffer: ByteBuffer
+
+    /// Checks the version and returns the reader with the record's kind, or nil.
+    public init?(_ buffer: ByteBuffer) {
+        self.buffer = buffer
+        guard self.buffer.readInteger(as: UInt8.self) == RecordFormat.version else { return nil }
+    }
+
+    public init?(_ bytes: [UInt8]) {
+        self.init(ByteBuffer(bytes: bytes))
+    }
+
+    /// Nothing is left: a record with trailing bytes is one we do not understand.
+    public var atEnd: Bool { buffer.readableBytes == 0 }
+
+    public mutating func byte() -> UInt8? { buffer.readInteger() }
+    public mutating func u32() -> UInt32? { buffer.readInteger() }
+    public mutating func i64() -> Int64? { buffer.readInteger() }
+
+    public mutating func bool() -> Bool? {
+        switch byte() {
+        case 0: false
+        case 1: true
+        default: nil
+        }
+    }
+
+    /// A count of items that each take at least `minimumBytesEach` bytes.
+    public mutating func count(minimumBytesEach: Int) -> Int? {
+        guard let value = u32(), Int(value) <= buffer.readableBytes / max(1, minimumBytesEach) else { return nil }
+        return Int(value)
+    }
+
+    public mutating func string() -> String? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
+            let bytes = buffer.getSlice(at: buffer.readerIndex + 2, length: Int(length))
+        else { return nil }
+        guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 2 + Int(length))
+        return text
+    }
+
+    public mutating func strings() -> [String]? {
+        guard let count = count(minimumBytesEach: 2) else { return nil }
+        var list: [String] = []
+        list.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let item = string() else { return nil }
+            list.append(item)
+        }
+        return list
+    }
+
+    public mutating func address() -> Address? {
+        switch byte() {
+        case 0: .everyone
+        case 1: string().map(Address.room)
+        case 2: string().map(Address.user)
+        default: nil
+        }
+    }
+
+    /// An envelope, whose data is the rest of the record.
+    public mutating func envelope() -> Envelope? {
+        guard let id = string(), let from = string(), let address = address(), let timestamp = i64() else { return nil }
+        let data = buffer.readBytes(length: buffer.readableBytes) ?? []
+        return Envelope(id: id, from: from, address: address, data: RawJSON(bytes: data), timestamp: timestamp)
+    }
+
+    public mutating func member() -> MemberRecord? {
+        guard let id = string(), let url = string(), let incarnation = i64(), let left = bool() else { return nil }
+        return MemberRecord(id: id, url: url, incarnation: incarnation, left: left)
+    }
+
+    public mutating func load() -> NodeLoad? {
+        guard let connections = u32(), let users = u32() else { return nil }
+        return NodeLoad(connections: Int(connections), users: Int(users))
+    }
+
+    public mutating func node() -> NodeInfo? {
+        guard let id = string(), let url = string() else { return nil }
+        return NodeInfo(id: id, url: url)
+    }
+
+    public mutating func status() -> NodeStatus? {
+        guard let info = node(), let load = load(), let alive = bool() else { return nil }
+        return NodeStatus(info: info, load: load, alive: alive)
+    }
+
+    public mutating func delta() -> InterestDelta? {
+        switch byte() {
+        case 0: string().map { .online(user: $0) }
+        case 1: string().map { .offline(user: $0) }
+        case 2: roomMember().map { .joined(room: $0.room, user: $0.user) }
+        case 3: roomMember().map { .left(room: $0.room, user: $0.user) }
+        default: nil
+        }
+    }
+
+    public mutating func roomMember() -> RoomMember? {
+        guard let room = string(), let user = string() else { return nil }
+        return RoomMember(room: room, user: user)
+    }
+
+    public mutating func event() -> ClusterEvent? {
+        switch byte() {
+        case 0: envelope().map(ClusterEvent.message)
+        case 1: roomMember().map { .joined(room: $0.room, user: $0.user) }
+        case 2: roomMember().map { .left(room: $0.room, user: $0.user) }
+        default: nil
+        }
+    }
+}
