@@ -186,6 +186,18 @@ let package = Package(
             path: "Tests/ClusterCodecTests",
             exclude: ["Corpus"]
         ),
+        // The node's state machines, on their own and on NIO's EmbeddedChannel: no sockets.
+        .testTarget(
+            name: "SwitchboardServerTests",
+            dependencies: [
+                "SwitchboardServer", "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/SwitchboardServerTests"
+        ),
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [

@@ -11,7 +11,9 @@ import SwitchboardCore
 /// yet stays in NIO's outbound buffer; when that exceeds `maxBufferedBytes` at a flush the
 /// connection is closed (it would otherwise grow without bound) and the others are unaffected.
 ///
-/// The mutable state below is touched only on `channel.eventLoop`.
+/// Its life (opening, open, closing, closed) and heartbeat are a state machine of their own
+/// (`ConnectionStateMachine`); this class does the I/O it calls for. The mutable state below is
+/// touched only on `channel.eventLoop`, as a channel handler's is.
 final class Connection: LocalEndpoint, @unchecked Sendable {
     let session: String
     let identity: Identity
@@ -22,11 +24,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private let metrics: NodeMetrics
     private let logger: Logger
 
-    /// Until `welcome` is written, deliveries wait here: `welcome` is always the first frame.
-    private var welcomed = false
-    private var early: [EncodedFrame] = []
-    private var earlyPong: ByteBuffer?
-    private var overflowed = false
+    private var machine = ConnectionStateMachine()
     /// `?batch=1`: deliveries of one loop turn go out as one frame, objects separated by `\n`.
     let batch: Bool
     private var packed: ByteBuffer?
@@ -35,10 +33,6 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private var framesSinceFlush = 0
     /// A control frame (ping or pong) was written since the last flush.
     private var controlSinceFlush = false
-    /// A ping went out and no pong came back yet (see `Heartbeats`).
-    private(set) var awaitingPong = false
-    /// Our close frame is sent: the next step is the peer's close, or the timeout.
-    private var closeSent = false
 
     init(
         session: String, identity: Identity, channel: any Channel, wire: WireWriter,
@@ -83,7 +77,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             packed = nil
             writeWire(WireFrame.text(payload, allocator: channel.allocator))
         }
-        guard framesSinceFlush > 0 || controlSinceFlush, !overflowed else { return }
+        guard framesSinceFlush > 0 || controlSinceFlush, machine.mayWriteControl else { return }
         if framesSinceFlush > 0 { metrics.deliveries.increment(by: Int64(framesSinceFlush)) }
         framesSinceFlush = 0
         controlSinceFlush = false
@@ -103,14 +97,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     func open(welcome: [UInt8]) {
         let frame = EncodedFrame(welcome, allocator: channel.allocator)
         eventLoop.execute {
-            self.welcomed = true
+            guard let (early, pong) = self.machine.welcome() else { return }
             self.write(frame)
-            for frame in self.early { self.write(frame) }
-            self.early = []
-            if let payload = self.earlyPong {
-                self.earlyPong = nil
-                self.writeControl(opcode: 0xA, payload)
-            }
+            for frame in early { self.write(frame) }
+            if let pong { self.writeControl(opcode: 0xA, pong) }
             self.flushPending()
         }
     }
@@ -118,10 +108,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// Queues a frame. On the event loop only; the caller flushes.
     func write(_ frame: EncodedFrame) {
         eventLoop.preconditionInEventLoop()
-        guard welcomed else {
-            early.append(frame)
-            return
-        }
+        guard machine.deliver(frame) == .write else { return }
         guard batch else {
             writeWire(frame.wire)
             return
@@ -141,12 +128,13 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     /// Nothing follows our close frame (RFC 6455 5.5.1), and nothing goes to a closed socket.
     private func writeWire(_ frame: ByteBuffer) {
-        guard !overflowed, !closeSent, wire.write(frame) else { return }
+        guard machine.mayWriteMessages, wire.write(frame) else { return }
         framesSinceFlush += 1
     }
 
     private func overflow(buffered: Int) {
-        overflowed = true
+        guard machine.overflowed() else { return }
+        packed = nil
         metrics.slowConsumersClosed.increment()
         logger.warning(
             "closing slow consumer: outbound buffer full",
@@ -167,9 +155,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// `closeHandshakeTimeout`. From any thread; only the first close counts.
     func close(_ code: WebSocketErrorCode, reason: String) {
         eventLoop.execute {
-            guard !self.closeSent, self.channel.isActive else { return }
+            guard self.channel.isActive else { return }
+            // What this turn delivered goes out ahead of the close frame; nothing after it.
             self.flushPending()
-            self.closeSent = true
+            guard self.machine.closeRequested() else { return }
             var payload = self.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
             payload.write(webSocketErrorCode: code)
             payload.writeString(reason)
@@ -183,13 +172,13 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// malformed (unless we began the handshake), then shut the socket. On the event loop.
     func peerClosed(_ close: PeerClose) {
         eventLoop.preconditionInEventLoop()
-        guard !closeSent else {
-            channel.close(promise: nil)
-            return
-        }
         // What this turn delivered goes out ahead of the echo; nothing after it.
-        flushPending()
-        closeSent = true
+        if machine.mayWriteControl { flushPending() }
+        switch machine.peerCloseReceived() {
+        case .echo: break
+        case .shut: return channel.close(promise: nil)
+        case .none: return
+        }
         var echo = channel.allocator.buffer(capacity: 2)
         switch close {
         case .echo(let code?): echo.writeInteger(code)
@@ -206,25 +195,23 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// event loop.
     func heartbeat() {
         eventLoop.preconditionInEventLoop()
-        guard !closeSent else { return }
-        guard !awaitingPong else {
+        switch machine.heartbeatDue() {
+        case .ping:
+            writeControl(opcode: 0x9, ByteBuffer())
+            flushPending()
+        case .close:
             logger.debug("closing connection: no pong to the last ping", metadata: ["session": "\(session)"])
             close(.goingAway, reason: "no pong")
-            return
+        case .none:
+            break
         }
-        awaitingPong = true
-        writeControl(opcode: 0x9, ByteBuffer())
-        flushPending()
     }
 
     /// Answers a client's ping. Like every write, it counts against the outbound limit and
     /// nothing goes after our close frame. On the event loop.
     func pong(_ payload: ByteBuffer) {
         eventLoop.preconditionInEventLoop()
-        guard welcomed else {
-            earlyPong = payload  // answered after welcome; only the latest ping needs one
-            return
-        }
+        guard machine.pingReceived(payload) == .answer else { return }
         writeControl(opcode: 0xA, payload)
         flushPending()
     }
@@ -232,7 +219,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// A control frame (payload of at most 125 bytes, which NIO's decoder guarantees for what
     /// a client sent), unmasked, on the same path as every other frame.
     private func writeControl(opcode: UInt8, _ payload: ByteBuffer) {
-        guard !overflowed, !closeSent else { return }
+        guard machine.mayWriteControl else { return }
         var frame = channel.allocator.buffer(capacity: 2 + payload.readableBytes)
         frame.writeInteger(0x80 | opcode)
         frame.writeInteger(UInt8(truncatingIfNeeded: payload.readableBytes))
@@ -242,14 +229,12 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     }
 
     func heardPong() {
-        awaitingPong = false
+        machine.pongReceived()
     }
 
     /// The socket is gone: nothing more is written to it. On the event loop.
     func closed() {
-        closeSent = true
-        overflowed = true
-        early = []
+        machine.socketClosed()
         packed = nil
     }
 }

@@ -12,8 +12,10 @@ import Synchronization
 /// `maxPublishesInFlight`); any other command first waits for those answers. That is what keeps
 /// one sender's messages, and the answers to its commands, in order everywhere.
 ///
-/// Only one task runs a session at a time (`Inbox.running`), so its state needs no lock.
-final class Session: @unchecked Sendable {
+/// Its life (registering, active with strikes, ended, gone) is `SessionStateMachine`. Only one
+/// task runs a session at a time (`Inbox.running`); its state sits behind a lock anyway, which
+/// is never contended and keeps the type honestly `Sendable`.
+final class Session: Sendable {
     /// What the socket hands over.
     enum Inbound {
         case text([UInt8])
@@ -31,17 +33,18 @@ final class Session: @unchecked Sendable {
         var paused = false
     }
 
+    /// What the running task keeps.
+    private struct Running {
+        var machine: SessionStateMachine
+        /// The answer to the last publish still on its way; each waits for the one before it.
+        var lastAnswer: Task<Void, Never>?
+        var publishesInFlight = 0
+    }
+
     let connection: Connection
     let node: NodeContext
     private let inbox = Mutex(Inbox())
-    /// Consecutive bad or refused frames; too many closes the connection (1008).
-    private var strikes = 0
-    /// Joined the router; and left it, after which no command runs.
-    private var connected = false
-    private var ended = false
-    /// The answer to the last publish still on its way; each waits for the one before it.
-    private var lastAnswer: Task<Void, Never>?
-    private var publishesInFlight = 0
+    private let running: Mutex<Running>
     static let maxPublishesInFlight = 64
     /// Messages waiting before the socket stops being read, and the level at which it resumes.
     static let maxWaiting = 64
@@ -50,6 +53,7 @@ final class Session: @unchecked Sendable {
     init(connection: Connection, node: NodeContext) {
         self.connection = connection
         self.node = node
+        self.running = Mutex(Running(machine: SessionStateMachine(maxStrikes: node.configuration.maxStrikes)))
     }
 
     var logger: Logger { node.logger }
@@ -109,11 +113,11 @@ final class Session: @unchecked Sendable {
             try await node.router.connect(connection)
         } catch {
             logger.warning("could not register a connection", metadata: ["error": "\(error)"])
-            ended = true
+            running.withLock { $0.machine.registrationFailed() }
             connection.close(.unexpectedServerError, reason: "the node could not take the connection")
             return
         }
-        connected = true
+        running.withLock { $0.machine.registered() }
         node.metrics.connectionsOpened.increment()
         node.metrics.connections.increment()
         connection.open(
@@ -124,22 +128,20 @@ final class Session: @unchecked Sendable {
 
     private func run(_ message: Inbound) async {
         if case .closed = message {
-            guard connected else { return }
-            connected = false
+            guard case .count(let leaveRouter) = running.withLock({ $0.machine.socketClosed() }) else { return }
             node.metrics.connectionsClosed.increment()
             node.metrics.connections.decrement()
-            if !ended { await node.router.disconnect(connection) }
+            if leaveRouter { await node.router.disconnect(connection) }
             node.connectionLeft.poke()
-            ended = true
             return
         }
-        guard !ended else { return }
+        guard running.withLock({ $0.machine.mayRunCommands }) else { return }
         node.metrics.framesReceived.increment()
         switch message {
         case .text(let bytes):
             switch ClientRequest.decode(bytes) {
             case .success(let request):
-                strikes = 0
+                running.withLock { $0.machine.frameAccepted() }
                 await handle(request)
             case .failure(let error):
                 node.metrics.badFrames.increment()
@@ -170,11 +172,9 @@ final class Session: @unchecked Sendable {
     private func refuse(_ error: ProtocolError, answer: Bool = true) async {
         await settleAnswers()
         if answer { connection.send(ServerFrame.error(error)) }
-        strikes += 1
-        guard strikes >= node.configuration.maxStrikes else { return }
+        guard running.withLock({ $0.machine.strike() }) == .close else { return }
         logger.notice("closing connection after repeated bad or excess frames", metadata: ["session": "\(connection.session)"])
         connection.close(.policyViolation, reason: "too many bad or excess frames")
-        ended = true
         await node.router.disconnect(connection)
         node.connectionLeft.poke()
     }
@@ -250,28 +250,33 @@ final class Session: @unchecked Sendable {
     /// Queues a publish now; its answer comes once the cluster has it, after earlier answers.
     private func pipeline(_ id: CommandID?, _ submit: (NodeContext, String) -> PendingPublish) async {
         let pending = submit(node, connection.user)
-        let previous = lastAnswer
         let (connection, node) = (connection, node)
-        lastAnswer = Task {
-            await previous?.value
-            do {
-                try await pending.wait()
-                connection.send(ServerFrame.ok(id: id))
-            } catch {
-                Self.answer(failure: error, to: id, on: connection, node: node)
+        let full = running.withLock { running in
+            let previous = running.lastAnswer
+            running.lastAnswer = Task {
+                await previous?.value
+                do {
+                    try await pending.wait()
+                    connection.send(ServerFrame.ok(id: id))
+                } catch {
+                    Self.answer(failure: error, to: id, on: connection, node: node)
+                }
             }
+            running.publishesInFlight += 1
+            return running.publishesInFlight >= Self.maxPublishesInFlight
         }
-        publishesInFlight += 1
         // Back-pressure: past the limit, the next frame is read once the cluster caught up.
-        if publishesInFlight >= Self.maxPublishesInFlight { await settleAnswers() }
+        if full { await settleAnswers() }
     }
 
     /// Waits until every publish queued so far is answered.
     private func settleAnswers() async {
-        guard let last = lastAnswer else { return }
+        guard let last = running.withLock({ $0.lastAnswer }) else { return }
         await last.value
-        lastAnswer = nil
-        publishesInFlight = 0
+        running.withLock { running in
+            running.lastAnswer = nil
+            running.publishesInFlight = 0
+        }
     }
 
     private static func answer(failure error: any Error, to id: CommandID?, on connection: Connection, node: NodeContext) {
