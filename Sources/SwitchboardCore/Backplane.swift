@@ -51,6 +51,11 @@ public protocol ClusterReceiver: AnyObject, Sendable {
 /// Calls that return have taken effect cluster-wide: once `roomJoined` returns, every message
 /// published to that room on any node reaches this node.
 public protocol Backplane: Sendable {
+    /// The backplane's background work (connections and their reconnection, links, heartbeats,
+    /// failure detection), as the `run` of a swift-service-lifecycle `Service`: every loop is a
+    /// child task of this call, which returns once its task is cancelled. The node runs it for
+    /// its whole life, from before `join` until after `leave`.
+    func run() async
     /// Joins the cluster as `node`; from then on events for this node go to `receiver`.
     func join(node: NodeInfo, receiver: any ClusterReceiver) async throws
     /// Leaves the cluster at once: this node's users leave presence (with `left` events).
@@ -96,6 +101,11 @@ public struct PendingPublish: Sendable {
 }
 
 extension Backplane {
+    /// A backplane with no background work of its own waits to be cancelled.
+    public func run() async {
+        await untilCancelled()
+    }
+
     /// Without a queue of its own, a backplane publishes when the sender waits: a sender that
     /// waits for each message in turn still gets them out in order, only without overlap.
     public func submit(_ envelope: Envelope) -> PendingPublish {

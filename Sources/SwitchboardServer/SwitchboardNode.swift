@@ -14,8 +14,10 @@ import SwitchboardProtocol
 import Synchronization
 
 /// One Switchboard node: the HTTP API and the `/ws` endpoint on one port, joined to a cluster
-/// through a backplane. Run `services` in a ServiceGroup (in this order): on graceful shutdown the
-/// node drains first (readyz 503, sockets closed with 1001, cluster left), then the server stops.
+/// through a backplane. Run `services` in a ServiceGroup (in this order): the backplane's
+/// background work, the server, and the drain. On graceful shutdown (in reverse order) the node
+/// drains first (readyz 503, sockets closed with 1001, cluster left), then the server stops, then
+/// the backplane's work.
 public final class SwitchboardNode: Sendable {
     let context: NodeContext
     private enum Listening {
@@ -48,7 +50,7 @@ public final class SwitchboardNode: Sendable {
 
     /// The services that make up the node, in the order a ServiceGroup must run them.
     public var services: [any Service] {
-        [makeApplication(), DrainService(node: self)]
+        [BackplaneService(node: self), makeApplication(), DrainService(node: self)]
     }
 
     /// Waits until the server is accepting connections; returns the bound port.
@@ -90,26 +92,11 @@ public final class SwitchboardNode: Sendable {
             logger: context.logger)
     }
 
-    /// The server is bound: announce it, join the cluster, become ready.
+    /// The server is bound: announce it (the backplane service joins the cluster then).
     private func started(_ channel: any Channel) async {
         let port = channel.localAddress?.port ?? context.configuration.port
         let host = context.configuration.host
         onListening("\(context.configuration.tls == nil ? "http" : "https")://\(host):\(port)")
-        let info = NodeInfo(id: id, url: context.configuration.webSocketURL(boundPort: port))
-        // Joining may wait for the cluster (Redis down at start): the node serves its own
-        // clients meanwhile, and /readyz says 503 until it has joined.
-        let context = self.context
-        Task {
-            do {
-                try await context.router.backplane.join(node: info, receiver: CountingReceiver(context: context))
-                if context.phase == .starting { context.phase = .ready }
-                context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
-            } catch  where context.phase == .draining {
-                context.logger.info("stopped before joining the cluster")
-            } catch {
-                context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])
-            }
-        }
         let waiters = listeningState.withLock { state in
             defer { state = .bound(port) }
             if case .waiting(let waiters) = state { return waiters }
@@ -164,6 +151,37 @@ final class CountingReceiver: ClusterReceiver {
     }
 
     private let warned = Atomic(false)
+}
+
+/// The backplane's background work, and joining the cluster once the server is bound. Joining
+/// may wait for the cluster (Redis down at start): the node serves its own clients meanwhile,
+/// and /readyz says 503 until it has joined. Runs first in the ServiceGroup, so it stops last,
+/// after the drain has left the cluster.
+struct BackplaneService: Service {
+    let node: SwitchboardNode
+
+    func run() async throws {
+        let context = node.context
+        let backplane = context.router.backplane
+        await withDiscardingTaskGroup { group in
+            group.addTask { await backplane.run() }
+            group.addTask {
+                let port = await node.listening()
+                let info = NodeInfo(id: node.id, url: context.configuration.webSocketURL(boundPort: port))
+                do {
+                    try await backplane.join(node: info, receiver: CountingReceiver(context: context))
+                    if context.phase == .starting { context.phase = .ready }
+                    context.logger.info("joined the cluster", metadata: ["url": "\(info.url)"])
+                } catch  where context.phase == .draining || Task.isCancelled {
+                    context.logger.info("stopped before joining the cluster")
+                } catch {
+                    context.logger.error("could not join the cluster", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+    }
 }
 
 /// Waits for graceful shutdown, then drains its node. Runs after the Application in the

@@ -9,15 +9,6 @@ import SwitchboardServer
 import Glibc
 #endif
 
-/// The library's checks, as the command line reports them.
-func checkLimits(_ configuration: NodeConfiguration) throws {
-    do {
-        try configuration.validate()
-    } catch {
-        throw ValidationError(error.message)
-    }
-}
-
 /// Native TLS from PEM files: both or neither.
 func loadTLS(certificate: String?, key: String?) throws -> TLSConfiguration? {
     switch (certificate, key) {

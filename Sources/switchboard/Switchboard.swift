@@ -8,52 +8,45 @@ struct Switchboard: AsyncParsableCommand {
         commandName: "switchboard",
         abstract: "A clustered WebSocket messaging server.",
         subcommands: [Serve.self, Cluster.self, Hub.self])
-}
 
-/// Every option also reads an environment variable: `--max-frame` from `SWITCHBOARD_MAX_FRAME`.
-/// A command-line value wins over the environment, which wins over the default.
-enum Environment {
-    static func value(_ flag: String) -> String? {
-        let key = "SWITCHBOARD_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
-        return ProcessInfo.processInfo.environment[key].flatMap { $0.isEmpty ? nil : $0 }
-    }
+    /// What each subcommand reads from the environment: its own options and its groups'.
+    static let environmentOptions: [String: [any ParsableArguments.Type]] = [
+        "serve": [Serve.self, NodeOptions.self, LoggingOptions.self],
+        "cluster": [Cluster.self, NodeOptions.self, LoggingOptions.self],
+        "hub": [Hub.self, LoggingOptions.self],
+    ]
 
-    static func string(_ given: String?, _ flag: String) -> String? {
-        given ?? value(flag)
-    }
-
-    /// A secret: an empty one, given as the option or set as the variable, is an error, never
-    /// a quiet way to turn authentication off.
-    static func secret(_ given: String?, _ flag: String) throws -> String? {
-        let key = variable(flag)
-        if given == "" || (given == nil && ProcessInfo.processInfo.environment[key] == "") {
-            throw ValidationError("--\(flag) (or \(key)) is empty: give a non-empty secret, or leave it out")
+    static func main() async {
+        let given = Array(CommandLine.arguments.dropFirst())
+        let arguments = EnvironmentArguments.merged(
+            given, environment: ProcessInfo.processInfo.environment, subcommands: environmentOptions)
+        do {
+            try EnvironmentArguments.checkSecrets(arguments)
+            var command = try parseAsRoot(arguments)
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            // Say which values came from the environment (names only: values may be secrets).
+            let variables = arguments.dropFirst(given.count).compactMap { $0.split(separator: "=").first }
+                .map { EnvironmentArguments.variable(String($0.dropFirst(2))) }
+            if !variables.isEmpty, exitCode(for: error) != .success {
+                FileHandle.standardError.write(Data("switchboard: read from the environment: \(variables.joined(separator: ", "))\n".utf8))
+            }
+            exit(withError: error)
         }
-        return string(given, flag)
-    }
-
-    static func variable(_ flag: String) -> String {
-        "SWITCHBOARD_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
-    }
-
-    static func int(_ given: Int?, _ flag: String, default fallback: Int) throws -> Int {
-        if let given { return given }
-        guard let text = value(flag) else { return fallback }
-        guard let number = Int(text) else {
-            throw ValidationError(
-                "SWITCHBOARD_\(flag.uppercased().replacingOccurrences(of: "-", with: "_")) must be an integer, got '\(text)'")
-        }
-        return number
     }
 }
 
 /// Logging to standard error, at `--log-level` (or SWITCHBOARD_LOG_LEVEL), default info.
 struct LoggingOptions: ParsableArguments {
-    @Option(help: "trace, debug, info, notice, warning, error or critical (env SWITCHBOARD_LOG_LEVEL).")
-    var logLevel: String?
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
 
     func bootstrap() throws -> Logger {
-        let name = Environment.string(logLevel, "log-level") ?? "info"
+        let name = logLevel
         guard let level = Logger.Level(rawValue: name) else { throw ValidationError("unknown log level '\(name)'") }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

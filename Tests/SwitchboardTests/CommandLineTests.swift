@@ -104,3 +104,24 @@ func freePorts(_ count: Int) async throws -> Int {
     }
     throw TimedOut(what: "free ports")
 }
+
+extension CommandLineTests {
+    /// Every option reads `SWITCHBOARD_<NAME>`; the command line wins over it.
+    @Test func optionsComeFromTheEnvironmentAndTheCommandLineWins() async throws {
+        // From the environment only: the library's check sees both values.
+        let (status, errors) = try await runToExit(
+            ["serve", "--port", "0", "--max-frame", "2000"], environment: ["SWITCHBOARD_MAX_BUFFERED": "1000"])
+        #expect(status != 0 && errors.contains("--max-buffered must be at least --max-frame"), "\(errors)")
+        // Given both ways, the command line's 300 is used, not the environment's 100.
+        let (_, overridden) = try await runToExit(
+            ["serve", "--port", "0", "--max-frame", "300", "--max-buffered", "200"], environment: ["SWITCHBOARD_MAX_FRAME": "100"])
+        #expect(overridden.contains("--max-buffered must be at least --max-frame"), "\(overridden)")
+        // A bad value from the environment names its variable.
+        let (badStatus, bad) = try await runToExit(["hub", "--cluster-secret", "s"], environment: ["SWITCHBOARD_PORT": "abc"])
+        #expect(badStatus != 0 && bad.contains("'abc' is invalid for '--port") && bad.contains("SWITCHBOARD_PORT"), "\(bad)")
+        // A variable for an option the command does not have is not passed to it.
+        let (clusterStatus, cluster) = try await runToExit(
+            ["cluster", "--nodes", "0"], environment: ["SWITCHBOARD_REDIS": "redis://127.0.0.1:1"])
+        #expect(clusterStatus != 0 && cluster.contains("--nodes must be between 1 and 64"), "\(cluster)")
+    }
+}

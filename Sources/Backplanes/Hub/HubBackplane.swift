@@ -57,27 +57,40 @@ public final class HubBackplane: Backplane {
         var requests = PendingRequests<CheckedContinuation<HubFrame, any Error>>()
         var waiters: [CheckedContinuation<Void, Never>] = []
         var stopped = false
-        var task: Task<Void, Never>?
+        /// The dialling loop has ended (the node left).
+        var unlinked = false
     }
 
     private let configuration: Configuration
     private let logger: Logger
     private let state = Mutex(State())
+    /// Poked when the node joins or leaves, and when the dialling loop ends.
+    private let changed = ConditionSignal()
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
 
-    // MARK: Joining and leaving
+    // MARK: Running, joining and leaving
+
+    /// Links to the hub once the node has joined, and redials until it leaves or the task is
+    /// cancelled.
+    public func run() async {
+        if await changed.wait(until: { self.state.withLock { $0.node != nil || $0.stopped } }) {
+            await keepLinked()
+        }
+        state.withLock { $0.unlinked = true }
+        changed.poke()
+        await untilCancelled()
+    }
 
     public func join(node: NodeInfo, receiver: any ClusterReceiver) async throws {
         state.withLock {
             $0.node = node
             $0.receiver = receiver
         }
-        let task = Task { await self.keepLinked() }
-        state.withLock { $0.task = task }
+        changed.poke()
         // Ready once the hub has us (until then /readyz stays 503).
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> Bool in
@@ -91,15 +104,16 @@ public final class HubBackplane: Backplane {
 
     public func leave() async {
         // Closing the link is leaving: the hub removes this node's users at once.
-        let (link, task, waiters) = state.withLock { state in
+        let (link, waiters) = state.withLock { state in
             state.stopped = true
             defer { state.waiters = [] }
-            return (state.link, state.task, state.waiters)
+            return (state.link, state.waiters)
         }
         for waiter in waiters { waiter.resume() }
         link?.finish()
-        task?.cancel()
-        await task?.value
+        changed.poke()
+        // Gone once the link is closed (its queue written first), or at most a request's time.
+        _ = await changed.wait(until: { self.state.withLock { $0.unlinked } }, timeout: configuration.requestTimeout)
     }
 
     private func keepLinked() async {
@@ -132,8 +146,9 @@ public final class HubBackplane: Backplane {
             }
             unlink()
             attempt += 1
-            try? await Task.sleep(
-                for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
+            // The backoff, cut short by leaving.
+            let delay = Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt)
+            _ = await changed.wait(until: { self.state.withLock { $0.stopped } }, timeout: delay)
         }
     }
 

@@ -59,7 +59,8 @@ public final class MeshBackplane: Backplane {
         var inbound: InboundLink?
         /// Our link to it, once it welcomed us.
         var outgoing: PeerLink?
-        var dialler: Task<Void, Never>?
+        /// A dialling loop runs for it (see `startDialling`).
+        var dialling = false
         /// Failed dials since the last link: `join` does not wait for members that cannot be reached.
         var failedDials = 0
     }
@@ -74,7 +75,6 @@ public final class MeshBackplane: Backplane {
         /// A seed has answered: we are in a mesh, not alone.
         var introduced = false
         var nextLinkID = 0
-        var background: [Task<Void, Never>] = []
     }
 
     /// What a change under the lock asks to be done once the lock is released.
@@ -91,20 +91,65 @@ public final class MeshBackplane: Backplane {
     let configuration: Configuration
     let logger: Logger
     let state = Mutex(State())
+    /// Poked when what `join` waits for may have changed: an introduction, a link synced or a
+    /// dial failed, the view changed, or the node stopped.
+    let settled = ConditionSignal()
+    /// Work that outlives the call that starts it (diallers, retries, closes) goes to `run`,
+    /// which runs each as a child task.
+    private let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobQueue: AsyncStream<@Sendable () async -> Void>.Continuation
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        (jobs, jobQueue) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }
 
-    // MARK: Joining and leaving
+    // MARK: Running, joining and leaving
+
+    /// Failure detection and heartbeats, and every job `spawn` hands over, until cancelled.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.watch() }
+            // Ends when the task is cancelled.
+            for await job in jobs {
+                group.addTask { await job() }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Runs `job` as a child task of `run`.
+    func spawn(_ job: @escaping @Sendable () async -> Void) {
+        jobQueue.yield(job)
+    }
+
+    /// Keeps one dialling loop running for member `id` while it is a member and we are in the
+    /// mesh; a loop that ends as the member comes back starts again.
+    func startDialling(_ id: String) {
+        let start = state.withLock { state -> Bool in
+            guard !state.stopped, state.links[id]?.dialling != true else { return false }
+            state.links[id, default: Links()].dialling = true
+            return true
+        }
+        guard start else { return }
+        spawn {
+            await self.keepLinked(to: id)
+            let again = self.state.withLock { state -> Bool in
+                state.links[id]?.dialling = false
+                guard !state.stopped, let member = state.view.members[id] else { return false }
+                return !member.record.left
+            }
+            self.settled.poke()
+            if again, !Task.isCancelled { self.startDialling(id) }
+        }
+    }
 
     public func join(node: NodeInfo, receiver: any ClusterReceiver) async throws {
         let me = MemberRecord(id: node.id, url: node.url, incarnation: wallClockMilliseconds())
         state.withLock { state in
             state.view.start(as: me)
             state.receiver = receiver
-            state.background.append(Task { await self.watch() })
         }
         // Introduce ourselves to every seed; seeds that do not answer are retried in the background.
         let outcomes = await withTaskGroup(of: (String, Introduction).self) { group in
@@ -119,57 +164,48 @@ public final class MeshBackplane: Backplane {
             } else {
                 logger.warning("seed \(seed) does not answer yet; retrying in the background")
             }
-            let retry = Task { await self.keepIntroducing(to: seed) }
-            state.withLock { $0.background.append(retry) }
+            spawn { await self.keepIntroducing(to: seed) }
         }
         // With no seed up, this is the first node of a mesh and serves alone; but a seed that
         // is up and refuses us means we are not in the cluster we were told to join.
         if !outcomes.contains(where: { $0.1 == .answered }), outcomes.contains(where: { $0.1 == .refused }) {
-            while !state.withLock({ $0.introduced || $0.stopped }) { try? await Task.sleep(for: .milliseconds(100)) }
+            _ = await settled.wait { self.state.withLock { $0.introduced || $0.stopped } }
         }
         await waitForLinks()
     }
 
     /// Ready once every member we know of is linked both ways, or cannot be reached, or time is up.
     private func waitForLinks() async {
-        let deadline = ContinuousClock.now + configuration.joinTimeout
-        while ContinuousClock.now < deadline {
-            let settled = state.withLock { state in
-                state.stopped
-                    || state.view.members.values.allSatisfy { member in
-                        let links = state.links[member.record.id]
-                        return member.record.left || (links?.failedDials ?? 0) > 0
-                            || (member.interest != nil && links?.outgoing?.isSynced == true)
-                    }
-            }
-            if settled { return }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        let linked = await settled.wait(
+            until: {
+                self.state.withLock { state in
+                    state.stopped
+                        || state.view.members.values.allSatisfy { member in
+                            let links = state.links[member.record.id]
+                            return member.record.left || (links?.failedDials ?? 0) > 0
+                                || (member.interest != nil && links?.outgoing?.isSynced == true)
+                        }
+                }
+            }, timeout: configuration.joinTimeout)
+        if linked { return }
         logger.warning("some members did not link within \(configuration.joinTimeout); serving anyway")
     }
 
     public func leave() async {
-        let (links, inbound, diallers, background) = state.withLock { state in
+        let (links, inbound) = state.withLock { state in
             state.stopped = true
             let links = state.links.values
-            defer { state.background = [] }
-            return (links.compactMap(\.outgoing), links.compactMap(\.inbound), links.compactMap(\.dialler), state.background)
+            return (links.compactMap(\.outgoing), links.compactMap(\.inbound))
         }
-        for task in background { task.cancel() }
+        settled.poke()
         // Goodbye first: peers drop our users from presence at once instead of waiting for silence.
         for link in links {
             link.post(.bye)
             link.close()
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for dialler in diallers { await dialler.value }
-            }
-            group.addTask { try? await Task.sleep(for: .seconds(2)) }
-            await group.next()
-            group.cancelAll()
-        }
-        for dialler in diallers { dialler.cancel() }
+        // The diallers end as their links close (after the goodbye is written), within a bound.
+        _ = await settled.wait(
+            until: { self.state.withLock { state in !state.links.values.contains(where: \.dialling) } }, timeout: .seconds(2))
         for link in inbound { try? await link.outbound.close(.goingAway, reason: "node leaving") }
     }
 
@@ -276,8 +312,7 @@ public final class MeshBackplane: Backplane {
                 state.links[record.id]?.inbound = nil
             }
             if record.left {
-                state.links[record.id]?.dialler?.cancel()
-                state.links[record.id]?.dialler = nil
+                // Its dialler ends by itself: it dials only members that have not left.
                 effects.notices.append((.notice, "node \(record.id) left the mesh"))
             } else {
                 effects.notices.append((.notice, "node \(record.id) restarted; linking to its new incarnation"))
@@ -310,6 +345,7 @@ public final class MeshBackplane: Backplane {
 
     /// Does, outside the lock, what a change under it asked for.
     func perform(_ effects: Effects) {
+        defer { settled.poke() }
         for (level, message) in effects.notices { logger.log(level: level, message) }
         let (receiver, links) = state.withLock { state in
             (state.receiver, effects.gossip.isEmpty ? [] : state.links.values.compactMap(\.outgoing))
@@ -320,18 +356,9 @@ public final class MeshBackplane: Backplane {
         for link in links { link.post(.members(effects.gossip)) }
         for link in effects.closeLinks { link.close() }
         for outbound in effects.closeInbound {
-            Task { try? await outbound.close(.goingAway, reason: "superseded") }
+            spawn { try? await outbound.close(.goingAway, reason: "superseded") }
         }
-        for id in effects.dial {
-            let dialler = Task { await self.keepLinked(to: id) }
-            state.withLock { state in
-                if state.stopped || state.links[id]?.dialler != nil {
-                    dialler.cancel()
-                } else {
-                    state.links[id, default: Links()].dialler = dialler
-                }
-            }
-        }
+        for id in effects.dial { startDialling(id) }
     }
 
     // MARK: Failure detection

@@ -28,14 +28,17 @@ extension MeshBackplane {
                 if !state.withLock({ $0.stopped }) { logger.notice("link to node \(id) closed; redialling") }
             } catch {
                 state.withLock { $0.links[id]?.failedDials += 1 }
+                settled.poke()
                 if !reported {
                     logger.warning("cannot link to node \(id) at \(record.url): \(error); retrying with backoff")
                     reported = true
                 }
                 attempt += 1
             }
-            try? await Task.sleep(
-                for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
+            // The backoff, cut short when we leave or the member does.
+            let delay = Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt)
+            _ = await settled.wait(
+                until: { self.state.withLock { $0.stopped || $0.view.members[id]?.record.left != false } }, timeout: delay)
         }
     }
 
@@ -85,31 +88,34 @@ extension MeshBackplane {
         }
         guard registered else { return }
         logger.info("linked to node \(link.peer)")
-        let writer = Task {
-            for await bytes in link.frames {
-                do { try await outbound.write(.binary(bytes)) } catch { break }
+        await withTaskGroup(of: Void.self) { group in
+            // The writer drains the link's queue until the link closes.
+            group.addTask {
+                for await bytes in link.frames {
+                    do { try await outbound.write(.binary(bytes)) } catch { break }
+                }
+                link.close()
+                try? await outbound.close(.normalClosure, reason: nil)
+            }
+            do {
+                while let frame = try await Self.nextFrame(&frames) {
+                    heard(from: link.peer, onLink: nil)
+                    switch frame {
+                    case .ack(let seq):
+                        link.acked(seq)
+                        settled.poke()
+                    case .members(let records): mergeAll(records)
+                    case .refused(let why):
+                        logger.warning("node \(link.peer) closed our link: \(why)")
+                        link.close()
+                    default: break
+                    }
+                }
+            } catch {
+                logger.debug("link to \(link.peer) failed: \(error)")
             }
             link.close()
-            try? await outbound.close(.normalClosure, reason: nil)
         }
-        defer { writer.cancel() }
-        do {
-            while let frame = try await Self.nextFrame(&frames) {
-                heard(from: link.peer, onLink: nil)
-                switch frame {
-                case .ack(let seq): link.acked(seq)
-                case .members(let records): mergeAll(records)
-                case .refused(let why):
-                    logger.warning("node \(link.peer) closed our link: \(why)")
-                    link.close()
-                default: break
-                }
-            }
-        } catch {
-            logger.debug("link to \(link.peer) failed: \(error)")
-        }
-        link.close()
-        await writer.value
     }
 
     enum Introduction: Equatable {
@@ -136,6 +142,7 @@ extension MeshBackplane {
                 try? await outbound.close(.normalClosure, reason: nil)
             }
             state.withLock { $0.introduced = true }
+            settled.poke()
             return .answered
         } catch let error as WebSocketClientError where error == .webSocketUpgradeFailed {
             return .refused
@@ -150,8 +157,8 @@ extension MeshBackplane {
     func keepIntroducing(to seed: String) async {
         var attempt = 1
         while !Task.isCancelled, !state.withLock({ $0.stopped }) {
-            try? await Task.sleep(
-                for: Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt))
+            let delay = Backoff(minimum: configuration.minimumBackoff, maximum: configuration.maximumBackoff).delay(attempt: attempt)
+            if await settled.wait(until: { self.state.withLock { $0.stopped } }, timeout: delay) { return }
             if await introduce(to: seed) == .answered {
                 logger.notice("seed \(seed) answered")
                 return
@@ -167,29 +174,37 @@ extension MeshBackplane {
         to url: String,
         body: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter, _ greeted: @Sendable () -> Void) async throws -> Void
     ) async throws {
-        var configuration = WebSocketClientConfiguration(maxFrameSize: Self.maxLinkFrame, closeTimeout: .seconds(1))
-        configuration.additionalHeaders[.authorization] = "Bearer \(self.configuration.secret)"
+        var dialConfiguration = WebSocketClientConfiguration(maxFrameSize: Self.maxLinkFrame, closeTimeout: .seconds(1))
+        dialConfiguration.additionalHeaders[.authorization] = "Bearer \(self.configuration.secret)"
+        let configuration = dialConfiguration
         let outcome = DialOutcome()
         let logger = self.logger
-        let dial = Task {
-            do {
-                try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
-                    try await body(inbound, outbound) { outcome.greeted.store(true, ordering: .relaxed) }
-                }
-            } catch {
-                outcome.failure.withLock { $0 = error }
-            }
-        }
         let timeout = self.configuration.requestTimeout
-        let timer = Task {
-            try await Task.sleep(for: timeout)
-            if !outcome.greeted.load(ordering: .relaxed) {
-                outcome.failure.withLock { $0 = $0 ?? MeshError.timedOut }
-                dial.cancel()
+        // The dial races a timer until the far end greets us; then the link runs its course.
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do {
+                    try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+                        try await body(inbound, outbound) { outcome.greeted.store(true, ordering: .relaxed) }
+                    }
+                } catch {
+                    outcome.failure.withLock { $0 = error }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            while let dialEnded = await group.next() {
+                if dialEnded {
+                    group.cancelAll()
+                } else if !outcome.greeted.load(ordering: .relaxed) {
+                    outcome.failure.withLock { $0 = $0 ?? MeshError.timedOut }
+                    group.cancelAll()
+                }
             }
         }
-        await dial.value
-        timer.cancel()
         if !outcome.greeted.load(ordering: .relaxed) {
             throw outcome.failure.withLock { $0 } ?? MeshError.refused("closed before greeting")
         }

@@ -35,7 +35,6 @@ public final class RedisBackplane: Backplane {
         /// What this node holds: registered again after Redis comes back.
         var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
-        var tasks: [Task<Void, Never>] = []
     }
 
     let configuration: Configuration
@@ -66,20 +65,28 @@ public final class RedisBackplane: Backplane {
 
     private var nodeID: String { state.withLock { $0.node?.id ?? "" } }
 
-    // MARK: Joining and leaving
+    // MARK: Running, joining and leaving
+
+    /// The two connections (each reconnecting by itself), the pump from the subscriptions to
+    /// the node, and the heartbeat, until cancelled.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.commands.run() }
+            group.addTask { await self.subscriber.run() }
+            group.addTask { await self.pumpMessages() }
+            group.addTask { await self.heartbeats() }
+            await untilCancelled()
+            await commands.stop()
+            await subscriber.stop()
+            group.cancelAll()
+        }
+    }
 
     public func join(node: NodeInfo, receiver: any ClusterReceiver) async throws {
         state.withLock {
             $0.node = node
             $0.receiver = receiver
         }
-        let tasks = [
-            Task { await self.commands.run() },
-            Task { await self.subscriber.run() },
-            Task { await self.pumpMessages() },
-            Task { await self.heartbeats() },
-        ]
-        state.withLock { $0.tasks = tasks }
         try await subscriber.subscribe(names.channel(.everyone))
         // Ready only once Redis answers: until then /readyz stays 503.
         await commands.waitUntilConnected()
@@ -92,14 +99,8 @@ public final class RedisBackplane: Backplane {
 
     public func leave() async {
         try? await cleanUp(node: nodeID)
-        let tasks = state.withLock { state in
-            defer { state.tasks = [] }
-            return state.tasks
-        }
-        await commands.stop()
-        await subscriber.stop()
-        for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        // Nothing more is registered: the connections stop with `run`.
+        state.withLock { $0.node = nil }
     }
 
     // MARK: Messages
@@ -122,8 +123,8 @@ public final class RedisBackplane: Backplane {
     }
 
     private func pumpMessages() async {
-        let me = nodeID
         for await message in subscriber.messages {
+            let me = nodeID
             guard let address = names.address(ofChannel: message.channel),
                 let (event, origin) = WireEvent.decode(message.payload, address: address)
             else {

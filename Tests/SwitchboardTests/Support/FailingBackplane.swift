@@ -19,6 +19,7 @@ final class FailingBackplane: Backplane {
         try await base.publish(envelope)
     }
 
+    func run() async { await base.run() }
     func join(node: NodeInfo, receiver: any ClusterReceiver) async throws { try await base.join(node: node, receiver: receiver) }
     func leave() async { await base.leave() }
     func userOnline(_ user: String) async throws { try await base.userOnline(user) }

@@ -1,8 +1,9 @@
 import Synchronization
 
 /// Lets a task wait until a condition holds, woken by whoever may have made it true (`poke`),
-/// instead of polling it. Used by drain to wait for the node's last connection to go.
-final class ConditionSignal: Sendable {
+/// instead of polling it. Drain waits with it for the node's last connection to go; the mesh's
+/// join, for its links to settle.
+public final class ConditionSignal: Sendable {
     private struct Waiters {
         var next = 0
         var continuations: [Int: CheckedContinuation<Void, Never>] = [:]
@@ -10,8 +11,10 @@ final class ConditionSignal: Sendable {
 
     private let waiters = Mutex(Waiters())
 
+    public init() {}
+
     /// Something the condition depends on changed: every waiter checks again.
-    func poke() {
+    public func poke() {
         let woken = waiters.withLock { waiters in
             defer { waiters.continuations = [:] }
             return Array(waiters.continuations.values)
@@ -20,7 +23,7 @@ final class ConditionSignal: Sendable {
     }
 
     /// Returns once `condition` holds, or `timeout` has passed; false on the timeout.
-    func wait(until condition: @escaping @Sendable () -> Bool, timeout: Duration) async -> Bool {
+    public func wait(until condition: @escaping @Sendable () -> Bool, timeout: Duration) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
             group.addTask { await self.wait(until: condition) }
             group.addTask {
@@ -33,8 +36,8 @@ final class ConditionSignal: Sendable {
         }
     }
 
-    /// Returns once `condition` holds (true), or when cancelled (false).
-    private func wait(until condition: @Sendable () -> Bool) async -> Bool {
+    /// Returns once `condition` holds (true), or when the task is cancelled (false).
+    public func wait(until condition: @Sendable () -> Bool) async -> Bool {
         while !condition() {
             guard !Task.isCancelled else { return false }
             let id = waiters.withLock { waiters in
@@ -58,4 +61,10 @@ final class ConditionSignal: Sendable {
     private func resume(_ id: Int) {
         waiters.withLock { $0.continuations.removeValue(forKey: id) }?.resume()
     }
+}
+
+/// Suspends until the calling task is cancelled: the end of a service's `run` that has nothing
+/// to do but exist.
+public func untilCancelled() async {
+    _ = await ConditionSignal().wait(until: { false })
 }
