@@ -198,10 +198,25 @@ let package = Package(
             ],
             path: "Tests/SwitchboardServerTests"
         ),
+        // What the integration tests share, as HummingbirdTesting does for Hummingbird's: nodes in
+        // this process or as processes, a private redis-server, raw sockets, test clients.
+        .target(
+            name: "SwitchboardTesting",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardClient", "RESP",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/SwitchboardTesting"
+        ),
         .testTarget(
             name: "SwitchboardTests",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP", "SwitchboardClient",
+                "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
+                "SwitchboardClient",
                 "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -204,19 +204,25 @@ struct HubLinkSession {
     let hub: HubServer
     let link: NodeLink
 
+    /// Serves the link until it closes, however it ends; then the node leaves the hub's view
+    /// (its users leave presence, once) unless it already linked again.
     func run(_ inbound: WebSocketInboundStream) async throws {
         var nodeID: String?
-        defer {
-            if let nodeID {
-                let (cluster, link, logger) = (hub.cluster, link, hub.logger)
-                let hub = self.hub
-                Task {
-                    await cluster.leave(nodeID, ifReceiver: link)
-                    hub.announce(nodeID, joined: false, link: link)
-                    logger.notice("node \(nodeID) left the hub")
-                }
-            }
+        var failure: (any Error)?
+        do {
+            try await serve(inbound, as: &nodeID)
+        } catch {
+            failure = error
         }
+        if let nodeID {
+            await hub.cluster.leave(nodeID, ifReceiver: link)
+            hub.announce(nodeID, joined: false, link: link)
+            hub.logger.notice("node \(nodeID) left the hub")
+        }
+        if let failure { throw failure }
+    }
+
+    private func serve(_ inbound: WebSocketInboundStream, as nodeID: inout String?) async throws {
         for try await message in inbound.messages(maxSize: 1 << 26) {
             guard case .binary(let buffer) = message, let frame = HubFrame.decode(buffer) else {
                 hub.logger.warning("dropped a malformed frame on a node's link")

@@ -15,20 +15,22 @@ import NIOCore
 ///
 /// Apart from that, the heartbeat: a ping out and no pong back yet (`awaitingPong`).
 struct ConnectionStateMachine {
-    enum State {
-        case opening(early: [EncodedFrame], earlyPong: ByteBuffer?)
+    /// A plain tag, so that the check made for every delivery is one comparison.
+    enum State: UInt8 {
+        case opening
         case open
         case closing
         case closed
     }
 
-    private(set) var state = State.opening(early: [], earlyPong: nil)
+    private(set) var state = State.opening
     private(set) var awaitingPong = false
+    /// While opening: what waits for `welcome`.
+    private var early: [EncodedFrame] = []
+    private var earlyPong: ByteBuffer?
 
     /// Messages may be written: open.
-    var mayWriteMessages: Bool {
-        if case .open = state { true } else { false }
-    }
+    var mayWriteMessages: Bool { state == .open }
 
     /// Pings and pongs may be written: opening or open.
     var mayWriteControl: Bool {
@@ -47,12 +49,10 @@ struct ConnectionStateMachine {
 
     mutating func deliver(_ frame: EncodedFrame) -> DeliveryAction {
         switch state {
-        case .opening(var early, let pong):
-            state = .open  // while the array is changed, so it is not copied
-            early.append(frame)
-            state = .opening(early: early, earlyPong: pong)
-            return .held
         case .open: return .write
+        case .opening:
+            early.append(frame)
+            return .held
         case .closing, .closed: return .drop
         }
     }
@@ -60,9 +60,10 @@ struct ConnectionStateMachine {
     /// The client is welcomed: write the welcome, then what was held. Nil when it is too late
     /// (closing or closed) and nothing is to be written.
     mutating func welcome() -> (early: [EncodedFrame], pong: ByteBuffer?)? {
-        guard case .opening(let early, let pong) = state else { return nil }
+        guard state == .opening else { return nil }
         state = .open
-        return (early, pong)
+        defer { (early, earlyPong) = ([], nil) }
+        return (early, earlyPong)
     }
 
     enum PingAction: Equatable {
@@ -74,8 +75,8 @@ struct ConnectionStateMachine {
 
     mutating func pingReceived(_ payload: ByteBuffer) -> PingAction {
         switch state {
-        case .opening(let early, _):
-            state = .opening(early: early, earlyPong: payload)
+        case .opening:
+            earlyPong = payload
             return .held
         case .open: return .answer
         case .closing, .closed: return .drop
@@ -105,6 +106,7 @@ struct ConnectionStateMachine {
         switch state {
         case .opening, .open:
             state = .closing
+            dropHeld()
             return true
         case .closing, .closed:
             return false
@@ -123,6 +125,7 @@ struct ConnectionStateMachine {
         switch state {
         case .opening, .open:
             state = .closing
+            dropHeld()
             return .echo
         case .closing: return .shut
         case .closed: return .none
@@ -134,6 +137,7 @@ struct ConnectionStateMachine {
         switch state {
         case .opening, .open, .closing:
             state = .closed
+            dropHeld()
             return true
         case .closed:
             return false
@@ -142,5 +146,11 @@ struct ConnectionStateMachine {
 
     mutating func socketClosed() {
         state = .closed
+        dropHeld()
+    }
+
+    private mutating func dropHeld() {
+        early = []
+        earlyPong = nil
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import SwitchboardClient
 import SwitchboardProtocol
+import SwitchboardTesting
 import Synchronization
 import Testing
 

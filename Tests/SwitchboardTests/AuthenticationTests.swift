@@ -3,6 +3,7 @@ import JWTKit
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// Client tokens (HS256): identity from `sub`, 401 before any upgrade, the `rooms` claim.

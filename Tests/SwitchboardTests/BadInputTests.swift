@@ -1,6 +1,7 @@
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import SwitchboardTesting
 import Synchronization
 import Testing
 

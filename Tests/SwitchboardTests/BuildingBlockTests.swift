@@ -1,6 +1,7 @@
 import EmbeddedBackplane
 import Logging
 import SwitchboardCore
+import SwitchboardTesting
 import Synchronization
 import Testing
 

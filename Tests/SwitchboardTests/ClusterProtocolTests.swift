@@ -1,6 +1,7 @@
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// Every row of the protocol, across the nodes of a real 3-node embedded cluster, with real

@@ -1,4 +1,5 @@
 import SwitchboardCore
+import SwitchboardTesting
 import Testing
 
 @testable import SwitchboardProtocol

@@ -2,16 +2,14 @@ import Foundation
 import NIOPosix
 import SwitchboardClient
 import SwitchboardProtocol
+import SwitchboardTesting
 import Synchronization
 import Testing
 
 /// The `switchboard` executable as an operator runs it.
 @Suite("switchboard command")
 struct CommandLineTests {
-    /// `swift test` builds the executable next to the test bundle.
-    static var executable: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("switchboard")
-    }
+    static var executable: URL { switchboardExecutable }
 
     @Test func clusterServesThreeNodesAndDrainsOnSIGTERM() async throws {
         let basePort = try await freePorts(3)
@@ -81,28 +79,6 @@ struct CommandLineTests {
         let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(text.contains("--peers needs --cluster-secret"))
     }
-}
-
-/// A base port with `count` consecutive free ports after it (checked by binding them). Drawn
-/// below the kernel's ephemeral range (32768 and up here), so that outgoing connections of other
-/// tests cannot take it between this check and the server's bind.
-func freePorts(_ count: Int) async throws -> Int {
-    for _ in 0..<50 {
-        let base = Int.random(in: 20000...32000)
-        var free = true
-        for port in base..<(base + count) {
-            do {
-                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .bind(host: "127.0.0.1", port: port).get()
-                try await channel.close()
-            } catch {
-                free = false
-                break
-            }
-        }
-        if free { return base }
-    }
-    throw TimedOut(what: "free ports")
 }
 
 extension CommandLineTests {

@@ -1,5 +1,6 @@
 import SwitchboardClient
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 @Suite("HTTP API")

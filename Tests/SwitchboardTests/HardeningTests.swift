@@ -5,6 +5,7 @@ import SwitchboardClient
 import SwitchboardCore
 import SwitchboardHTTP
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// The findings of the outside audit (issue 13), one test each, against real sockets and, where
@@ -403,23 +404,4 @@ func concurrentUpgrades(_ count: Int, port: Int, path: @escaping @Sendable (Int)
     }
     for socket in sockets { try await socket.waitForAnswer() }
     return sockets
-}
-
-/// Runs `switchboard` with these arguments until it exits; its status and standard error.
-func runToExit(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32, String) {
-    let process = Process()
-    process.executableURL = CommandLineTests.executable
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    do {
-        try await eventually("\(arguments) to exit") { !process.isRunning }
-    } catch {
-        process.terminate()
-        throw error
-    }
-    return (process.terminationStatus, String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
 }

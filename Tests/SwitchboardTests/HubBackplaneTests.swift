@@ -2,6 +2,7 @@ import Foundation
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// A `switchboard hub` and three `switchboard serve --hub` processes.

@@ -1,5 +1,6 @@
 import SwitchboardClient
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// Heartbeats, slow consumers and draining: the ways a connection or a node goes away.

@@ -3,6 +3,7 @@ import MeshBackplane
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// Three and four `switchboard serve --peers` processes linked directly to each other.
@@ -220,6 +221,34 @@ struct MeshBackplaneTests {
                 #expect(raw.received.hasPrefix("HTTP/1.1 401"))
             }
             #expect(try await nodes[0].metric("switchboard_handshakes_refused_total") >= 3)
+        }
+    }
+
+    /// The accepting end reads a link's frames itself (AcceptedLink): a message in fragments is
+    /// joined, a ping between them is answered, and an unexpected text frame ends the link.
+    @Test func anAcceptedLinkJoinsFragmentsAndAnswersPings() async throws {
+        try await withMesh(1) { nodes in
+            let peer = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
+            defer { peer.close() }
+            try await eventually("the acceptor's welcome") { peer.rawFrames.contains { $0.opcode == 0x2 } }
+            let hello = Array(
+                MeshFrame.hello(MemberRecord(id: "frag", url: "ws://127.0.0.1:1/ws", incarnation: 1)).encoded().readableBytesView)
+            let cut = hello.count / 2
+            try await peer.sendFrame(opcode: 0x2, Array(hello[..<cut]), fin: false)
+            try await peer.sendFrame(opcode: 0x9, Array("mid".utf8))
+            try await eventually("the pong between fragments") {
+                peer.rawFrames.contains { $0.opcode == 0xA && $0.payload == Array("mid".utf8) }
+            }
+            #expect(!peer.rawFrames.contains { MeshFrame.decode($0.payload).map { if case .members = $0 { true } else { false } } == true })
+            try await peer.sendFrame(opcode: 0x0, Array(hello[cut...]), fin: true)
+            try await eventually("the member list, answering the joined hello") {
+                peer.rawFrames.contains { frame in
+                    if frame.opcode == 0x2, case .members = MeshFrame.decode(frame.payload) { return true }
+                    return false
+                }
+            }
+            try await peer.sendText("not a link frame")
+            try await eventually("the link closed") { peer.isClosed }
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import SwitchboardCore
 import SwitchboardHTTP
+import SwitchboardTesting
 import Testing
 
 @testable import SwitchboardProtocol

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import SwitchboardTesting
 import Testing
 
 @testable import RESP

@@ -3,6 +3,7 @@ import RESP
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
+import SwitchboardTesting
 import Testing
 
 /// Three `switchboard serve --redis` processes on a real redis-server.

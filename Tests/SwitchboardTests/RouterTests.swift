@@ -1,5 +1,6 @@
 import EmbeddedBackplane
 import SwitchboardCore
+import SwitchboardTesting
 import Synchronization
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOSSL
 import SwitchboardClient
 import SwitchboardServer
+import SwitchboardTesting
 import Testing
 
 @Suite("Native TLS")

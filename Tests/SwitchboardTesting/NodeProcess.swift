@@ -3,27 +3,28 @@ import SwitchboardClient
 import Synchronization
 
 /// A `switchboard serve` process, started and stopped by the test.
-final class NodeProcess: Sendable {
-    let nodeID: String
-    let port: Int
-    let arguments: [String]
+package final class NodeProcess: Sendable {
+    package let nodeID: String
+    package let port: Int
+    package let arguments: [String]
     private let process = Mutex<Process?>(nil)
     private let output = Mutex("")
 
-    init(nodeID: String, port: Int, arguments: [String]) {
+    package init(nodeID: String, port: Int, arguments: [String]) {
         self.nodeID = nodeID
         self.port = port
         self.arguments = arguments
     }
 
     /// Starts the node and waits for its `listening on` line.
-    static func start(_ nodeID: String, redis: String, heartbeat: Int = 5, logLevel: String = "warning") async throws -> NodeProcess {
+    package static func start(_ nodeID: String, redis: String, heartbeat: Int = 5, logLevel: String = "warning") async throws -> NodeProcess
+    {
         try await start(nodeID, ["serve", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
     }
 
     /// Any `switchboard` subcommand with these arguments, on a free port (or `port`). A port
     /// taken in the meantime makes the process exit: then another is tried.
-    static func start(_ nodeID: String, _ arguments: [String], port: Int? = nil) async throws -> NodeProcess {
+    package static func start(_ nodeID: String, _ arguments: [String], port: Int? = nil) async throws -> NodeProcess {
         for attempt in 1...3 {
             let chosen = if let port { port } else { try await freePorts(1) }
             let node = NodeProcess(nodeID: nodeID, port: chosen, arguments: arguments + ["--port", "\(chosen)"])
@@ -37,14 +38,14 @@ final class NodeProcess: Sendable {
         throw ExitedEarly(output: "")
     }
 
-    struct ExitedEarly: Error, CustomStringConvertible {
-        let output: String
-        var description: String { "the process exited before listening: \(output)" }
+    package struct ExitedEarly: Error, CustomStringConvertible {
+        package let output: String
+        package var description: String { "the process exited before listening: \(output)" }
     }
 
-    func start() async throws {
+    package func start() async throws {
         let process = Process()
-        process.executableURL = CommandLineTests.executable
+        process.executableURL = switchboardExecutable
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
@@ -61,21 +62,21 @@ final class NodeProcess: Sendable {
         guard process.isRunning else { throw ExitedEarly(output: printed) }
     }
 
-    func waitUntilReady() async throws {
+    package func waitUntilReady() async throws {
         try await eventually("\(nodeID) to be ready") {
-            (try? await SwitchboardTests.http("GET", self.http("/readyz")).status) == 200
+            (try? await SwitchboardTesting.http("GET", self.http("/readyz")).status) == 200
         }
     }
 
     /// What the process printed (standard output and error).
-    var printed: String { output.withLock { $0 } }
+    package var printed: String { output.withLock { $0 } }
 
-    var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
+    package var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
 
-    var pid: Int32? { process.withLock { $0?.processIdentifier } }
+    package var pid: Int32? { process.withLock { $0?.processIdentifier } }
 
     /// Resident memory in bytes and open file descriptors, from /proc.
-    func resources() throws -> (rss: Int, files: Int) {
+    package func resources() throws -> (rss: Int, files: Int) {
         guard let pid else { return (0, 0) }
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
@@ -84,16 +85,16 @@ final class NodeProcess: Sendable {
         return (kilobytes * 1024, files)
     }
 
-    func ws(_ query: String) -> String { "ws://127.0.0.1:\(port)/ws?\(query)" }
-    func http(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+    package func ws(_ query: String) -> String { "ws://127.0.0.1:\(port)/ws?\(query)" }
+    package func http(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
-    func connect(user: String) async throws -> TestClient {
+    package func connect(user: String) async throws -> TestClient {
         try await TestClient(SwitchboardClient.connect(to: ws("user=\(user)")))
     }
 
     /// The value of a metric in this node's /metrics.
-    func metric(_ name: String) async throws -> Double {
-        let text = try await SwitchboardTests.http("GET", http("/metrics")).body
+    package func metric(_ name: String) async throws -> Double {
+        let text = try await SwitchboardTesting.http("GET", http("/metrics")).body
         for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
             return Double(line.split(separator: " ").last ?? "") ?? 0
         }
@@ -101,33 +102,33 @@ final class NodeProcess: Sendable {
     }
 
     /// kill -9 without waiting, for `defer`: the test process may end before a task would run.
-    func killNow() {
+    package func killNow() {
         guard let process = process.withLock({ $0 }), process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
     }
 
     /// kill -9: the node dies without a word.
-    func kill9() async throws {
+    package func kill9() async throws {
         guard let process = process.withLock({ $0 }) else { return }
         kill(process.processIdentifier, SIGKILL)
         try await eventually("\(nodeID) to die") { !process.isRunning }
     }
 
     /// SIGSTOP: the process freezes; its sockets stay open but it answers nothing.
-    func freeze() {
+    package func freeze() {
         guard let process = process.withLock({ $0 }) else { return }
         kill(process.processIdentifier, SIGSTOP)
     }
 
     /// SIGCONT: a frozen process runs again.
-    func thaw() {
+    package func thaw() {
         guard let process = process.withLock({ $0 }) else { return }
         kill(process.processIdentifier, SIGCONT)
     }
 
     /// SIGTERM, then waits for the exit; returns the exit status.
     @discardableResult
-    func terminate() async throws -> Int32 {
+    package func terminate() async throws -> Int32 {
         guard let process = process.withLock({ $0 }), process.isRunning else { return 0 }
         process.terminate()
         try await eventually("\(nodeID) to exit", timeout: .seconds(20)) { !process.isRunning }
@@ -136,7 +137,7 @@ final class NodeProcess: Sendable {
 }
 
 /// A redis-server and `count` nodes on it; everything is stopped afterwards.
-func withRedisNodes(_ count: Int = 3, heartbeat: Int = 5, _ body: (RedisServer, [NodeProcess]) async throws -> Void) async throws {
+package func withRedisNodes(_ count: Int = 3, heartbeat: Int = 5, _ body: (RedisServer, [NodeProcess]) async throws -> Void) async throws {
     try await withRedis { redis in
         var nodes: [NodeProcess] = []
         do {

@@ -4,8 +4,8 @@ import NIOPosix
 
 /// A bare WebSocket client on raw TCP, for behaviour our real client would never show: it
 /// answers no pings, and it can stop reading altogether.
-final class RawWebSocket: Sendable {
-    let channel: any Channel
+package final class RawWebSocket: Sendable {
+    package let channel: any Channel
     private let collector: Collector
 
     private init(channel: any Channel, collector: Collector) {
@@ -14,7 +14,7 @@ final class RawWebSocket: Sendable {
     }
 
     /// Opens a TCP connection and sends nothing.
-    static func open(port: Int) async throws -> RawWebSocket {
+    package static func open(port: Int) async throws -> RawWebSocket {
         let collector = Collector()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -26,7 +26,7 @@ final class RawWebSocket: Sendable {
     }
 
     /// Connects and sends the upgrade request (`received` will hold the response).
-    static func connect(
+    package static func connect(
         port: Int, path: String, subprotocols: String? = nil, origin: String? = nil, authorization: String? = nil,
         receiveBuffer: Int32? = nil
     ) async throws -> RawWebSocket {
@@ -52,29 +52,29 @@ final class RawWebSocket: Sendable {
     }
 
     /// Connects to `/ws` and waits for the server's `welcome`.
-    static func welcomed(port: Int, path: String, receiveBuffer: Int32? = nil) async throws -> RawWebSocket {
+    package static func welcomed(port: Int, path: String, receiveBuffer: Int32? = nil) async throws -> RawWebSocket {
         let socket = try await connect(port: port, path: path, receiveBuffer: receiveBuffer)
         try await eventually("welcome on \(path)") { socket.textFrames.contains { $0.contains("welcome") } }
         return socket
     }
 
-    func write(_ bytes: [UInt8]) async throws {
+    package func write(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     }
 
     /// A masked client text frame (payloads under 126 bytes).
-    func sendText(_ text: String) async throws {
+    package func sendText(_ text: String) async throws {
         try await sendFrame(opcode: 0x1, Array(text.utf8))
     }
 
     /// A masked client frame with this opcode (payloads under 126 bytes); `fin: false` for a
     /// fragment, `rsv1` to set a reserved bit.
-    func sendFrame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) async throws {
+    package func sendFrame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) async throws {
         try await write(Self.frame(opcode: opcode, payload, fin: fin, rsv1: rsv1, masked: masked))
     }
 
     /// The bytes of a client frame (payloads under 126 bytes), masked unless told otherwise.
-    static func frame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) -> [UInt8] {
+    package static func frame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) -> [UInt8] {
         precondition(payload.count < 126)
         let mask: [UInt8] = [1, 2, 3, 4]
         let first = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode
@@ -85,23 +85,23 @@ final class RawWebSocket: Sendable {
     }
 
     /// How many complete server frames with this opcode arrived.
-    func count(opcode: UInt8) -> Int {
+    package func count(opcode: UInt8) -> Int {
         frames.filter { $0.opcode == opcode }.count
     }
 
     /// Everything received so far (HTTP response and raw frames).
-    var receivedBytes: [UInt8] { collector.bytes.withLockedValue { $0 } }
+    package var receivedBytes: [UInt8] { collector.bytes.withLockedValue { $0 } }
     /// The same, as text (frame headers show as replacement characters).
-    var received: String { String(decoding: receivedBytes, as: UTF8.self) }
+    package var received: String { String(decoding: receivedBytes, as: UTF8.self) }
 
     /// Waits until the server has answered the upgrade: a JSON body or first frame has arrived
     /// (both end in `}`), or the server closed the socket.
-    func waitForAnswer(_ what: String = "an answer") async throws {
+    package func waitForAnswer(_ what: String = "an answer") async throws {
         try await eventually(what) { self.received.contains("}") || self.isClosed }
     }
 
     /// True once a server close frame with `code` has arrived.
-    func receivedClose(code: UInt16) -> Bool {
+    package func receivedClose(code: UInt16) -> Bool {
         let bytes = receivedBytes
         guard bytes.count >= 4 else { return false }
         return (0...(bytes.count - 4)).contains {
@@ -109,22 +109,22 @@ final class RawWebSocket: Sendable {
         }
     }
     /// True once a server frame with this opcode and payload (under 126 bytes) has arrived.
-    func receivedFrame(opcode: UInt8, _ payload: [UInt8]) -> Bool {
+    package func receivedFrame(opcode: UInt8, _ payload: [UInt8]) -> Bool {
         receivedBytes.firstRange(of: [0x80 | opcode, UInt8(payload.count)] + payload) != nil
     }
 
     /// The payloads of the complete server text frames received so far (after the HTTP head).
-    var textFrames: [String] {
+    package var textFrames: [String] {
         frames.filter { $0.opcode == 0x1 }.map(\.text)
     }
 
     /// Every complete server frame received so far, in order (after the HTTP head).
-    var frames: [(opcode: UInt8, text: String)] {
+    package var frames: [(opcode: UInt8, text: String)] {
         rawFrames.map { ($0.opcode, String(decoding: $0.payload, as: UTF8.self)) }
     }
 
     /// The same, with their payloads as bytes.
-    var rawFrames: [(opcode: UInt8, payload: [UInt8])] {
+    package var rawFrames: [(opcode: UInt8, payload: [UInt8])] {
         let bytes = receivedBytes
         guard let head = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return [] }
         var frames: [(opcode: UInt8, payload: [UInt8])] = []
@@ -149,32 +149,32 @@ final class RawWebSocket: Sendable {
         return frames
     }
 
-    var isClosed: Bool { collector.closed.withLockedValue { $0 } }
+    package var isClosed: Bool { collector.closed.withLockedValue { $0 } }
 
     /// Stops reading from the socket: the kernel buffers fill and the server's writes back up.
-    func stopReading() async throws {
+    package func stopReading() async throws {
         try await channel.setOption(ChannelOptions.autoRead, value: false).get()
     }
 
-    func close() {
+    package func close() {
         channel.close(promise: nil)
     }
 
     private final class Collector: ChannelInboundHandler, Sendable {
-        typealias InboundIn = ByteBuffer
-        let bytes = NIOLockedValueBox<[UInt8]>([])
-        let closed = NIOLockedValueBox(false)
+        package typealias InboundIn = ByteBuffer
+        package let bytes = NIOLockedValueBox<[UInt8]>([])
+        package let closed = NIOLockedValueBox(false)
 
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let buffer = unwrapInboundIn(data)
             bytes.withLockedValue { $0 += buffer.readableBytesView }
         }
 
-        func channelInactive(context: ChannelHandlerContext) {
+        package func channelInactive(context: ChannelHandlerContext) {
             closed.withLockedValue { $0 = true }
         }
 
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             // The server finished sending (FIN). The test decides when to close.
             if case ChannelEvent.inputClosed = event {
                 closed.withLockedValue { $0 = true }

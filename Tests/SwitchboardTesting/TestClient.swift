@@ -1,17 +1,21 @@
 import SwitchboardClient
 import Testing
 
-struct TimedOut: Error, CustomStringConvertible {
-    let what: String
-    var description: String { "timed out waiting for \(what)" }
+package struct TimedOut: Error, CustomStringConvertible {
+    package let what: String
+    package var description: String { "timed out waiting for \(what)" }
+
+    package init(what: String) {
+        self.what = what
+    }
 }
 
 /// A client plus everything it has received, so tests can wait for a frame with a deadline.
-final class TestClient: Sendable {
-    let client: SwitchboardClient
-    let inbox: Inbox
+package final class TestClient: Sendable {
+    package let client: SwitchboardClient
+    package let inbox: Inbox
 
-    init(_ client: SwitchboardClient) {
+    package init(_ client: SwitchboardClient) {
         self.client = client
         self.inbox = Inbox()
         let inbox = self.inbox
@@ -21,34 +25,34 @@ final class TestClient: Sendable {
         }
     }
 
-    var user: String { client.welcome.user }
+    package var user: String { client.welcome.user }
 
     /// Waits (at most `timeout`) for the next received frame that matches, and consumes it.
     @discardableResult
-    func next(
+    package func next(
         _ what: String = "a frame", timeout: Duration = .seconds(10), where predicate: @Sendable (ServerMessage) -> Bool = { _ in true }
     ) async throws -> ServerMessage {
         try await inbox.next(what, timeout: timeout, where: predicate)
     }
 
-    func message(timeout: Duration = .seconds(10), where predicate: @Sendable (ServerMessage) -> Bool = { _ in true }) async throws
+    package func message(timeout: Duration = .seconds(10), where predicate: @Sendable (ServerMessage) -> Bool = { _ in true }) async throws
         -> ServerMessage
     {
         try await next("a message", timeout: timeout) { $0.type == "message" && predicate($0) }
     }
 
     /// Frames received so far and not consumed.
-    func received() async -> [ServerMessage] { await inbox.pending }
+    package func received() async -> [ServerMessage] { await inbox.pending }
 }
 
-actor Inbox {
-    private(set) var pending: [ServerMessage] = []
-    private(set) var ended = false
+package actor Inbox {
+    package private(set) var pending: [ServerMessage] = []
+    package private(set) var ended = false
 
-    func append(_ frame: ServerMessage) { pending.append(frame) }
-    func end() { ended = true }
+    package func append(_ frame: ServerMessage) { pending.append(frame) }
+    package func end() { ended = true }
 
-    func next(_ what: String, timeout: Duration, where predicate: @Sendable (ServerMessage) -> Bool) async throws -> ServerMessage {
+    package func next(_ what: String, timeout: Duration, where predicate: @Sendable (ServerMessage) -> Bool) async throws -> ServerMessage {
         let deadline = ContinuousClock.now + timeout
         while true {
             if let index = pending.firstIndex(where: predicate) {
@@ -61,7 +65,7 @@ actor Inbox {
 }
 
 /// Waits until `condition` holds, checking every few milliseconds, for at most `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+package func eventually(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while try await !condition() {
         guard ContinuousClock.now < deadline else { throw TimedOut(what: what) }

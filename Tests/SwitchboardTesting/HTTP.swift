@@ -5,14 +5,14 @@ import SwitchboardProtocol
 import FoundationNetworking
 #endif
 
-struct HTTPReply {
-    let status: Int
-    let body: String
-    var json: JSONValue? { try? JSONValue.parse(body) }
+package struct HTTPReply {
+    package let status: Int
+    package let body: String
+    package var json: JSONValue? { try? JSONValue.parse(body) }
 }
 
 /// One HTTP request to a node.
-func http(_ method: String, _ url: String, body: String? = nil, headers: [String: String] = [:]) async throws -> HTTPReply {
+package func http(_ method: String, _ url: String, body: String? = nil, headers: [String: String] = [:]) async throws -> HTTPReply {
     var request = URLRequest(url: URL(string: url)!)
     request.httpMethod = method
     request.timeoutInterval = 10

@@ -6,15 +6,15 @@ import SwitchboardCore
 import SwitchboardServer
 
 /// N real nodes in this process on free ports, joined by the embedded backplane.
-struct TestCluster {
-    let embedded: EmbeddedCluster
-    let nodes: [SwitchboardNode]
-    let ports: [Int]
+package struct TestCluster {
+    package let embedded: EmbeddedCluster
+    package let nodes: [SwitchboardNode]
+    package let ports: [Int]
     /// One service group per node, so that a test can stop one node alone.
     private let groups: [ServiceGroup]
     private let tasks: [Task<Void, any Error>]
 
-    static func start(
+    package static func start(
         nodes count: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in },
         backplane: (EmbeddedCluster) -> any Backplane = { $0.backplane() }
     ) async throws -> TestCluster {
@@ -36,38 +36,38 @@ struct TestCluster {
     }
 
     /// `ws://` URL of node `index` (0-based), with `query` appended.
-    func ws(_ index: Int, _ query: String = "") -> String {
+    package func ws(_ index: Int, _ query: String = "") -> String {
         "ws://127.0.0.1:\(ports[index])/ws" + (query.isEmpty ? "" : "?" + query)
     }
 
-    func http(_ index: Int, _ path: String) -> String {
+    package func http(_ index: Int, _ path: String) -> String {
         "http://127.0.0.1:\(ports[index])\(path)"
     }
 
-    func connect(_ index: Int, user: String) async throws -> TestClient {
+    package func connect(_ index: Int, user: String) async throws -> TestClient {
         try await TestClient(SwitchboardClient.connect(to: ws(index, "user=\(user)")))
     }
 
     /// Drains every node (as SIGTERM would) and waits for them to stop.
-    func stop() async throws {
+    package func stop() async throws {
         for index in nodes.indices { await groups[index].triggerGracefulShutdown() }
         for task in tasks { try await task.value }
     }
 
     /// Starts draining node `index` and returns at once.
-    func beginStopping(_ index: Int) async {
+    package func beginStopping(_ index: Int) async {
         await groups[index].triggerGracefulShutdown()
     }
 
     /// Drains node `index` and waits until it has stopped.
-    func stopNode(_ index: Int) async throws {
+    package func stopNode(_ index: Int) async throws {
         await groups[index].triggerGracefulShutdown()
         try await tasks[index].value
     }
 }
 
 /// Runs `body` against a fresh cluster and always stops it.
-func withCluster(
+package func withCluster(
     nodes: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in },
     backplane: (EmbeddedCluster) -> any Backplane = { $0.backplane() },
     _ body: (TestCluster) async throws -> Void

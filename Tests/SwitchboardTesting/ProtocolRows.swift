@@ -5,7 +5,7 @@ import Testing
 
 /// Every row of the protocol across three running nodes (`switchboard serve` processes), whatever
 /// backplane joins them. Used by the Redis and the hub suites.
-func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: NodeProcess? = nil) async throws {
+package func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: NodeProcess? = nil) async throws {
     let alice = try await nodes[0].connect(user: "alice")
     let bob = try await nodes[1].connect(user: "bob")
     let carol = try await nodes[2].connect(user: "carol")
@@ -80,7 +80,7 @@ func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: NodeProce
 /// A watcher on `watching` and a victim on `lost` share a room; `lose` takes `lost` away (kill -9,
 /// SIGSTOP). Checks that the others notice within `deadline`: `left` arrives, once; presence,
 /// `/api/users` and `/api/nodes` (asked of `registry`) forget the victim; and the room still works.
-func expectNodeLossNoticed(
+package func expectNodeLossNoticed(
     watching: NodeProcess, lost: NodeProcess, registry: NodeProcess, within deadline: Duration,
     lose: () async throws -> Void
 ) async throws {
