@@ -132,12 +132,12 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         framesSinceFlush += 1
     }
 
-    private func overflow(buffered: Int) {
+    private func overflow(buffered: Int, reason: Logger.Message = "outbound buffer full") {
         guard machine.overflowed() else { return }
         packed = nil
         metrics.slowConsumersClosed.increment()
         logger.warning(
-            "closing slow consumer: outbound buffer full",
+            "closing slow consumer: \(reason)",
             metadata: ["session": "\(session)", "user": "\(user)", "buffered": "\(buffered)"])
         // Policy violation (1008). The close frame would queue behind the backlog the client
         // is not reading, so it is put in front of nothing: the socket is closed right after.
@@ -207,11 +207,28 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         }
     }
 
+    /// Pings in a row that found the socket backed up (past NIO's high water mark).
+    private var unansweredPings = 0
+    /// A client that sends this many pings in a row while not reading what we send is closed
+    /// as a slow consumer: it would otherwise be answered at whatever pace the node reads it,
+    /// up to `maxBufferedBytes`, which under load took minutes.
+    static let maxUnansweredPings = 100
+
     /// Answers a client's ping. Like every write, it counts against the outbound limit and
-    /// nothing goes after our close frame. On the event loop.
+    /// nothing goes after our close frame. While the socket is backed up the ping is not
+    /// answered (RFC 6455 5.5.3 lets a pong answer only the latest ping). On the event loop.
     func pong(_ payload: ByteBuffer) {
         eventLoop.preconditionInEventLoop()
         guard machine.pingReceived(payload) == .answer else { return }
+        guard channel.isWritable else {
+            unansweredPings += 1
+            if unansweredPings >= Self.maxUnansweredPings {
+                let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+                overflow(buffered: buffered, reason: "pings keep coming while it reads nothing")
+            }
+            return
+        }
+        unansweredPings = 0
         writeControl(opcode: 0xA, payload)
         flushPending()
     }

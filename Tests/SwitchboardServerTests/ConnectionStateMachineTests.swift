@@ -162,6 +162,31 @@ struct ConnectionStateMachineTests {
         #expect(!harness.channel.isActive)
     }
 
+    /// A client that pings while not reading: while the socket is backed up its pings are not
+    /// answered, and enough of them in a row close it as a slow consumer.
+    @Test func pingsWhileBackedUpAreNotAnsweredAndCloseASlowConsumer() throws {
+        let harness = try Harness()
+        let connection = harness.connection
+        connection.open(welcome: Array("welcome".utf8))
+        _ = try harness.written()
+        harness.channel.isWritable = false
+        harness.channel.embeddedEventLoop.execute {
+            for _ in 0..<(Connection.maxUnansweredPings - 1) { connection.pong(ByteBuffer(string: "p")) }
+        }
+        #expect(try harness.written().isEmpty, "no pong queued behind a backlog")
+        harness.channel.isWritable = true
+        harness.channel.embeddedEventLoop.execute { connection.pong(ByteBuffer(string: "q")) }
+        #expect(try harness.written().map(\.opcode) == [0xA], "answered again once it reads")
+        harness.channel.isWritable = false
+        harness.channel.embeddedEventLoop.execute {
+            for _ in 0..<Connection.maxUnansweredPings { connection.pong(ByteBuffer(string: "p")) }
+        }
+        let close = try harness.written()
+        #expect(close.map(\.opcode) == [0x8])
+        #expect(close.first.map { Array($0.payload.prefix(2)) } == [0x03, 0xF0])
+        #expect(!harness.channel.isActive)
+    }
+
     @Test func aHeartbeatWithoutAPongClosesWith1001() throws {
         let harness = try Harness()
         let connection = harness.connection
