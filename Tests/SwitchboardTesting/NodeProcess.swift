@@ -58,7 +58,10 @@ package final class NodeProcess: Sendable {
         output.withLock { $0 = "" }
         try process.run()
         self.process.withLock { $0 = process }
-        try await eventually("\(nodeID) to listen") { self.output.withLock { $0.contains("listening on") } || !process.isRunning }
+        // A debug build starting while the full suite loads both cores once took more than 10 s.
+        try await eventually("\(nodeID) to listen", timeout: .seconds(30)) {
+            self.output.withLock { $0.contains("listening on") } || !process.isRunning
+        }
         guard process.isRunning else { throw ExitedEarly(output: printed) }
     }
 
