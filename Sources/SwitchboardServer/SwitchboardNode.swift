@@ -25,6 +25,8 @@ public final class SwitchboardNode: Sendable {
         case bound(Int)
     }
     private let listeningState = Mutex(Listening.waiting([]))
+    /// Poked once the server is bound.
+    private let bound = ConditionSignal()
     /// Called once the server accepts connections, with the address it serves (the command line
     /// prints it; a library prints nothing).
     private let onListening: @Sendable (_ address: String) -> Void
@@ -46,11 +48,25 @@ public final class SwitchboardNode: Sendable {
     }
 
     public var id: String { context.configuration.nodeID }
+    /// In the cluster and not draining: what `/readyz` says.
+    public var isReady: Bool { context.phase == .ready }
     public var metrics: NodeMetrics { context.metrics }
 
     /// The services that make up the node, in the order a ServiceGroup must run them.
     public var services: [any Service] {
         [BackplaneService(node: self), makeApplication(), DrainService(node: self)]
+    }
+
+    /// The bound port once the server accepts connections, or nil if the task is cancelled
+    /// first (the server could not bind, say, and the node is stopping).
+    func boundPort() async -> Int? {
+        let port: @Sendable () -> Int? = {
+            self.listeningState.withLock { state in
+                if case .bound(let port) = state { port } else { nil }
+            }
+        }
+        guard await bound.wait(until: { port() != nil }) else { return nil }
+        return port()
     }
 
     /// Waits until the server is accepting connections; returns the bound port.
@@ -103,6 +119,7 @@ public final class SwitchboardNode: Sendable {
             return []
         }
         for waiter in waiters { waiter.resume(returning: port) }
+        bound.poke()
     }
 
     /// Drains the node: readyz turns 503, every socket is closed with 1001, the node leaves the
@@ -166,7 +183,9 @@ struct BackplaneService: Service {
         await withDiscardingTaskGroup { group in
             group.addTask { await backplane.run() }
             group.addTask {
-                let port = await node.listening()
+                // Not `listening()`: a server that never binds must not keep this service, and
+                // so the process, from stopping.
+                guard let port = await node.boundPort() else { return }
                 let info = NodeInfo(id: node.id, url: context.configuration.webSocketURL(boundPort: port))
                 do {
                     try await backplane.join(node: info, receiver: CountingReceiver(context: context))

@@ -32,6 +32,8 @@ package struct TestCluster {
         let tasks = groups.map { group in Task { try await group.run() } }
         var ports: [Int] = []
         for node in nodes { ports.append(await node.listening()) }
+        // Joined too: a client that connects before its node has joined the cluster is refused.
+        try await eventually("the nodes to join") { nodes.allSatisfy(\.isReady) }
         return TestCluster(embedded: embedded, nodes: nodes, ports: ports, groups: groups, tasks: tasks)
     }
 

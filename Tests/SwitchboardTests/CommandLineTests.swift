@@ -101,3 +101,21 @@ extension CommandLineTests {
         #expect(clusterStatus != 0 && cluster.contains("--nodes must be between 1 and 64"), "\(cluster)")
     }
 }
+
+extension CommandLineTests {
+    /// A node whose port is taken exits with an error (the mesh tests start again on other
+    /// ports when that happens); it once hung instead, its cluster service waiting for a bind
+    /// that never came.
+    @Test func aNodeWhosePortIsTakenExitsWithAnError() async throws {
+        let port = try await freePorts(1)
+        let holder = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).get()
+        defer { holder.close(promise: nil) }
+        for arguments in [
+            ["serve", "--port", "\(port)"],
+            ["serve", "--port", "\(port)", "--peers", "127.0.0.1:\(port)", "--cluster-secret", "s"],
+        ] {
+            let (status, errors) = try await runToExit(arguments)
+            #expect(status != 0, "\(arguments): \(errors)")
+        }
+    }
+}
