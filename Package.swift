@@ -217,7 +217,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
                 "SwitchboardClient",
-                "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane", "SwitchboardHub",
+                "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

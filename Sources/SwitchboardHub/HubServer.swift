@@ -31,9 +31,6 @@ public struct HubConfiguration: Sendable {
     public var maxPendingHandshakes = 1000
     /// Connections the hub accepts at once (links and HTTP calls); never past the process's files.
     public var maxConnections = 10000
-    /// Bytes waiting for a node that does not read its link; past them the link is closed (the
-    /// node redials and syncs again).
-    public var maxLinkBacklogBytes = 64 << 20
 
     public init(secret: String) {
         self.secret = secret
@@ -161,24 +158,21 @@ public final class HubServer: Sendable {
         // A link has its own heartbeat: the request deadline ends here.
         channel.eventLoop.execute { RequestDeadlineHandler.of(channel)?.upgraded() }
         return .upgrade([:]) { inbound, _, _ in
-            try await HubLinkSession(
-                hub: self, link: NodeLink(channel: channel, maxBacklog: self.configuration.maxLinkBacklogBytes, logger: self.logger)
-            ).run(inbound)
+            try await HubLinkSession(hub: self, link: NodeLink(channel: channel, logger: self.logger)).run(inbound)
         }
     }
 }
 
 /// The hub's end of one node's link: events for that node are written straight to its channel,
 /// in the order the cluster produces them. A node that stops reading is not buffered for without
-/// bound: past `maxBacklog` bytes its link is closed (it redials and syncs again).
-final class NodeLink: ClusterReceiver, Sendable {
+/// bound: past `maxBufferedBytes` its link is closed (it redials and syncs again).
+final class NodeLink: ClusterReceiver, @unchecked Sendable {
     let channel: any Channel
     let logger: Logger
-    let maxBacklog: Int
+    static let maxBufferedBytes = 64 << 20
 
-    init(channel: any Channel, maxBacklog: Int, logger: Logger) {
+    init(channel: any Channel, logger: Logger) {
         self.channel = channel
-        self.maxBacklog = maxBacklog
         self.logger = logger
     }
 
@@ -189,12 +183,12 @@ final class NodeLink: ClusterReceiver, Sendable {
     func send(_ frame: HubFrame) {
         let data = frame.encoded(allocator: channel.allocator)
         let channel = self.channel
-        let (logger, maxBacklog) = (self.logger, self.maxBacklog)
+        let logger = self.logger
         channel.eventLoop.execute {
             guard channel.isActive else { return }
             // Writable means under NIO's high water mark; only past it is the exact backlog needed.
             if !channel.isWritable,
-                let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > maxBacklog
+                let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > Self.maxBufferedBytes
             {
                 logger.warning("closing a node's link: it is not reading (\(buffered) bytes waiting)")
                 channel.close(promise: nil)
