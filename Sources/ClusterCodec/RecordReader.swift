@@ -17,6 +17,11 @@ public struct RecordReader {
         self.init(ByteBuffer(bytes: bytes))
     }
 
+    /// Reads a part of a record (no version byte).
+    init(body: ByteBuffer) {
+        self.buffer = body
+    }
+
     /// Nothing is left: a record with trailing bytes is one we do not understand.
     public var atEnd: Bool { buffer.readableBytes == 0 }
 
@@ -69,9 +74,40 @@ public struct RecordReader {
 
     /// An envelope, whose data is the rest of the record.
     public mutating func envelope() -> Envelope? {
-        guard let id = string(), let from = string(), let address = address(), let timestamp = i64() else { return nil }
+        guard let id = string(), let from = string(), let address = address(), let timestamp = i64(),
+            let position = position()
+        else { return nil }
         let data = buffer.readBytes(length: buffer.readableBytes) ?? []
-        return Envelope(id: id, from: from, address: address, data: RawJSON(bytes: data), timestamp: timestamp)
+        return Envelope(
+            id: id, from: from, address: address, data: RawJSON(bytes: data), timestamp: timestamp, position: position)
+    }
+
+    /// An envelope written with `sizedEnvelope`.
+    public mutating func sizedEnvelope() -> Envelope? {
+        guard let length = u32(), let slice = buffer.readSlice(length: Int(length)) else { return nil }
+        var inner = RecordReader(body: slice)
+        return inner.envelope()
+    }
+
+    public mutating func streamRead() -> StreamRead? {
+        guard let epoch = string(), !epoch.isEmpty, let top = i64(), top >= 0,
+            let count = count(minimumBytesEach: 4)
+        else { return nil }
+        var messages: [Envelope] = []
+        for _ in 0..<count {
+            guard let message = sizedEnvelope(), message.position != nil else { return nil }
+            messages.append(message)
+        }
+        return StreamRead(top: StreamPosition(epoch: epoch, offset: top), messages: messages)
+    }
+
+    /// A stream position or its absence; nil (the outer optional) when malformed. A position
+    /// is only ever given by a store: its offset is at least 1.
+    public mutating func position() -> StreamPosition?? {
+        guard let present = bool() else { return nil }
+        guard present else { return .some(nil) }
+        guard let epoch = string(), !epoch.isEmpty, let offset = i64(), offset >= 1 else { return nil }
+        return .some(StreamPosition(epoch: epoch, offset: offset))
     }
 
     public mutating func member() -> MemberRecord? {

@@ -7,10 +7,12 @@ import SwitchboardCore
 /// Integers are big-endian; a string is a u16 length and its UTF-8 bytes; a list is a u32 count
 /// and its items. An envelope's `data` is the client's raw JSON and always goes last, as the
 /// rest of the record, so it is copied once and never re-encoded.
+///
+/// Version 3 added the stream position of a message (history).
 public enum RecordFormat {
     /// The first byte of every record. A node refuses records of another version rather than
     /// misreading them: nodes of different versions do not share a cluster.
-    public static let version: UInt8 = 2
+    public static let version: UInt8 = 3
     /// What a string field may hold; longer names never reach the codec (see `Name`).
     public static let maxStringBytes = Int(UInt16.max)
 }
@@ -64,7 +66,33 @@ public struct RecordWriter {
         string(envelope.from)
         address(envelope.address)
         i64(envelope.timestamp)
+        position(envelope.position)
         buffer.writeBytes(envelope.data.bytes)
+    }
+
+    /// An envelope that is not last: its length first.
+    public mutating func sizedEnvelope(_ envelope: Envelope) {
+        var inner = RecordWriter(kind: 0, capacity: 64 + envelope.data.bytes.count)
+        inner.envelope(envelope)
+        inner.buffer.moveReaderIndex(forwardBy: 2)  // no version and kind inside
+        u32(UInt32(inner.buffer.readableBytes))
+        buffer.writeImmutableBuffer(inner.buffer)
+    }
+
+    /// What a stream read found: its top and messages.
+    public mutating func streamRead(_ read: StreamRead) {
+        string(read.top.epoch)
+        i64(read.top.offset)
+        count(read.messages.count)
+        for message in read.messages { sizedEnvelope(message) }
+    }
+
+    /// A stream position, or its absence (a flag byte first).
+    public mutating func position(_ position: StreamPosition?) {
+        guard let position else { return bool(false) }
+        bool(true)
+        string(position.epoch)
+        i64(position.offset)
     }
 
     public mutating func member(_ record: MemberRecord) {

@@ -84,6 +84,19 @@ public protocol Backplane: Sendable {
     func nodes() async throws -> [NodeStatus]
     /// Publishes this node's load.
     func report(_ load: NodeLoad) async
+
+    // History (PROTOCOL.md, "History and recovery").
+
+    /// How much history this backplane keeps; `.off` when it keeps none. With history on, a
+    /// message to a room or a user is *sequenced*: its stream's store gives it its position, and
+    /// the backplane delivers it to every node with a recipient, this one included, in offset
+    /// order. The router then does not deliver it locally itself, so that a local recipient gets
+    /// the same offset, in the same order, as a remote one.
+    var history: HistoryPolicy { get }
+    /// Reads one stream (a room, or a user's inbox): its top and the messages it still keeps
+    /// after `after` (or, without it, the last ones), at most `limit`. Throws
+    /// `HistoryError.unsupported` when the backplane keeps none.
+    func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead
 }
 
 /// A message handed to a backplane whose acceptance has not been awaited yet.
@@ -101,6 +114,13 @@ public struct PendingPublish: Sendable {
 }
 
 extension Backplane {
+    /// A backplane keeps no history unless it says so.
+    public var history: HistoryPolicy { .off }
+
+    public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
+        throw HistoryError.unsupported
+    }
+
     /// A backplane with no background work of its own waits to be cancelled.
     public func run() async {
         await untilCancelled()

@@ -5,6 +5,16 @@ public enum Address: Hashable, Sendable {
     case everyone
 }
 
+extension Address {
+    /// The room's or the user's name; nil for everyone.
+    public var name: String? {
+        switch self {
+        case .room(let name), .user(let name): name
+        case .everyone: nil
+        }
+    }
+}
+
 /// The `data` of a message, kept as the exact JSON bytes the sender wrote: it is never decoded
 /// or re-encoded on its way through the cluster.
 public struct RawJSON: Hashable, Sendable {
@@ -23,13 +33,19 @@ public struct Envelope: Hashable, Sendable {
     public var data: RawJSON
     /// Milliseconds since the epoch, at the publishing node.
     public var timestamp: Int64
+    /// Its place in its room's or user's stream, when the backplane keeps history (given by the
+    /// store, never by the sender).
+    public var position: StreamPosition?
 
-    public init(id: String, from: String, address: Address, data: RawJSON, timestamp: Int64) {
+    public init(
+        id: String, from: String, address: Address, data: RawJSON, timestamp: Int64, position: StreamPosition? = nil
+    ) {
         self.id = id
         self.from = from
         self.address = address
         self.data = data
         self.timestamp = timestamp
+        self.position = position
     }
 }
 

@@ -167,11 +167,13 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         try await submit(envelope).wait()
     }
 
-    /// `route` without the wait: local recipients have the message when this returns, and the
-    /// backplane has it queued behind any message submitted before it.
+    /// `route` without the wait: local recipients have the message when this returns (unless
+    /// the backplane sequences it: then they get it from the backplane, with its offset), and
+    /// the backplane has it queued behind any message submitted before it.
     public func submit(_ envelope: Envelope) -> PendingPublish {
         let event = ClusterEvent.message(envelope)
-        let local = recipients(for: event.address)
+        let sequenced = backplane.history.keeps(envelope.address)
+        let local = sequenced ? [] : recipients(for: event.address)
         if !local.isEmpty {
             delivery.deliver(event, to: local)
         }
@@ -180,7 +182,15 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
             do {
                 try await pending.wait()
             } catch {
-                throw NotHandedToCluster(deliveredLocally: local.count, reason: error)
+                // The cluster did not take it: local recipients still get it (without an offset,
+                // as it has none), and the sender hears how far it went.
+                var delivered = local.count
+                if sequenced {
+                    let now = self.recipients(for: event.address)
+                    if !now.isEmpty { self.delivery.deliver(event, to: now) }
+                    delivered = now.count
+                }
+                throw NotHandedToCluster(deliveredLocally: delivered, reason: error)
             }
         }
     }

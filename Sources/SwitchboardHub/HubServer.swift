@@ -31,6 +31,8 @@ public struct HubConfiguration: Sendable {
     public var maxPendingHandshakes = 1000
     /// Connections the hub accepts at once (links and HTTP calls); never past the process's files.
     public var maxConnections = 10000
+    /// History the hub keeps per room and per inbox, in memory: a restart is a new epoch.
+    public var history = HistoryPolicy.standard
 
     public init(secret: String) {
         self.secret = secret
@@ -45,7 +47,7 @@ public struct HubConfiguration: Sendable {
 /// `/api/assign` for clients and load balancers.
 public final class HubServer: Sendable {
     let configuration: HubConfiguration
-    let cluster = EmbeddedCluster()
+    let cluster: EmbeddedCluster
     let logger: Logger
     private let roundRobin = Atomic<Int>(0)
     private let port = Mutex<Int?>(nil)
@@ -82,6 +84,7 @@ public final class HubServer: Sendable {
     public init(configuration: HubConfiguration, logger: Logger, onListening: @escaping @Sendable (_ address: String) -> Void = { _ in }) {
         self.onListening = onListening
         self.configuration = configuration
+        self.cluster = EmbeddedCluster(history: configuration.history)
         var logger = logger
         logger[metadataKey: "hub"] = "\(configuration.host):\(configuration.port)"
         self.logger = logger
@@ -261,9 +264,16 @@ struct HubLinkSession {
             case .left(let room, let user): await cluster.roomLeft(room, user: user, on: nodeID)
             }
             if rid != HubFrame.unanswered { link.send(.ack(rid: rid)) }
-        case .publish(let rid, let envelope):
-            await cluster.publish(envelope, from: nodeID)
+        case .publish(let rid, let envelope, let sequenced):
+            await cluster.publish(envelope, from: nodeID, sequenced: sequenced)
             link.send(.ack(rid: rid))
+        case .query(let rid, .read(let stream, let after, let limit)):
+            // A hub with history off still numbers the messages nodes ask it to, and keeps none.
+            guard stream.name.map(Name.isValid) == true else {
+                link.send(.unsupported(rid: rid))
+                return
+            }
+            link.send(.stream(rid: rid, await cluster.read(stream, after: after, limit: Int(limit))))
         case .load(let load):
             await cluster.report(load, for: nodeID)
         case .query(let rid, .members(let room)):
@@ -272,7 +282,7 @@ struct HubLinkSession {
             link.send(.names(rid: rid, await cluster.nodes(of: user)))
         case .query(let rid, .nodes):
             link.send(.nodes(rid: rid, await cluster.nodes()))
-        case .hello, .ack, .names, .nodes, .event, .node, .refused:
+        case .hello, .ack, .names, .nodes, .event, .node, .refused, .stream, .unsupported:
             hub.logger.warning("dropped a frame only a hub sends, from node \(nodeID)")
         }
     }

@@ -15,12 +15,15 @@ public enum CommandID: Hashable, Sendable {
 
 /// What a client asks of the server.
 public enum ClientCommand: Hashable, Sendable {
-    case join(room: String)
+    /// With `since`, a resume: what the room got after that position is replayed (1.1).
+    case join(room: String, since: StreamPosition? = nil)
     case leave(room: String)
     case publish(room: String, data: RawJSON)
     case send(to: String, data: RawJSON)
     case broadcast(data: RawJSON)
     case presence(room: String)
+    /// The last `limit` messages the room's history keeps (all it keeps without one).
+    case history(room: String, limit: Int? = nil)
     case ping
 }
 
@@ -42,6 +45,8 @@ public enum ErrorCode: String, Hashable, Sendable, CaseIterable {
     case rateLimited = "rate_limited"
     case tooLarge = "too_large"
     case `internal`
+    /// The cluster cannot do this (`history` where no history is kept).
+    case unsupported
 }
 
 /// A refusal: the `error` frame (or HTTP 4xx body) a client gets.
@@ -100,25 +105,73 @@ extension ClientRequest {
             guard let range = fields.data else { throw bad("missing field 'data'") }
             return RawJSON(bytes: Array(fields.bytes[range]))
         }
+        func since() throws -> StreamPosition? {
+            switch fields.values["since"] {
+            case nil, .null?: return nil
+            case .object(let position)?:
+                guard case .string(let epoch)? = position["epoch"], Self.isEpoch(epoch) else {
+                    throw bad("'since.epoch' must be the epoch string of an earlier 'ok' or 'welcome'")
+                }
+                guard case .number(let digits)? = position["offset"], let offset = Int64(digits), offset >= 0 else {
+                    throw bad("'since.offset' must be an integer of at least 0")
+                }
+                return StreamPosition(epoch: epoch, offset: offset)
+            default:
+                throw bad("'since' must be an object {\"epoch\":..,\"offset\":..}")
+            }
+        }
+        func limit() throws -> Int? {
+            switch fields.values["limit"] {
+            case nil, .null?: return nil
+            case .number(let digits)?:
+                guard let limit = Int(digits), limit >= 1 else { throw bad("'limit' must be an integer of at least 1") }
+                return limit
+            default: throw bad("'limit' must be an integer")
+            }
+        }
         guard let typeValue = fields.values["type"] else { throw bad("missing field 'type'") }
         guard case .string(let type) = typeValue else { throw bad("'type' must be a string") }
         switch type {
-        case "join": return .join(room: try name("room"))
+        case "join": return .join(room: try name("room"), since: try since())
         case "leave": return .leave(room: try name("room"))
         case "publish": return .publish(room: try name("room"), data: try data())
         case "send": return .send(to: try name("to"), data: try data())
         case "broadcast": return .broadcast(data: try data())
         case "presence": return .presence(room: try name("room"))
+        case "history": return .history(room: try name("room"), limit: try limit())
         case "ping": return .ping
         default: throw bad("unknown type '\(type.prefix(64))'")
         }
     }
 }
 
+extension ClientRequest {
+    /// An epoch as servers give them out: 1 to 64 letters, digits, `-` or `_` (no colon, so that
+    /// `since=EPOCH:OFFSET` splits cleanly).
+    public static func isEpoch(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 64
+            && text.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D
+                    || byte == 0x5F
+            }
+    }
+
+    /// Parses the `since` query parameter of `/ws`: `EPOCH:OFFSET`; nil when malformed.
+    public static func inboxSince(_ text: String) -> StreamPosition? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        let epoch = String(text[..<colon])
+        let digits = text[text.index(after: colon)...]
+        guard isEpoch(epoch), !digits.isEmpty, digits.allSatisfy(\.isASCII), let offset = Int64(digits), offset >= 0 else {
+            return nil
+        }
+        return StreamPosition(epoch: epoch, offset: offset)
+    }
+}
+
 /// The top level of a JSON object: small fields parsed, `data` only validated and located.
 /// Fields the protocol does not know are validated and skipped.
 public struct JSONFields: Sendable {
-    static let parsedKeys: Set<String> = ["type", "id", "room", "to", "user"]
+    static let parsedKeys: Set<String> = ["type", "id", "room", "to", "user", "since", "limit"]
 
     public var bytes: [UInt8]
     public var values: [String: JSONValue] = [:]

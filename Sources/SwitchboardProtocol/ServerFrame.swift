@@ -3,7 +3,10 @@ import SwitchboardCore
 /// Builds the JSON text of every server-to-client frame. Each frame is built once and the same
 /// bytes go to every recipient.
 public enum ServerFrame {
-    public static func welcome(session: String, user: String, node: String, heartbeat: Int) -> [UInt8] {
+    /// With history on, `inbox` is the top of the user's inbox; `recovered` answers `?since=`.
+    public static func welcome(
+        session: String, user: String, node: String, heartbeat: Int, inbox: StreamPosition? = nil, recovered: Bool? = nil
+    ) -> [UInt8] {
         var out = JSONWriter()
         out.raw("{\"type\":\"welcome\",\"session\":")
         out.string(session)
@@ -13,6 +16,16 @@ public enum ServerFrame {
         out.string(node)
         out.raw(",\"heartbeat\":")
         out.number(heartbeat)
+        if let inbox {
+            out.raw(",\"inbox\":{\"epoch\":")
+            out.string(inbox.epoch)
+            out.raw(",\"offset\":")
+            out.number(inbox.offset)
+            out.raw("}")
+        }
+        if let recovered {
+            out.raw(recovered ? ",\"recovered\":true" : ",\"recovered\":false")
+        }
         out.raw("}")
         return out.bytes
     }
@@ -45,6 +58,10 @@ public enum ServerFrame {
         out.raw(envelope.data.bytes)
         out.raw(",\"ts\":")
         out.number(envelope.timestamp)
+        if let position = envelope.position {
+            out.raw(",\"offset\":")
+            out.number(position.offset)
+        }
         out.raw("}")
         return out.bytes
     }
@@ -61,8 +78,12 @@ public enum ServerFrame {
         return out.bytes
     }
 
-    /// `ok`, with optional extra fields (`room`, `users`).
-    public static func ok(id: CommandID?, room: String? = nil, users: [String]? = nil) -> [UInt8] {
+    /// `ok`, with optional extra fields: `room`, `users`; a stream's top (`epoch`, `offset`);
+    /// `recovered` (a resume); `messages` (history: each the `message` object as encoded).
+    public static func ok(
+        id: CommandID?, room: String? = nil, users: [String]? = nil, top: StreamPosition? = nil, recovered: Bool? = nil,
+        messages: [[UInt8]]? = nil
+    ) -> [UInt8] {
         var out = JSONWriter()
         out.raw("{\"type\":\"ok\"")
         if let id {
@@ -76,6 +97,23 @@ public enum ServerFrame {
         if let users {
             out.raw(",\"users\":")
             out.value(.array(users.map(JSONValue.string)))
+        }
+        if let top {
+            out.raw(",\"epoch\":")
+            out.string(top.epoch)
+            out.raw(",\"offset\":")
+            out.number(top.offset)
+        }
+        if let recovered {
+            out.raw(recovered ? ",\"recovered\":true" : ",\"recovered\":false")
+        }
+        if let messages {
+            out.raw(",\"messages\":[")
+            for (index, message) in messages.enumerated() {
+                if index > 0 { out.raw(",") }
+                out.raw(message)
+            }
+            out.raw("]")
         }
         out.raw("}")
         return out.bytes
@@ -124,9 +162,16 @@ public enum ClientFrame {
             out.raw(json.bytes)
         }
         switch request.command {
-        case .join(let room):
+        case .join(let room, let since):
             out.string("join")
             field("room", room)
+            if let since {
+                out.raw(",\"since\":{\"epoch\":")
+                out.string(since.epoch)
+                out.raw(",\"offset\":")
+                out.number(since.offset)
+                out.raw("}")
+            }
         case .leave(let room):
             out.string("leave")
             field("room", room)
@@ -144,6 +189,13 @@ public enum ClientFrame {
         case .presence(let room):
             out.string("presence")
             field("room", room)
+        case .history(let room, let limit):
+            out.string("history")
+            field("room", room)
+            if let limit {
+                out.raw(",\"limit\":")
+                out.number(limit)
+            }
         case .ping:
             out.string("ping")
         }

@@ -14,7 +14,11 @@ final class ChannelDelivery: LocalDelivery {
     private let flushers = Mutex<[ObjectIdentifier: LoopFlusher]>([:])
 
     func deliver(_ event: ClusterEvent, to connections: [Connection]) {
-        let frame = EncodedFrame(ServerFrame.event(event), allocator: allocator)
+        let frame =
+            switch event {
+            case .message(let envelope): EncodedFrame(message: envelope, allocator: allocator)
+            case .joined, .left: EncodedFrame(ServerFrame.event(event), allocator: allocator)
+            }
         if connections.count == 1 {
             let connection = connections[0]
             let flusher = flusher(for: connection.eventLoop)

@@ -37,14 +37,14 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// Wires an upgraded channel: the wire writer below the frame encoder, this handler right
     /// after the frame decoder (so it sees the decoder's errors before NIO's error handler).
-    static func install(on channel: any Channel, identity: Identity, batch: Bool, node: NodeContext) throws {
+    static func install(on channel: any Channel, identity: Identity, options: ClientOptions, node: NodeContext) throws {
         let pipeline = channel.pipeline.syncOperations
         let wire = WireWriter()
         try pipeline.addHandler(wire, position: .before(try pipeline.handler(type: WebSocketFrameEncoder.self)))
         let connection = Connection(
             session: Identifiers.random(16), identity: identity, channel: channel, wire: wire,
             maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
-            batch: batch)
+            options: options)
         let session = Name.isValidUser(identity.user) ? Session(connection: connection, node: node) : nil
         let handler = ClientSocketHandler(connection: connection, session: session, node: node)
         let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)

@@ -3,6 +3,14 @@ import NIOCore
 import NIOWebSocket
 import SwitchboardCore
 
+/// How a client asked to be served, in the query of `/ws`.
+struct ClientOptions: Sendable {
+    /// `batch=1`.
+    var batch = false
+    /// `since=EPOCH:OFFSET`: resume the inbox.
+    var inboxSince: StreamPosition?
+}
+
 /// One client WebSocket held by this node.
 ///
 /// Frames are written straight to the NIO channel on its event loop, never through an awaiting
@@ -25,8 +33,12 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private let logger: Logger
 
     private var machine = ConnectionStateMachine()
+    /// Streams being resumed, and floors below which a late message is a duplicate.
+    private var gates = StreamGates()
     /// `?batch=1`: deliveries of one loop turn go out as one frame, objects separated by `\n`.
     let batch: Bool
+    /// `?since=EPOCH:OFFSET`: the inbox position to resume from.
+    let inboxSince: StreamPosition?
     private var packed: ByteBuffer?
     /// Written to since the last flush (see LoopFlusher), and how many frames.
     private var dirty = false
@@ -36,9 +48,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     init(
         session: String, identity: Identity, channel: any Channel, wire: WireWriter,
-        maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, batch: Bool = false
+        maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, options: ClientOptions = ClientOptions()
     ) {
-        self.batch = batch
+        self.batch = options.batch
+        self.inboxSince = options.inboxSince
         self.session = session
         self.identity = identity
         self.channel = channel
@@ -56,7 +69,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     func send(_ bytes: [UInt8]) {
         let frame = EncodedFrame(bytes, allocator: channel.allocator)
         eventLoop.execute {
-            self.write(frame)
+            self.writeThrough(frame)
             self.flushPending()
         }
     }
@@ -93,21 +106,60 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         wire.flush()
     }
 
-    /// Writes the welcome frame, then anything delivered before it.
-    func open(welcome: [UInt8]) {
+    /// Writes the welcome frame, then the inbox's replay (when it is being resumed, see
+    /// `hold`), then anything delivered before it.
+    func open(welcome: [UInt8], inbox: (replay: [Envelope], top: StreamPosition?)? = nil) {
         let frame = EncodedFrame(welcome, allocator: channel.allocator)
+        let replay = (inbox?.replay ?? []).map { EncodedFrame(message: $0, allocator: channel.allocator) }
+        let stream = Address.user(user)
         eventLoop.execute {
             guard let (early, pong) = self.machine.welcome() else { return }
-            self.write(frame)
-            for frame in early { self.write(frame) }
+            self.writeThrough(frame)
+            if let inbox {
+                for frame in replay { self.writeThrough(frame) }
+                for frame in self.gates.release(stream, top: inbox.top) { self.writeThrough(frame) }
+            }
+            for frame in early { self.writeThrough(frame) }
             if let pong { self.writeControl(opcode: 0xA, pong) }
             self.flushPending()
         }
     }
 
-    /// Queues a frame. On the event loop only; the caller flushes.
+    /// From now on, live messages of `stream` wait for `resume` (see `StreamGates`). Call it
+    /// before the connection subscribes to the stream.
+    func hold(_ stream: Address) {
+        eventLoop.execute { self.gates.hold(stream) }
+    }
+
+    /// Writes `reply`, then the replay, then what was held of `stream` past `top` (all of it,
+    /// without a top), and lets later messages through.
+    func resume(_ stream: Address, reply: [UInt8], replay: [Envelope], top: StreamPosition?) {
+        let reply = EncodedFrame(reply, allocator: channel.allocator)
+        let replay = replay.map { EncodedFrame(message: $0, allocator: channel.allocator) }
+        eventLoop.execute {
+            let held = self.gates.release(stream, top: top)
+            self.writeThrough(reply)
+            for frame in replay { self.writeThrough(frame) }
+            for frame in held { self.writeThrough(frame) }
+            self.flushPending()
+        }
+    }
+
+    /// The connection left `stream`: no floor is kept for it.
+    func forget(_ stream: Address) {
+        eventLoop.execute { self.gates.forget(stream) }
+    }
+
+    /// Queues a delivery, unless its stream is being resumed (held) or it is a duplicate. On
+    /// the event loop only; the caller flushes.
     func write(_ frame: EncodedFrame) {
         eventLoop.preconditionInEventLoop()
+        if !gates.isEmpty, gates.deliver(frame) != .write { return }
+        writeThrough(frame)
+    }
+
+    /// Queues a frame past the gates. On the event loop only; the caller flushes.
+    private func writeThrough(_ frame: EncodedFrame) {
         guard machine.deliver(frame) == .write else { return }
         guard batch else {
             writeWire(frame.wire)

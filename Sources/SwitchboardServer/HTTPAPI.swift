@@ -56,6 +56,34 @@ enum HTTPAPI {
             let users = try await node.router.backplane.members(of: room)
             return JSONResponse.json(.ok, .object(["room": .string(room), "users": .array(users.map(JSONValue.string))]))
         }
+        api.get("history/**") { request, context in
+            let room = try pathName(context)
+            let history = node.router.backplane.history
+            guard history.isOn else { throw APIError(.notImplemented, .unsupported, "this cluster keeps no history") }
+            var limit = history.size
+            if let text = request.uri.queryParameters["limit"] {
+                guard let value = Int(String(text)), (1...history.size).contains(value) else {
+                    throw APIError(.badRequest, .badRequest, "limit must be an integer from 1 to \(history.size), the history size")
+                }
+                limit = value
+            }
+            let read = try await node.router.backplane.read(.room(room), after: nil, limit: limit)
+            var out = JSONWriter()
+            out.raw("{\"room\":")
+            out.string(room)
+            out.raw(",\"epoch\":")
+            out.string(read.top.epoch)
+            out.raw(",\"offset\":")
+            out.number(read.top.offset)
+            out.raw(",\"messages\":[")
+            for (index, message) in read.messages.enumerated() {
+                if index > 0 { out.raw(",") }
+                out.raw(ServerFrame.message(message))
+            }
+            out.raw("]}")
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out.bytes)))
+        }
         api.get("users/**") { _, context in
             let user = try pathName(context)
             let nodes = try await node.router.backplane.nodes(of: user)

@@ -20,6 +20,8 @@ public final class NodeMetrics: Sendable {
     let tooLarge: Counter
     let backplaneEventsRefused: Counter
     let badHTTPRequests: Counter
+    let resumesRecovered: Counter
+    let resumesNotRecovered: Counter
 
     init() {
         connectionsOpened = registry.makeCounter(
@@ -77,9 +79,26 @@ public final class NodeMetrics: Sendable {
             descriptor: MetricNameDescriptor(
                 namespace: "switchboard", metricName: "bad_http_requests", unitName: "total",
                 helpText: "Malformed or oversized HTTP requests answered 400 or 431 and closed"))
+        resumesRecovered = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "switchboard", metricName: "resumes_recovered", unitName: "total",
+                helpText: "Joins and connects with since that got every missed message (recovered:true)"))
+        resumesNotRecovered = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "switchboard", metricName: "resumes_not_recovered", unitName: "total",
+                helpText: "Joins and connects with since answered recovered:false (history gone, wrong epoch)"))
         connections = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
+    }
+
+    /// Counts the outcome of a resume; nil (no `since`) counts nothing.
+    func resumes(_ recovered: Bool?) {
+        switch recovered {
+        case true?: resumesRecovered.increment()
+        case false?: resumesNotRecovered.increment()
+        case nil: break
+        }
     }
 
     func render() -> [UInt8] {

@@ -66,8 +66,8 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         RequestDeadlineHandler.of(channel)?.upgraded()
                         switch admitted.value {
-                        case .client(let identity, let batch):
-                            try ClientSocketHandler.install(on: channel, identity: identity, batch: batch, node: node)
+                        case .client(let identity, let options):
+                            try ClientSocketHandler.install(on: channel, identity: identity, options: options, node: node)
                             return .client
                         case .clusterLink(let acceptor):
                             // Links carry larger frames than clients: the decoder is sized for them.

@@ -109,6 +109,10 @@ final class Session: Sendable {
     }
 
     private func connect() async {
+        let history = node.router.backplane.history
+        let inbox = Address.user(connection.user)
+        // The inbox's live messages wait until its top (and any replay) is known.
+        if history.isOn { connection.hold(inbox) }
         do {
             try await node.router.connect(connection)
         } catch {
@@ -120,10 +124,27 @@ final class Session: Sendable {
         running.withLock { $0.machine.registered() }
         node.metrics.connectionsOpened.increment()
         node.metrics.connections.increment()
+        let since = connection.inboxSince
+        var resumed: (replay: [Envelope], top: StreamPosition?)?
+        var recovered: Bool? = since.map { _ in false }
+        if history.isOn {
+            do {
+                let read = try await node.router.backplane.read(inbox, after: since?.offset, limit: since == nil ? 0 : history.size)
+                let recovers = since.map(read.recovers) ?? false
+                if since != nil { recovered = recovers }
+                resumed = (recovers ? read.after(since!.offset) : [], read.top)
+            } catch {
+                // Served without a position: the welcome says nothing it cannot stand behind.
+                logger.warning("could not read a user's inbox", metadata: ["user": "\(connection.user)", "error": "\(error)"])
+                resumed = ([], nil)
+            }
+            node.metrics.resumes(recovered)
+        }
         connection.open(
             welcome: ServerFrame.welcome(
                 session: connection.session, user: connection.user, node: node.configuration.nodeID,
-                heartbeat: node.configuration.heartbeatSeconds))
+                heartbeat: node.configuration.heartbeatSeconds, inbox: resumed?.top, recovered: recovered),
+            inbox: resumed)
     }
 
     private func run(_ message: Inbound) async {
@@ -201,7 +222,7 @@ final class Session: Sendable {
         await settleAnswers()
         do {
             switch request.command {
-            case .join(let room):
+            case .join(let room, let since):
                 guard allowed(room, id) else { return }
                 let limit = node.configuration.maxRoomsPerConnection
                 guard node.router.roomCount(of: connection) < limit || node.router.isMember(connection, of: room) else {
@@ -212,11 +233,14 @@ final class Session: Sendable {
                                 id: id, code: .forbidden, message: "this connection is in \(limit) rooms, the limit; leave one first")))
                     return
                 }
-                try await node.router.join(connection, room: room)
-                connection.send(ServerFrame.ok(id: id, room: room))
+                try await join(room, since: since, id: id)
             case .leave(let room):
                 try await node.router.leave(connection, room: room)
+                connection.forget(.room(room))
                 connection.send(ServerFrame.ok(id: id, room: room))
+            case .history(let room, let limit):
+                guard allowed(room, id) else { return }
+                try await history(room, limit: limit, id: id)
             case .publish(let room, _):
                 // Publishes to allowed rooms were pipelined above: this one is refused, after
                 // the answers to earlier publishes.
@@ -245,6 +269,64 @@ final class Session: Sendable {
         } catch {
             Self.answer(failure: error, to: id, on: connection, node: node)
         }
+    }
+
+    /// Joins a room. With history, the `ok` carries the room's top, and with `since` the
+    /// messages missed after it follow (or `recovered:false`): live messages of the room wait
+    /// meanwhile, so each arrives once and in order (`StreamGates`).
+    private func join(_ room: String, since: StreamPosition?, id: CommandID?) async throws {
+        let history = node.router.backplane.history
+        guard history.isOn else {
+            try await node.router.join(connection, room: room)
+            connection.send(ServerFrame.ok(id: id, room: room, recovered: since.map { _ in false }))
+            return
+        }
+        let stream = Address.room(room)
+        connection.hold(stream)
+        do {
+            try await node.router.join(connection, room: room)
+        } catch {
+            connection.resume(stream, reply: ServerFrame.error(Self.failure(error, to: id)), replay: [], top: nil)
+            connection.forget(stream)
+            node.metrics.commandsFailed.increment()
+            return
+        }
+        let read: StreamRead
+        do {
+            read = try await node.router.backplane.read(stream, after: since?.offset, limit: since == nil ? 0 : history.size)
+        } catch {
+            // The store is away (its outage is logged once by the backplane): the join stands,
+            // as local work goes on, but without a position; a resume is answered honestly.
+            logger.debug("joined without the room's position", metadata: ["room": "\(room)", "error": "\(error)"])
+            if since != nil { node.metrics.resumes(false) }
+            connection.resume(
+                stream, reply: ServerFrame.ok(id: id, room: room, recovered: since.map { _ in false }), replay: [], top: nil)
+            return
+        }
+        let recovered = since.map(read.recovers)
+        if since != nil { node.metrics.resumes(recovered) }
+        let replay = recovered == true ? read.after(since!.offset) : []
+        connection.resume(
+            stream, reply: ServerFrame.ok(id: id, room: room, top: read.top, recovered: recovered), replay: replay, top: read.top)
+    }
+
+    /// `history`: the last messages the room keeps, each as its recipients got it.
+    private func history(_ room: String, limit: Int?, id: CommandID?) async throws {
+        let history = node.router.backplane.history
+        guard history.isOn else {
+            connection.send(
+                ServerFrame.error(ProtocolError(id: id, code: .unsupported, message: "this cluster keeps no history")))
+            return
+        }
+        if let limit, limit > history.size {
+            connection.send(
+                ServerFrame.error(
+                    ProtocolError(id: id, code: .badRequest, message: "'limit' must be 1 to \(history.size), the history size")))
+            return
+        }
+        let read = try await node.router.backplane.read(.room(room), after: nil, limit: limit ?? history.size)
+        connection.send(
+            ServerFrame.ok(id: id, room: room, top: read.top, messages: read.messages.map(ServerFrame.message)))
     }
 
     /// Queues a publish now; its answer comes once the cluster has it, after earlier answers.
@@ -283,13 +365,20 @@ final class Session: Sendable {
         // Debug only: a backplane outage logs itself once, not once per command.
         node.metrics.commandsFailed.increment()
         node.logger.debug("command failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
-        let message: String
+        connection.send(ServerFrame.error(failure(error, to: id)))
+    }
+
+    private static func failure(_ error: any Error, to id: CommandID?) -> ProtocolError {
         if let partial = error as? NotHandedToCluster {
             // Local recipients have it: a blind retry would give them a second copy.
-            message = "the cluster could not take the message; it reached only the \(partial.deliveredLocally) connection(s) on this node"
-        } else {
-            message = "the cluster could not take the command; try again"
+            return ProtocolError(
+                id: id, code: .internal,
+                message:
+                    "the cluster could not take the message; it reached only the \(partial.deliveredLocally) connection(s) on this node")
         }
-        connection.send(ServerFrame.error(ProtocolError(id: id, code: .internal, message: message)))
+        if error as? HistoryError == .unsupported {
+            return ProtocolError(id: id, code: .unsupported, message: "this cluster keeps no history")
+        }
+        return ProtocolError(id: id, code: .internal, message: "the cluster could not take the command; try again")
     }
 }

@@ -15,7 +15,7 @@ enum WebSocketEndpoint {
 
     /// Who an admitted upgrade is for.
     enum Admission: Sendable {
-        case client(Identity, batch: Bool)
+        case client(Identity, ClientOptions)
         case clusterLink(any ClusterLinkAcceptor)
     }
 
@@ -37,6 +37,17 @@ enum WebSocketEndpoint {
             node.metrics.refusedHandshakes.increment()
             await JSONResponse.refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
             return nil
+        }
+        var options = ClientOptions(batch: query["batch"] == "1")
+        if let since = query["since"] {
+            guard let position = ClientRequest.inboxSince(since) else {
+                node.metrics.refusedHandshakes.increment()
+                await JSONResponse.refuse(
+                    channel, status: .badRequest, code: "bad_request",
+                    message: "since must be EPOCH:OFFSET, as in the inbox of an earlier welcome")
+                return nil
+            }
+            options.inboxSince = position
         }
         let identity: Identity
         if let tokens = node.tokens {
@@ -67,7 +78,7 @@ enum WebSocketEndpoint {
                 message: "user \(identity.user) already has \(node.configuration.maxConnectionsPerUser) connections on this node")
             return nil
         }
-        return (headers, .client(identity, batch: query["batch"] == "1"))
+        return (headers, .client(identity, options))
     }
 
     /// `GET /cluster`: a peer's link, for a backplane that takes links, admitted only with its

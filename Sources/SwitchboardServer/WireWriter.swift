@@ -1,5 +1,7 @@
 import NIOCore
 import NIOWebSocket
+import SwitchboardCore
+import SwitchboardProtocol
 
 /// Writes whole, already-encoded WebSocket frames straight to the transport.
 ///
@@ -72,13 +74,27 @@ enum WireFrame {
 
 /// A text frame encoded once: `wire` for connections that take it whole, `payload` (the same
 /// storage, past the header) for `?batch=1` connections that pack several into one frame.
+///
+/// A message of a room or an inbox names its stream and position, so that a connection that is
+/// resuming that stream can hold it or drop a duplicate (`StreamGates`).
 struct EncodedFrame: Sendable {
     let wire: ByteBuffer
     private let headerLength: Int
+    var stream: Address?
+    var position: StreamPosition?
 
     init(_ payload: [UInt8], allocator: ByteBufferAllocator) {
         wire = WireFrame.text(payload, allocator: allocator)
         headerLength = WireFrame.headerLength(payload.count)
+    }
+
+    /// A message's frame, with its stream and position.
+    init(message envelope: Envelope, allocator: ByteBufferAllocator) {
+        self.init(ServerFrame.message(envelope), allocator: allocator)
+        if envelope.position != nil {
+            stream = envelope.address
+            position = envelope.position
+        }
     }
 
     var payload: ByteBuffer {

@@ -18,6 +18,9 @@ struct RecordFuzzTests {
         Envelope(id: "abc-2", from: "server", address: .room("r"), data: RawJSON(""), timestamp: -1),
         Envelope(id: "m", from: "a", address: .user("bob"), data: RawJSON("1"), timestamp: 0),
         Envelope(id: "m", from: "server", address: .everyone, data: RawJSON(#"[1,{"x":"y"}]"#), timestamp: 42),
+        Envelope(
+            id: "s", from: "a", address: .room("lobby"), data: RawJSON("{}"), timestamp: 7,
+            position: StreamPosition(epoch: "e1x", offset: 9)),
     ]
 
     static let events: [ClusterEvent] =
@@ -71,7 +74,47 @@ struct RecordFuzzTests {
         }
         for bytes in Self.mutations(of: valid, rounds: 20000) {
             for address in [Address.room("lobby"), .user("bob"), .everyone] {
-                if let (event, _) = WireEvent.decode(bytes, address: address) { #expect(event.address == address) }
+                if let decoded = WireEvent.decode(bytes, address: address) { #expect(decoded.event.address == address) }
+            }
+        }
+    }
+
+    /// What the append script does to a record (`HistoryScripts.append`), done here: the epoch
+    /// and offset go in after the version and kind bytes.
+    static func numbered(_ record: [UInt8], epoch: String, offset: Int64) -> [UInt8] {
+        var position = RecordWriter(kind: 0)
+        position.string(epoch)
+        position.i64(offset)
+        return Array(record[..<2]) + Array(position.buffer.readableBytesView.dropFirst(2)) + Array(record[2...])
+    }
+
+    @Test func sequencedRedisRecordsCarryTheirPosition() {
+        var valid: [[UInt8]] = []
+        for envelope in Self.envelopes where envelope.address != .everyone {
+            let record = Self.numbered(WireEvent.encodeUnsequenced(envelope, origin: "n1"), epoch: "ep0ch", offset: 41)
+            valid.append(record)
+            var expected = envelope
+            expected.position = StreamPosition(epoch: "ep0ch", offset: 41)
+            let decoded = WireEvent.decode(record, address: envelope.address)
+            #expect(decoded?.event == .message(expected) && decoded?.sequenced == true && decoded?.origin == "n1")
+            #expect(WireEvent.decode(record, address: .room("elsewhere")) == nil)
+            // No offset 0, no empty epoch, no record left without its position.
+            #expect(
+                WireEvent.decode(
+                    Self.numbered(WireEvent.encodeUnsequenced(envelope, origin: "n1"), epoch: "e", offset: 0), address: envelope.address)
+                    == nil)
+            #expect(
+                WireEvent.decode(
+                    Self.numbered(WireEvent.encodeUnsequenced(envelope, origin: "n1"), epoch: "", offset: 1), address: envelope.address)
+                    == nil)
+            #expect(WireEvent.decode(WireEvent.encodeUnsequenced(envelope, origin: "n1"), address: envelope.address) == nil)
+        }
+        for bytes in Self.mutations(of: valid, rounds: 20000) {
+            if let decoded = WireEvent.decode(bytes, address: .room("lobby")), decoded.sequenced {
+                guard case .message(let envelope) = decoded.event else {
+                    Issue.record("a sequenced record that is not a message"); continue
+                }
+                #expect((envelope.position?.offset ?? 0) >= 1)
             }
         }
     }
@@ -87,7 +130,11 @@ struct RecordFuzzTests {
                 rid: 11, [NodeStatus(info: NodeInfo(id: "n2", url: "ws://h:1/ws"), load: NodeLoad(connections: 1, users: 1), alive: true)]),
             .node(id: "n3", joined: true), .node(id: "n3", joined: false), .refused("node id n1 is held by a live link"),
             .event(.joined(room: "r", user: "u")), .event(.left(room: "r", user: "u")),
-        ] + envelopes.map { .publish(rid: 12, $0) } + envelopes.map { .event(.message($0)) }
+            .query(rid: 13, .read(stream: .room("lobby"), after: nil, limit: 100)),
+            .query(rid: 14, .read(stream: .user("bob"), after: 0, limit: 0)), .unsupported(rid: 15),
+            .stream(rid: 16, StreamRead(top: StreamPosition(epoch: "e", offset: 0), messages: [])),
+            .stream(rid: 17, StreamRead(top: StreamPosition(epoch: "e1x", offset: 9), messages: [envelopes[4], envelopes[4]])),
+        ] + envelopes.map { .publish(rid: 12, $0, sequenced: $0.address != .everyone) } + envelopes.map { .event(.message($0)) }
 
     @Test func hubLinkFramesRoundTripAndRefuseGarbage() {
         var valid: [[UInt8]] = []

@@ -95,7 +95,7 @@ struct ConnectionStateMachineTests {
             connection = Connection(
                 session: "s", identity: Identity(user: "alice", rooms: nil, mayBroadcast: false), channel: channel, wire: wire,
                 maxBufferedBytes: 1 << 20,
-                metrics: NodeMetrics(), logger: Logger(label: "test"), batch: batch)
+                metrics: NodeMetrics(), logger: Logger(label: "test"), options: ClientOptions(batch: batch))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
 

@@ -43,7 +43,14 @@ struct AuthenticationTests {
         defer { raw.close() }
         try await raw.waitForAnswer("an answer")
         if raw.received.hasPrefix("HTTP/1.1 101"), let json = raw.received.firstIndex(of: "{") {
-            return (try? JSONValue.parse(String(raw.received[json...].prefix { $0 != "}" }) + "}"))?["user"]?.string ?? "?"
+            // The welcome object: up to the brace that closes the first one.
+            var depth = 0
+            let object = raw.received[json...].prefix { character in
+                if character == "{" { depth += 1 }
+                if character == "}" { depth -= 1 }
+                return depth > 0
+            }
+            return (try? JSONValue.parse(String(object) + "}"))?["user"]?.string ?? "?"
         }
         return String(raw.received.prefix(12))
     }

@@ -50,7 +50,7 @@ struct BadInputTests {
             // bounds what it reads, so it publishes to a room it is not in.)
             let fine = try await cluster.connect(0, user: "fine")
             try await fine.client.join("frags")
-            let small = try await SwitchboardClient.connect(to: cluster.ws(0, "user=small"), maxFrameSize: 128)
+            let small = try await SwitchboardClient.connect(to: cluster.ws(0, "user=small"), maxFrameSize: 200)
             try await small.publish("frags", data: "\"" + String(repeating: "z", count: 600) + "\"")
             _ = try await fine.message { $0.from == "small" }
             try await eventually("both 1009 closes counted") {

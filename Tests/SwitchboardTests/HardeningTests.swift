@@ -190,10 +190,10 @@ struct HardeningTests {
             defer { Task { await connection.close() } }
             func string(_ text: String) -> [UInt8] { [0, UInt8(text.utf8.count)] + Array(text.utf8) }
             func record(_ data: [UInt8]) -> [UInt8] {
-                // version 2, kind 1 (a Redis record), origin "peer", a message: id "x", from
-                // "mallory", to room "lobby", ts 0, data (see ClusterCodec).
-                [2, 1] + string("peer") + [0] + string("x") + string("mallory") + [1] + string("lobby")
-                    + [UInt8](repeating: 0, count: 8) + data
+                // version 3, kind 1 (a Redis record), origin "peer", a message: id "x", from
+                // "mallory", to room "lobby", ts 0, no position, data (see ClusterCodec).
+                [3, 1] + string("peer") + [0] + string("x") + string("mallory") + [1] + string("lobby")
+                    + [UInt8](repeating: 0, count: 8) + [0] + data
             }
             for bad in [[0x22, 0xFF, 0x22], [0x22, 0xC0, 0xAF, 0x22], Array("{\"a\":".utf8)] as [[UInt8]] {
                 _ = try await connection.send(["SPUBLISH", "sb:{r:lobby}", RESPArgument(bytes: record(bad))])

@@ -57,6 +57,13 @@ public final class EmbeddedBackplane: Backplane {
         await cluster.nodes()
     }
 
+    public var history: HistoryPolicy { cluster.history }
+
+    public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
+        guard history.isOn else { throw HistoryError.unsupported }
+        return await cluster.read(stream, after: after, limit: limit)
+    }
+
     public func report(_ load: NodeLoad) async {
         guard let id = nodeID.withLock({ $0 }) else { return }
         await cluster.report(load, for: id)

@@ -3,6 +3,10 @@ import SwitchboardCore
 /// The in-memory "network" of an embedded cluster: N nodes in one process share one of these.
 /// It holds every node's interest and presence, and delivers events by calling the receivers of
 /// the nodes that have a recipient. Being an actor, it delivers in the order it was called.
+///
+/// It also keeps the history of rooms and inboxes (`StreamStore`): a sequenced message gets its
+/// offset here and goes to every node with a recipient, its sender's included, so that local and
+/// remote recipients see one order.
 public actor EmbeddedCluster {
     struct Member {
         var info: NodeInfo
@@ -18,7 +22,13 @@ public actor EmbeddedCluster {
     /// Messages that crossed from one node to another, for tests and metrics.
     public private(set) var crossings = 0
 
-    public init() {}
+    public nonisolated let history: HistoryPolicy
+    private var store: StreamStore
+
+    public init(history: HistoryPolicy = .standard) {
+        self.history = history
+        self.store = StreamStore(policy: history)
+    }
 
     /// A backplane for one node of this cluster.
     public nonisolated func backplane() -> EmbeddedBackplane {
@@ -48,9 +58,26 @@ public actor EmbeddedCluster {
         }
     }
 
-    public func publish(_ envelope: Envelope, from nodeID: String) {
-        deliver(.message(envelope), to: envelope.address, except: nodeID)
+    /// Delivers a message to the nodes with a recipient. A sequenced one is numbered in its
+    /// stream first and goes to its sender's node too (which did not deliver it locally).
+    @discardableResult
+    public func publish(_ envelope: Envelope, from nodeID: String, sequenced: Bool? = nil) -> StreamPosition? {
+        guard sequenced ?? history.keeps(envelope.address), envelope.address != .everyone else {
+            deliver(.message(envelope), to: envelope.address, except: nodeID)
+            return nil
+        }
+        let stored = store.append(envelope, now: wallClockMilliseconds())
+        deliver(.message(stored), to: stored.address, from: nodeID)
+        return stored.position
     }
+
+    /// See `Backplane.read`.
+    public func read(_ stream: Address, after: Int64?, limit: Int) -> StreamRead {
+        store.read(stream, after: after, limit: limit, now: wallClockMilliseconds())
+    }
+
+    /// Streams and messages held, for tests.
+    public var storeCounts: (streams: Int, messages: Int) { (store.streamCount, store.messageCount) }
 
     public func userOnline(_ user: String, on nodeID: String) {
         members[nodeID]?.interest.apply(.online(user: user))
@@ -96,10 +123,11 @@ public actor EmbeddedCluster {
         members.values.contains { $0.interest.contains(user, in: room) }
     }
 
-    /// Targeted delivery: only nodes with a recipient for the address get the event.
-    private func deliver(_ event: ClusterEvent, to address: Address, except sender: String? = nil) {
+    /// Targeted delivery: only nodes with a recipient for the address get the event (`except`
+    /// skips the sender's node; `from` only keeps it out of the count of crossings).
+    private func deliver(_ event: ClusterEvent, to address: Address, except sender: String? = nil, from origin: String? = nil) {
         for (id, member) in members where id != sender && member.interest.hasRecipient(for: address) {
-            if sender != nil { crossings += 1 }
+            if let from = sender ?? origin, id != from { crossings += 1 }
             member.receiver.receive(event)
         }
     }

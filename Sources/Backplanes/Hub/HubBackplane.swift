@@ -38,11 +38,15 @@ public final class HubBackplane: Backplane {
         public var maximumBackoff: Duration = .seconds(5)
         /// Bytes that may wait to go out on the link; past them, requests are refused.
         public var maxQueuedBytes = 64 << 20
+        /// History: kept by the hub (with its own size and TTL); on, this node has its messages
+        /// numbered there and reads streams from it, up to `history.size` messages at a time.
+        public var history: HistoryPolicy
 
-        public init(hubURL: String, secret: String, heartbeat: Duration) {
+        public init(hubURL: String, secret: String, heartbeat: Duration, history: HistoryPolicy = .standard) {
             self.hubURL = hubURL
             self.secret = secret
             self.heartbeat = heartbeat
+            self.history = history
         }
     }
 
@@ -217,7 +221,7 @@ public final class HubBackplane: Backplane {
             return
         }
         switch frame {
-        case .ack(let rid), .names(let rid, _), .nodes(let rid, _):
+        case .ack(let rid), .names(let rid, _), .nodes(let rid, _), .stream(let rid, _), .unsupported(let rid):
             state.withLock { $0.requests.remove(rid) }?.resume(returning: frame)
         case .event(let event):
             state.withLock { $0.receiver }?.receive(event)
@@ -264,7 +268,17 @@ public final class HubBackplane: Backplane {
     // MARK: Backplane
 
     public func publish(_ envelope: Envelope) async throws {
-        try await request { .publish(rid: $0, envelope) }
+        let sequenced = configuration.history.keeps(envelope.address)
+        try await request { .publish(rid: $0, envelope, sequenced: sequenced) }
+    }
+
+    public var history: HistoryPolicy { configuration.history }
+
+    public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
+        guard configuration.history.isOn else { throw HistoryError.unsupported }
+        let answer = try await request { .query(rid: $0, .read(stream: stream, after: after, limit: UInt32(clamping: limit))) }
+        guard case .stream(_, let read) = answer else { throw HistoryError.unsupported }
+        return read
     }
 
     public func userOnline(_ user: String) async throws {

@@ -12,7 +12,8 @@ public enum HubFrame: Hashable, Sendable {
     /// The first frame: who the node is.
     case hello(NodeInfo)
     case interest(rid: UInt32, InterestDelta)
-    case publish(rid: UInt32, Envelope)
+    /// A sequenced message is numbered and kept by the hub, and comes back to its sender too.
+    case publish(rid: UInt32, Envelope, sequenced: Bool)
     case query(rid: UInt32, HubQuery)
     case load(NodeLoad)
 
@@ -21,6 +22,10 @@ public enum HubFrame: Hashable, Sendable {
     /// The answer to `members` (users) or `where` (node ids).
     case names(rid: UInt32, [String])
     case nodes(rid: UInt32, [NodeStatus])
+    /// The answer to `read`.
+    case stream(rid: UInt32, StreamRead)
+    /// The hub keeps no history (or the read was malformed).
+    case unsupported(rid: UInt32)
     /// A message or presence event for this node's clients.
     case event(ClusterEvent)
     /// Another node joined or left the cluster.
@@ -32,7 +37,7 @@ public enum HubFrame: Hashable, Sendable {
     public static let unanswered: UInt32 = 0
 
     private enum Kind: UInt8 {
-        case hello = 1, interest, publish, query, load, ack, names, nodes, event, node, refused
+        case hello = 1, interest, publish, query, load, ack, names, nodes, event, node, refused, stream, unsupported
     }
 
     public func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
@@ -46,9 +51,10 @@ public enum HubFrame: Hashable, Sendable {
             out.u32(rid)
             out.delta(delta)
             return out.buffer
-        case .publish(let rid, let envelope):
+        case .publish(let rid, let envelope, let sequenced):
             var out = RecordWriter(kind: Kind.publish.rawValue, capacity: 64 + envelope.data.bytes.count, allocator: allocator)
             out.u32(rid)
+            out.bool(sequenced)
             out.envelope(envelope)
             return out.buffer
         case .query(let rid, let query):
@@ -63,6 +69,11 @@ public enum HubFrame: Hashable, Sendable {
                 out.string(user)
             case .nodes:
                 out.byte(2)
+            case .read(let stream, let after, let limit):
+                out.byte(3)
+                out.address(stream)
+                out.i64(after ?? -1)
+                out.u32(limit)
             }
             return out.buffer
         case .load(let load):
@@ -83,6 +94,16 @@ public enum HubFrame: Hashable, Sendable {
             out.u32(rid)
             out.count(nodes.count)
             for node in nodes { out.status(node) }
+            return out.buffer
+        case .stream(let rid, let read):
+            let size = read.messages.reduce(32) { $0 + 64 + $1.data.bytes.count }
+            var out = RecordWriter(kind: Kind.stream.rawValue, capacity: size, allocator: allocator)
+            out.u32(rid)
+            out.streamRead(read)
+            return out.buffer
+        case .unsupported(let rid):
+            var out = RecordWriter(kind: Kind.unsupported.rawValue, capacity: 6, allocator: allocator)
+            out.u32(rid)
             return out.buffer
         case .event(let event):
             var out = RecordWriter(kind: Kind.event.rawValue, capacity: 64 + event.dataSize, allocator: allocator)
@@ -114,8 +135,8 @@ public enum HubFrame: Hashable, Sendable {
             guard let rid = input.u32() else { return nil }
             frame = input.delta().map { .interest(rid: rid, $0) }
         case .publish:
-            guard let rid = input.u32() else { return nil }
-            frame = input.envelope().map { .publish(rid: rid, $0) }
+            guard let rid = input.u32(), let sequenced = input.bool() else { return nil }
+            frame = input.envelope().map { .publish(rid: rid, $0, sequenced: sequenced) }
         case .query:
             guard let rid = input.u32() else { return nil }
             let query: HubQuery?
@@ -123,6 +144,12 @@ public enum HubFrame: Hashable, Sendable {
             case 0: query = input.string().map(HubQuery.members)
             case 1: query = input.string().map(HubQuery.nodesOf)
             case 2: query = .nodes
+            case 3:
+                if let stream = input.address(), let after = input.i64(), after >= -1, let limit = input.u32() {
+                    query = .read(stream: stream, after: after < 0 ? nil : after, limit: limit)
+                } else {
+                    query = nil
+                }
             default: query = nil
             }
             frame = query.map { .query(rid: rid, $0) }
@@ -139,6 +166,10 @@ public enum HubFrame: Hashable, Sendable {
                 nodes.append(node)
             }
             frame = .nodes(rid: rid, nodes)
+        case .stream:
+            guard let rid = input.u32() else { return nil }
+            frame = input.streamRead().map { .stream(rid: rid, $0) }
+        case .unsupported: frame = input.u32().map { .unsupported(rid: $0) }
         case .event: frame = input.event().map(HubFrame.event)
         case .node:
             guard let id = input.string(), let joined = input.bool() else { return nil }
@@ -156,6 +187,8 @@ public enum HubQuery: Hashable, Sendable {
     /// The nodes a user is connected to.
     case nodesOf(user: String)
     case nodes
+    /// A stream's top and kept messages (`Backplane.read`).
+    case read(stream: Address, after: Int64?, limit: UInt32)
 }
 
 extension ClusterEvent {

@@ -22,10 +22,13 @@ public final class RedisBackplane: Backplane {
         public var redis: RedisClient.Configuration
         public var heartbeat: Duration
         public var prefix = "sb"
+        /// History kept in Redis, per room and per inbox.
+        public var history: HistoryPolicy
 
-        public init(redis: RedisClient.Configuration, heartbeat: Duration) {
+        public init(redis: RedisClient.Configuration, heartbeat: Duration, history: HistoryPolicy = .standard) {
             self.redis = redis
             self.heartbeat = heartbeat
+            self.history = history
         }
     }
 
@@ -110,12 +113,24 @@ public final class RedisBackplane: Backplane {
     }
 
     /// Queued on the command connection at once, so one sender's messages keep their order
-    /// while several are on their way to Redis.
+    /// while several are on their way to Redis. With history, the append script numbers, keeps
+    /// and publishes the message in one step (`HistoryScripts`).
     public func submit(_ envelope: Envelope) -> PendingPublish {
-        let payload = WireEvent.encode(.message(envelope), origin: nodeID)
-        let reply: Result<EventLoopFuture<RESPValue>, any Error> = Result {
-            try commands.enqueue(["SPUBLISH", RESPArgument(names.channel(envelope.address)), RESPArgument(bytes: payload)])
+        let channel = RESPArgument(names.channel(envelope.address))
+        let history = configuration.history
+        let command: [RESPArgument]
+        if history.keeps(envelope.address) {
+            command = [
+                "EVAL", RESPArgument(HistoryScripts.append), "3", RESPArgument(names.streamMeta(envelope.address)),
+                RESPArgument(names.streamLog(envelope.address)), channel,
+                RESPArgument(bytes: WireEvent.encodeUnsequenced(envelope, origin: nodeID)),
+                RESPArgument(StreamPosition.newEpoch()), RESPArgument(history.size), RESPArgument(history.ttlSeconds * 1000),
+                RESPArgument(history.lifetimeSeconds * 1000),
+            ]
+        } else {
+            command = ["SPUBLISH", channel, RESPArgument(bytes: WireEvent.encode(.message(envelope), origin: nodeID))]
         }
+        let reply: Result<EventLoopFuture<RESPValue>, any Error> = Result { try commands.enqueue(command) }
         return PendingPublish {
             let value = try await reply.get().get()
             if case .error(let message) = value { throw RedisError.server(message) }
@@ -126,13 +141,14 @@ public final class RedisBackplane: Backplane {
         for await message in subscriber.messages {
             let me = nodeID
             guard let address = names.address(ofChannel: message.channel),
-                let (event, origin) = WireEvent.decode(message.payload, address: address)
+                let (event, origin, sequenced) = WireEvent.decode(message.payload, address: address)
             else {
                 logger.warning("dropped a malformed record from Redis", metadata: ["channel": "\(message.channel)"])
                 continue
             }
-            // Our own messages were delivered locally already; presence events are not.
-            if case .message = event, origin == me { continue }
+            // Our own unsequenced messages were delivered locally already; presence events and
+            // sequenced messages were not.
+            if case .message = event, origin == me, !sequenced { continue }
             state.withLock { $0.receiver }?.receive(event)
         }
     }
@@ -227,6 +243,37 @@ public final class RedisBackplane: Backplane {
 
     public func report(_ load: NodeLoad) async {
         state.withLock { $0.load = load }
+    }
+
+    // MARK: History
+
+    public var history: HistoryPolicy { configuration.history }
+
+    public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
+        let history = configuration.history
+        guard history.isOn else { throw HistoryError.unsupported }
+        let reply = try await commands.send([
+            "EVAL", RESPArgument(HistoryScripts.read), "2", RESPArgument(names.streamMeta(stream)),
+            RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
+            RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
+        ])
+        if case .error(let message) = reply { throw RedisError.server(message) }
+        guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let top = parts[1].int else {
+            throw RedisError.server("unexpected reply to the history read: \(reply)")
+        }
+        let oldest = wallClockMilliseconds() - Int64(history.ttlSeconds) * 1000
+        var messages: [Envelope] = []
+        for record in parts[2].elements ?? [] {
+            guard let bytes = record.bytes, let decoded = WireEvent.decode(bytes, address: stream), decoded.sequenced,
+                case .message(let envelope) = decoded.event
+            else {
+                logger.warning("skipped a malformed record in the history of \(stream)")
+                continue
+            }
+            // Past its TTL: kept in the list until the list expires or is trimmed, never served.
+            if envelope.timestamp >= oldest { messages.append(envelope) }
+        }
+        return StreamRead(top: StreamPosition(epoch: epoch, offset: top), messages: messages)
     }
 
     // MARK: Registry

@@ -27,6 +27,9 @@ struct RedisNames: Sendable {
     // Presence of a room: "user|node" members, and per user the number of nodes holding it.
     func roomMembers(_ room: String) -> String { "\(prefix):{r:\(room)}:m" }
     func roomUsers(_ room: String) -> String { "\(prefix):{r:\(room)}:c" }
+    // History of a stream (a room or an inbox): its epoch and top, and its last records.
+    func streamMeta(_ address: Address) -> String { channel(address) + ":s" }
+    func streamLog(_ address: Address) -> String { channel(address) + ":h" }
     // Nodes holding a user.
     func userNodes(_ user: String) -> String { "\(prefix):{u:\(user)}:n" }
     // The node registry: a sorted set of node ids scored by lease deadline (ms), and per node

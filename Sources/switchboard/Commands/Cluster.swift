@@ -17,7 +17,7 @@ struct Cluster: AsyncParsableCommand {
     func run() async throws {
         guard (1...64).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 64") }
         let logger = try logging.bootstrap()
-        let cluster = EmbeddedCluster()
+        let cluster = EmbeddedCluster(history: try node.history.policy())
         var services: [any Service] = []
         for index in 1...nodes {
             let configuration = try node.configuration(nodeID: "n\(index)", port: basePort + index - 1)

@@ -16,6 +16,7 @@ struct Hub: AsyncParsableCommand {
     @Option(help: "How /api/assign picks a node: fewest-connections or round-robin.") var assign = Self.defaults.assign.rawValue
     @Option(help: "Seconds a connection may take to send a complete request.") var handshakeTimeout = Self.defaults.handshakeTimeoutSeconds
     @Option(help: "Accepted sockets that have sent nothing yet, at most.") var maxPendingHandshakes = Self.defaults.maxPendingHandshakes
+    @OptionGroup var history: HistoryOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -29,6 +30,7 @@ struct Hub: AsyncParsableCommand {
         configuration.heartbeatSeconds = heartbeat
         configuration.handshakeTimeoutSeconds = handshakeTimeout
         configuration.maxPendingHandshakes = maxPendingHandshakes
+        configuration.history = try history.policy()
         guard configuration.heartbeatSeconds >= 1, configuration.handshakeTimeoutSeconds >= 1, configuration.maxPendingHandshakes >= 1
         else {
             throw ValidationError("--heartbeat, --handshake-timeout and --max-pending-handshakes must be at least 1")

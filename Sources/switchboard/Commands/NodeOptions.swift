@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SwitchboardCore
 import SwitchboardServer
 
 /// The options every node has, whether it runs alone (`serve`) or beside others in one process
@@ -26,6 +27,7 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Seconds a connection may take to send a complete request, and an idle keep-alive may last.")
     var handshakeTimeout = Self.defaults.handshakeTimeoutSeconds
     @Option(help: "Accepted sockets that have sent nothing yet, at most.") var maxPendingHandshakes = Self.defaults.maxPendingHandshakes
+    @OptionGroup var history: HistoryOptions
 
     /// A node's configuration with these options; the library checks it (`validate()`).
     func configuration(nodeID: String, port: Int) throws -> NodeConfiguration {
@@ -62,5 +64,19 @@ struct NodeOptions: ParsableArguments {
             throw ValidationError(error.message)
         }
         return configuration
+    }
+}
+
+/// `--history-size` and `--history-ttl`, for nodes and for the hub (which keeps the hub
+/// backplane's history).
+struct HistoryOptions: ParsableArguments {
+    @Option(help: "Messages kept per room and per inbox for resume and history; 0 turns history off.")
+    var historySize = HistoryPolicy.standard.size
+    @Option(help: "Seconds a message is kept in history.") var historyTtl = HistoryPolicy.standard.ttlSeconds
+
+    func policy() throws -> HistoryPolicy {
+        guard (0...100_000).contains(historySize) else { throw ValidationError("--history-size must be 0 to 100000") }
+        guard historyTtl >= 1 else { throw ValidationError("--history-ttl must be at least 1 second") }
+        return historySize == 0 ? .off : HistoryPolicy(size: historySize, ttlSeconds: historyTtl)
     }
 }

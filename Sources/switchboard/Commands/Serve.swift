@@ -32,7 +32,8 @@ struct Serve: AsyncParsableCommand {
         configuration.advertiseURL = advertiseUrl
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
         warnIfOpen(configuration, logger: logger)
-        let backplane = try choice.make(heartbeat: .seconds(configuration.heartbeatSeconds), logger: logger)
+        let backplane = try choice.make(
+            heartbeat: .seconds(configuration.heartbeatSeconds), history: try self.node.history.policy(), logger: logger)
         let node: SwitchboardNode
         do {
             let id = configuration.nodeID
@@ -82,17 +83,20 @@ enum BackplaneChoice {
         }
     }
 
-    func make(heartbeat: Duration, logger: Logger) throws -> any Backplane {
+    func make(heartbeat: Duration, history: HistoryPolicy, logger: Logger) throws -> any Backplane {
         switch self {
         case .standalone:
-            return EmbeddedCluster().backplane()
+            return EmbeddedCluster(history: history).backplane()
         case .redis(let url):
             let redis: RedisClient.Configuration
             do { redis = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }
-            return RedisBackplane(configuration: .init(redis: redis, heartbeat: heartbeat), logger: logger)
+            return RedisBackplane(configuration: .init(redis: redis, heartbeat: heartbeat, history: history), logger: logger)
         case .hub(let url, let secret):
-            return HubBackplane(configuration: .init(hubURL: url, secret: secret, heartbeat: heartbeat), logger: logger)
+            return HubBackplane(configuration: .init(hubURL: url, secret: secret, heartbeat: heartbeat, history: history), logger: logger)
         case .mesh(let seeds, let secret):
+            if history.isOn {
+                logger.notice("the mesh keeps no history: resumes get recovered:false and history is unsupported (docs/PROTOCOL.md)")
+            }
             return MeshBackplane(configuration: .init(seeds: seeds, secret: secret, heartbeat: heartbeat), logger: logger)
         }
     }
