@@ -1,3 +1,4 @@
+import SwitchboardCore
 import SwitchboardProtocol
 
 /// One server-to-client JSON object, with typed accessors for the protocol's fields.
@@ -22,6 +23,19 @@ public struct ServerMessage: Sendable, CustomStringConvertible {
     public var data: JSONValue? { json["data"] }
     public var users: [String]? { json["users"]?.array?.compactMap(\.string) }
     public var isBroadcast: Bool { json["broadcast"]?.bool ?? false }
+    /// A message's place in its room's or inbox's stream (history on).
+    public var offset: Int64? { json["offset"]?.int.map(Int64.init) }
+    /// The epoch of a stream's top, in `ok` to `join` and `history`.
+    public var epoch: String? { json["epoch"]?.string }
+    /// The top of a stream (`ok` to `join` or `history`), when the reply carries one.
+    public var top: StreamPosition? {
+        guard let epoch, let offset else { return nil }
+        return StreamPosition(epoch: epoch, offset: offset)
+    }
+    /// The answer to a resume (`join` with `since`).
+    public var recovered: Bool? { json["recovered"]?.bool }
+    /// `history`: the messages, each as its recipients got it.
+    public var messages: [JSONValue]? { json["messages"]?.array }
     public var description: String { text }
 }
 
@@ -31,6 +45,10 @@ public struct Welcome: Sendable, Hashable {
     public let user: String
     public let node: String
     public let heartbeat: Int
+    /// The top of the user's inbox (history on).
+    public let inbox: StreamPosition?
+    /// The answer to `?since=`: whether every missed inbox message follows.
+    public let recovered: Bool?
 }
 
 public enum SwitchboardClientError: Error, CustomStringConvertible {

@@ -83,9 +83,16 @@ public final class SwitchboardClient: Sendable {
 
     // MARK: Commands
 
+    /// Joins a room; with `since` (a position this client saw), what it missed follows the `ok`
+    /// when the reply says `recovered`.
     @discardableResult
-    public func join(_ room: String) async throws -> ServerMessage {
-        try await checked(.join(room: room))
+    public func join(_ room: String, since: StreamPosition? = nil) async throws -> ServerMessage {
+        try await checked(.join(room: room, since: since))
+    }
+
+    /// The last `limit` messages the room's history keeps.
+    public func history(_ room: String, limit: Int? = nil) async throws -> ServerMessage {
+        try await checked(.history(room: room, limit: limit))
     }
 
     @discardableResult
@@ -244,9 +251,14 @@ private final class Link: Sendable {
             return
         }
         if message.type == "welcome" {
+            let inbox = message.json["inbox"]
             let welcome = Welcome(
                 session: message.json["session"]?.string ?? "", user: message.user ?? "",
-                node: message.json["node"]?.string ?? "", heartbeat: message.json["heartbeat"]?.int ?? 0)
+                node: message.json["node"]?.string ?? "", heartbeat: message.json["heartbeat"]?.int ?? 0,
+                inbox: inbox?["epoch"]?.string.flatMap { epoch in
+                    inbox?["offset"]?.int.map { StreamPosition(epoch: epoch, offset: Int64($0)) }
+                },
+                recovered: message.recovered)
             let waiter = state.withLock { state in
                 state.welcome = welcome
                 defer { state.welcomeWaiter = nil }

@@ -50,6 +50,7 @@ struct HubBackplaneTests {
     @Test func everyProtocolRowAcrossThreeNodes() async throws {
         try await withHubNodes { hub, nodes in
             try await exerciseProtocolRows(nodes, assignFrom: hub)
+            try await exerciseHistoryRows(nodes)
             let listed = try await http("GET", hub.http("/api/nodes")).json?["nodes"]?.array ?? []
             #expect(listed.compactMap { $0["id"]?.string } == ["n1", "n2", "n3"])
         }

@@ -77,6 +77,7 @@ struct MeshBackplaneTests {
     @Test func everyProtocolRowAcrossThreeNodes() async throws {
         try await withMesh { nodes in
             try await exerciseProtocolRows(nodes)
+            try await exerciseNoHistoryRows(nodes)
         }
     }
 

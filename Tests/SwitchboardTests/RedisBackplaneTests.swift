@@ -12,6 +12,7 @@ struct RedisBackplaneTests {
     @Test func everyProtocolRowAcrossThreeNodes() async throws {
         try await withRedisNodes { _, nodes in
             try await exerciseProtocolRows(nodes)
+            try await exerciseHistoryRows(nodes)
         }
     }
 
