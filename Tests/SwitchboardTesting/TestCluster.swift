@@ -15,12 +15,12 @@ package struct TestCluster {
     private let tasks: [Task<Void, any Error>]
 
     package static func start(
-        nodes count: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in },
+        nodes count: Int = 3, history: HistoryPolicy = .standard, configure: (inout NodeConfiguration) -> Void = { _ in },
         backplane: (EmbeddedCluster) -> any Backplane = { $0.backplane() }
     ) async throws -> TestCluster {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let embedded = EmbeddedCluster()
+        let embedded = EmbeddedCluster(history: history)
         var nodes: [SwitchboardNode] = []
         for index in 1...count {
             var configuration = NodeConfiguration(nodeID: "n\(index)")
@@ -70,11 +70,11 @@ package struct TestCluster {
 
 /// Runs `body` against a fresh cluster and always stops it.
 package func withCluster(
-    nodes: Int = 3, configure: (inout NodeConfiguration) -> Void = { _ in },
+    nodes: Int = 3, history: HistoryPolicy = .standard, configure: (inout NodeConfiguration) -> Void = { _ in },
     backplane: (EmbeddedCluster) -> any Backplane = { $0.backplane() },
     _ body: (TestCluster) async throws -> Void
 ) async throws {
-    let cluster = try await TestCluster.start(nodes: nodes, configure: configure, backplane: backplane)
+    let cluster = try await TestCluster.start(nodes: nodes, history: history, configure: configure, backplane: backplane)
     do {
         try await body(cluster)
     } catch {

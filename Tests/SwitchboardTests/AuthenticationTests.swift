@@ -197,6 +197,8 @@ struct AuthenticationTests {
             try await alice.client.join("team-red")
             for request: ClientCommand in [
                 .join(room: "secret"), .join(room: "team"), .publish(room: "secret", data: RawJSON("1")), .presence(room: "secret"),
+                // History and resume need the right to join (1.1).
+                .history(room: "secret"), .join(room: "secret", since: StreamPosition(epoch: "e", offset: 0)),
             ] {
                 let reply = try await alice.client.request(request)
                 #expect(reply.type == "error" && reply.code == "forbidden", "\(request)")
