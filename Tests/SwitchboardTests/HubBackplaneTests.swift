@@ -111,7 +111,7 @@ struct HubBackplaneTests {
         try await withHubNodes(2) { hub, nodes in
             let alice = try await nodes[0].connect(user: "alice")
             let bob = try await nodes[1].connect(user: "bob")
-            try await bob.client.join("r")
+            let before = try #require(try await bob.client.join("r").top)
             try await hub.kill9()
             // Hub away: local work goes on; cross-node publishing is refused, not lost silently.
             try await eventually("the nodes to notice") {
@@ -125,6 +125,9 @@ struct HubBackplaneTests {
                 guard reply.type == "ok" else { return false }
                 return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
             }
+            // The history was in the hub: a restarted hub is a new epoch, and says so.
+            let resumed = try await bob.client.join("r", since: before)
+            #expect(resumed.recovered == false && resumed.epoch != nil && resumed.epoch != before.epoch)
             // The nodes re-sent their interests and counts: the new hub knows them all.
             #expect(try await alice.client.presence("r") == ["bob"])
             try await eventually("both nodes on the new hub") {

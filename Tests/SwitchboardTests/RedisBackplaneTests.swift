@@ -74,6 +74,10 @@ struct RedisBackplaneTests {
             let alice = try await nodes[0].connect(user: "alice")
             let bob = try await nodes[1].connect(user: "bob")
             try await bob.client.join("r")
+            try await alice.client.publish("r", data: "\"before\"")
+            _ = try await bob.message()
+            let before = try #require(try await bob.client.history("r").top)
+            #expect(before.offset == 1)
             try await redis.stop()
             // Redis away: local work goes on, cross-node publishing is refused, not lost silently.
             let refused = try await alice.client.request(.publish(room: "r", data: RawJSON("1")))
@@ -90,6 +94,10 @@ struct RedisBackplaneTests {
                 guard reply.type == "ok" else { return false }
                 return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
             }
+            // Redis came back without its data: the room's history is gone, a new epoch says
+            // so, and a resume from before is answered recovered:false.
+            let resumed = try await bob.client.join("r", since: before)
+            #expect(resumed.recovered == false && resumed.epoch != nil && resumed.epoch != before.epoch)
             // Each node re-registers its presence when its own connection is back, including
             // alice's join, made while Redis was away.
             try await eventually("presence to be registered again") {
