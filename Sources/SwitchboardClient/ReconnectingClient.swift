@@ -73,6 +73,8 @@ public final class ReconnectingClient: Sendable {
     private let emit: AsyncStream<Event>.Continuation
     private let state = Mutex(State())
     private let loop = Mutex<Task<Void, Never>?>(nil)
+    /// Poked when a connection is made or lost.
+    private let connection = ConditionSignal()
 
     public init(_ configuration: Configuration) {
         precondition(!configuration.urls.isEmpty, "a ReconnectingClient needs at least one URL")
@@ -84,11 +86,11 @@ public final class ReconnectingClient: Sendable {
 
     // MARK: Commands
 
-    /// Joins a room, now and after every reconnect (resuming it). Throws when not connected
-    /// or refused.
+    /// Joins a room, now and after every reconnect (resuming it). Waits for a connection (at
+    /// most `connectTimeout`); throws when there is none or the join is refused.
     @discardableResult
     public func join(_ room: String) async throws -> ServerMessage {
-        let client = try connected()
+        let client = try await waitUntilConnected()
         let id = state.withLock { state -> String in
             state.nextID += 1
             return "join-\(state.nextID)"
@@ -127,12 +129,20 @@ public final class ReconnectingClient: Sendable {
         return client
     }
 
+    /// The connection, once there is one (at most `connectTimeout` from now).
+    public func waitUntilConnected() async throws -> SwitchboardClient {
+        let stopped = { @Sendable in self.state.withLock { $0.client != nil || $0.stopped } }
+        _ = await connection.wait(until: stopped, timeout: configuration.connectTimeout)
+        return try connected()
+    }
+
     /// Stops reconnecting and closes the connection.
     public func close() async {
         let client = state.withLock { state in
             state.stopped = true
             return state.client
         }
+        connection.poke()
         loop.withLock { $0 }?.cancel()
         await client?.close()
         await loop.withLock { $0 }?.value
@@ -185,6 +195,7 @@ public final class ReconnectingClient: Sendable {
                 return (id, room, position)
             }
         }
+        connection.poke()
         emit.yield(.connected(welcome))
         if resumingInbox && welcome.recovered != true { emit.yield(.notRecovered(.inbox)) }
         for (id, room, position) in rejoin {
@@ -198,6 +209,7 @@ public final class ReconnectingClient: Sendable {
             defer { state.joins = [:] }
             return state.joins.values.compactMap(\.waiter)
         }
+        connection.poke()
         let code = await client.closeCode()
         for waiter in waiting { waiter.resume(throwing: SwitchboardClientError.closed(code: code)) }
         emit.yield(.disconnected(code: code))
