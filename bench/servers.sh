@@ -6,21 +6,24 @@ trap cleanup EXIT
 
 wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "port $1 not ready" >&2; return 1; }
 
-# start_servers KIND: two nodes on 18401/18402 (the ceiling is one process on 18400).
+# start_servers KIND: two nodes on 18401/18402 (the ceiling is one process on 18400). A KIND
+# ending in -h0 is Switchboard with history off (--history-size 0), for comparison.
 start_servers() {
   DIALECT=switchboard
-  case "$1" in
+  local kind=$1 history=""
+  if [[ $kind == *-h0 ]]; then kind=${kind%-h0}; history="--history-size 0"; fi
+  case "$kind" in
     ceiling) $BENCH ceiling --port 18400 >/dev/null 2>&1 & PIDS+=($!); sleep 1; TARGETS=ws://127.0.0.1:18400/ws,ws://127.0.0.1:18400/ws; SERVER_PID=$!;;
-    embedded) $SB cluster --nodes 2 --base-port 18401 --log-level error >/dev/null 2>&1 & PIDS+=($!); SERVER_PID=$!
+    embedded) $SB cluster --nodes 2 --base-port 18401 --log-level error $history >/dev/null 2>&1 & PIDS+=($!); SERVER_PID=$!
               wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     redis) redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
-           for i in 1 2; do $SB serve --node-id r$i --port 1840$i --redis redis://127.0.0.1:18409 --log-level error >/dev/null 2>&1 & PIDS+=($!); done
+           for i in 1 2; do $SB serve --node-id r$i --port 1840$i --redis redis://127.0.0.1:18409 --log-level error $history >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     centrifuge|socketio|node-ws)
           redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
-          for i in 1 2; do bench/peers/start.sh "$1" 1840$i 127.0.0.1:18409 >/dev/null 2>&1 & PIDS+=($!); done
+          for i in 1 2; do bench/peers/start.sh "$kind" 1840$i 127.0.0.1:18409 >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402
-          case $1 in
+          case $kind in
             centrifuge) DIALECT=centrifuge; path=/ws;;
             socketio) DIALECT=socketio; path=/socket.io/;;
             node-ws) DIALECT=switchboard; path=/ws;;  # it speaks Switchboard's protocol

@@ -104,6 +104,15 @@ struct RedisBackplaneTests {
                 try await alice.client.presence("r") == ["alice", "bob"]
             }
             try await nodes[0].waitUntilReady()
+            // Someone flushes Redis's scripts: a publish may be refused once (NOSCRIPT), then
+            // the node sends the script's text again and publishing works.
+            let operator_ = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer { Task { await operator_.close() } }
+            _ = try await operator_.send(["SCRIPT", "FLUSH"])
+            try await eventually("publishing to work after SCRIPT FLUSH") {
+                try await alice.client.request(.publish(room: "r", data: RawJSON("\"flushed\""))).type == "ok"
+            }
+            _ = try await bob.message { $0.data == .string("flushed") }
         }
     }
 

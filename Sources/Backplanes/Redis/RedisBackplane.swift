@@ -46,6 +46,9 @@ public final class RedisBackplane: Backplane {
     let subscriber: RedisSubscriber
     private let logger: Logger
     private let state = Mutex(State())
+    /// SHA1s of the history scripts once loaded (`SCRIPT LOAD`), so that a publish sends
+    /// `EVALSHA` and not the script's text.
+    private let loadedScripts = Mutex<(append: String, read: String)?>(nil)
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -60,8 +63,11 @@ public final class RedisBackplane: Backplane {
         self.commands = RedisClient(
             configuration: configuration.redis, logger: commandsLogger,
             onConnect: { connection in
+                let backplane = box.withLock { $0 }
+                // The history scripts are loaded first, so every command after may name them.
+                try await backplane?.loadScripts(using: { try await connection.send($0) })
                 // After a reconnect (Redis restarted, say), write this node's entries again.
-                try await box.withLock { $0 }?.register(using: { try await connection.send($0) })
+                try await backplane?.register(using: { try await connection.send($0) })
             })
         box.withLock { $0 = self }
     }
@@ -120,20 +126,21 @@ public final class RedisBackplane: Backplane {
         let history = configuration.history
         let command: [RESPArgument]
         if history.keeps(envelope.address) {
-            command = [
-                "EVAL", RESPArgument(HistoryScripts.append), "3", RESPArgument(names.streamMeta(envelope.address)),
-                RESPArgument(names.streamLog(envelope.address)), channel,
-                RESPArgument(bytes: WireEvent.encodeUnsequenced(envelope, origin: nodeID)),
-                RESPArgument(StreamPosition.newEpoch()), RESPArgument(history.size), RESPArgument(history.ttlSeconds * 1000),
-                RESPArgument(history.lifetimeSeconds * 1000),
-            ]
+            command =
+                script(\.append, HistoryScripts.append) + [
+                    "3", RESPArgument(names.streamMeta(envelope.address)),
+                    RESPArgument(names.streamLog(envelope.address)), channel,
+                    RESPArgument(bytes: WireEvent.encodeUnsequenced(envelope, origin: nodeID)),
+                    RESPArgument(StreamPosition.newEpoch()), RESPArgument(history.size), RESPArgument(history.ttlSeconds * 1000),
+                    RESPArgument(history.lifetimeSeconds * 1000),
+                ]
         } else {
             command = ["SPUBLISH", channel, RESPArgument(bytes: WireEvent.encode(.message(envelope), origin: nodeID))]
         }
         let reply: Result<EventLoopFuture<RESPValue>, any Error> = Result { try commands.enqueue(command) }
         return PendingPublish {
             let value = try await reply.get().get()
-            if case .error(let message) = value { throw RedisError.server(message) }
+            if case .error(let message) = value { throw self.failure(message) }
         }
     }
 
@@ -249,15 +256,40 @@ public final class RedisBackplane: Backplane {
 
     public var history: HistoryPolicy { configuration.history }
 
+    /// `EVALSHA sha` once the script is loaded on this connection's server, `EVAL text` before.
+    private func script(_ which: KeyPath<(append: String, read: String), String>, _ text: String) -> [RESPArgument] {
+        if let sha = loadedScripts.withLock({ $0?[keyPath: which] }) { return ["EVALSHA", RESPArgument(sha)] }
+        return ["EVAL", RESPArgument(text)]
+    }
+
+    /// An error reply; `NOSCRIPT` (someone flushed the scripts) sends the text again from now on.
+    private func failure(_ message: String) -> RedisError {
+        if message.hasPrefix("NOSCRIPT") { loadedScripts.withLock { $0 = nil } }
+        return RedisError.server(message)
+    }
+
+    func loadScripts(using send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
+        guard configuration.history.isOn else { return }
+        guard let append = try await send(["SCRIPT", "LOAD", RESPArgument(HistoryScripts.append)]).string,
+            let read = try await send(["SCRIPT", "LOAD", RESPArgument(HistoryScripts.read)]).string
+        else { throw RedisError.server("SCRIPT LOAD did not answer a SHA") }
+        loadedScripts.withLock { $0 = (append, read) }
+    }
+
     public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
         let history = configuration.history
         guard history.isOn else { throw HistoryError.unsupported }
-        let reply = try await commands.send([
-            "EVAL", RESPArgument(HistoryScripts.read), "2", RESPArgument(names.streamMeta(stream)),
-            RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
-            RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
-        ])
-        if case .error(let message) = reply { throw RedisError.server(message) }
+        let reply: RESPValue
+        do {
+            reply = try await commands.send(
+                script(\.read, HistoryScripts.read) + [
+                    "2", RESPArgument(names.streamMeta(stream)),
+                    RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
+                    RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
+                ])
+        } catch RedisError.server(let message) {
+            throw failure(message)
+        }
         guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let top = parts[1].int else {
             throw RedisError.server("unexpected reply to the history read: \(reply)")
         }
