@@ -11,7 +11,8 @@ for r in rows:
     by[(r["server"], r["scenario"])] = r
 
 names = {"ceiling": "ceiling (do-nothing, 1 process)", "embedded": "Switchboard embedded (2 nodes, 1 process)",
-         "redis": "Switchboard Redis (2 processes)", "mesh": "Switchboard mesh (2 processes)",
+         "embedded-h0": "Switchboard embedded, history off", "redis": "Switchboard Redis (2 processes)",
+         "redis-h0": "Switchboard Redis, history off", "mesh": "Switchboard mesh (2 processes)",
          "centrifuge": "Centrifuge 0.15, Redis broker (2 processes)", "socketio": "python-socketio 5.7, Redis manager (2 processes)",
          "node-ws": "Node ws 8.11, Redis pub/sub (2 processes)"}
 

@@ -4,7 +4,13 @@
 /// Memory stays bounded: a message leaves its ring when it is pushed out or its TTL passes, and
 /// a stream with no message for `policy.lifetimeSeconds` is forgotten altogether (its epoch with
 /// it, so a client that comes back later gets `recovered:false`). A sweep at most once a second,
-/// on the next write or read, does both.
+/// on the next write or read, does both. Reading a stream nobody wrote to stores nothing.
+///
+/// Epochs: a stream takes the epoch of the *generation* in which its first message came, the
+/// store's random epoch and the number of lifetimes since the store began. A stream nobody wrote
+/// to reads as the current generation's, top 0, so a client that joined an empty room resumes
+/// once its first messages come in the same generation. A forgotten stream comes back in a
+/// later generation (it was silent for a whole lifetime), so never with its old epoch.
 public struct StreamStore: Sendable {
     private struct Stream {
         var epoch: String
@@ -17,6 +23,9 @@ public struct StreamStore: Sendable {
     public let policy: HistoryPolicy
     private var streams: [Address: Stream] = [:]
     private var lastSweep: Int64 = 0
+    private let baseEpoch = StreamPosition.newEpoch()
+    /// When the store was first used (ms); generations count from it.
+    private var origin: Int64?
 
     public init(policy: HistoryPolicy) {
         self.policy = policy
@@ -40,12 +49,12 @@ public struct StreamStore: Sendable {
     }
 
     /// The stream's top and the messages still kept: those after `after`, or (without it) the
-    /// last ones; at most `limit`, oldest first. Reading a stream that does not exist starts it,
-    /// so that its epoch is stable from the first `join`.
+    /// last ones; at most `limit`, oldest first.
     public mutating func read(_ address: Address, after: Int64?, limit: Int, now: Int64) -> StreamRead {
         sweepIfDue(now: now)
-        let stream = streams[address] ?? newStream(now: now)
-        streams[address] = stream
+        guard let stream = streams[address] else {
+            return StreamRead(top: StreamPosition(epoch: epoch(now: now), offset: 0), messages: [])
+        }
         let oldest = now - Int64(policy.ttlSeconds) * 1000
         var kept = stream.ring.elements.filter { $0.storedAt >= oldest }.map(\.envelope)
         if let after { kept.removeAll { ($0.position?.offset ?? 0) <= after } }
@@ -70,8 +79,16 @@ public struct StreamStore: Sendable {
         }
     }
 
-    private func newStream(now: Int64) -> Stream {
-        Stream(epoch: StreamPosition.newEpoch(), ring: Ring(), lastWrite: now)
+    private mutating func newStream(now: Int64) -> Stream {
+        Stream(epoch: epoch(now: now), ring: Ring(), lastWrite: now)
+    }
+
+    /// The epoch of a stream begun now.
+    private mutating func epoch(now: Int64) -> String {
+        let origin = self.origin ?? now
+        self.origin = origin
+        let generation = max(0, now - origin) / (Int64(policy.lifetimeSeconds) * 1000)
+        return "\(baseEpoch)-\(generation)"
     }
 }
 

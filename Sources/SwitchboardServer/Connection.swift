@@ -247,6 +247,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// event loop.
     func heartbeat() {
         eventLoop.preconditionInEventLoop()
+        if !gates.isEmpty { gates.age() }
         switch machine.heartbeatDue() {
         case .ping:
             writeControl(opcode: 0x9, ByteBuffer())

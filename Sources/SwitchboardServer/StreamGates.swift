@@ -7,15 +7,18 @@ import SwitchboardCore
 /// go out first, then the held messages after the top; those at or below it were in the read
 /// (or came before the join) and are dropped. A *floor* stays behind: a live message at or
 /// below the top may still arrive late (a store that answers on one connection and publishes
-/// on another), and is dropped too, until the stream moves past the top or changes epoch. So a
-/// message reaches the connection once, in offset order, whether it came by replay or live.
+/// on another), and is dropped too, until the stream moves past the top or changes epoch, or
+/// two heartbeats pass (`age`: what was in flight when the store answered has long arrived by
+/// then, and an idle connection keeps no floor). So a message reaches the connection once, in
+/// offset order, whether it came by replay or live.
 ///
 /// Touched only on the connection's event loop. Empty for almost every connection: the check
 /// made for each delivery is then one comparison.
 struct StreamGates {
     private enum Gate {
         case holding([EncodedFrame])
-        case floor(StreamPosition)
+        /// `age`: heartbeats seen since it was set.
+        case floor(StreamPosition, age: Int)
     }
 
     private var gates: [Address: Gate] = [:]
@@ -42,7 +45,7 @@ struct StreamGates {
             held.append(frame)
             gates[stream] = .holding(held)
             return .held
-        case .floor(let top):
+        case .floor(let top, _):
             guard let position = frame.position, position.epoch == top.epoch else {
                 gates[stream] = nil
                 return .write
@@ -63,9 +66,18 @@ struct StreamGates {
             guard let position = frame.position, position.epoch == top.epoch else { return true }
             return position.offset > top.offset
         }
-        // Once a newer message goes out, nothing older can follow: no floor is needed.
-        if newer.isEmpty { gates[stream] = .floor(top) }
+        // Once a newer message goes out, nothing older can follow, and at top 0 nothing is
+        // older: no floor is needed.
+        if newer.isEmpty && top.offset > 0 { gates[stream] = .floor(top, age: 0) }
         return newer
+    }
+
+    /// A heartbeat passed: floors set two heartbeats ago are dropped.
+    mutating func age() {
+        for (stream, gate) in gates {
+            guard case .floor(let top, let age) = gate else { continue }
+            gates[stream] = age >= 1 ? nil : .floor(top, age: age + 1)
+        }
     }
 
     /// The connection left the stream.

@@ -59,6 +59,19 @@ struct StreamGatesTests {
         #expect(gates.isEmpty)
     }
 
+    @Test func aFloorLastsTwoHeartbeatsAndAnEmptyStreamNeedsNone() {
+        var gates = StreamGates()
+        gates.hold(Self.room)
+        _ = gates.release(Self.room, top: StreamPosition(epoch: "e", offset: 10))
+        gates.age()
+        #expect(gates.deliver(Self.frame(10)) == .drop, "one heartbeat on, the floor holds")
+        gates.age()
+        #expect(gates.isEmpty, "an idle connection keeps no floor")
+        gates.hold(Self.room)
+        #expect(gates.release(Self.room, top: StreamPosition(epoch: "e", offset: 0)).isEmpty)
+        #expect(gates.isEmpty, "nothing is at or below offset 0")
+    }
+
     @Test func leavingForgetsTheFloor() {
         var gates = StreamGates()
         gates.hold(Self.room)

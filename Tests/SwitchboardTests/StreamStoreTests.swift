@@ -37,6 +37,18 @@ struct StreamStoreTests {
         #expect(store.streamCount == 0)
         let reborn = store.read(.room("r"), after: nil, limit: 10, now: 4000 + 3_600_000 + 1000)
         #expect(reborn.top.offset == 0 && reborn.top.epoch != epoch)
+        #expect(store.append(Self.envelope(3), now: 4000 + 3_600_000 + 2000).position?.epoch == reborn.top.epoch)
+    }
+
+    @Test func aStreamNobodyWroteToCostsNothingAndKeepsTheEpochItWasReadWith() {
+        var store = StreamStore(policy: HistoryPolicy(size: 10, ttlSeconds: 60))
+        let empty = store.read(.user("u"), after: nil, limit: 0, now: 0)
+        #expect(empty.top.offset == 0 && store.streamCount == 0)
+        // Its first message comes in the same generation: a resume from top 0 recovers it.
+        let first = store.append(Self.envelope(1, to: .user("u")), now: 60_000)
+        #expect(first.position == StreamPosition(epoch: empty.top.epoch, offset: 1))
+        let resumed = store.read(.user("u"), after: 0, limit: 10, now: 60_000)
+        #expect(resumed.recovers(empty.top) && resumed.after(0).map(\.id) == ["m1"])
     }
 
     @Test func recoveryNeedsTheSameEpochAndEveryMissedOffset() {
