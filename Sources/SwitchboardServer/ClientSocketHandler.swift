@@ -51,7 +51,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         try pipeline.addHandler(handler, position: .after(decoder))
         node.heartbeats.watch(connection)
         if let session {
-            session.start()
+            session.start(inboxSince: options.inboxSince)
         } else {
             // No session for a bad name: say why, then close (policy violation).
             connection.open(

@@ -37,8 +37,6 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private var gates = StreamGates()
     /// `?batch=1`: deliveries of one loop turn go out as one frame, objects separated by `\n`.
     let batch: Bool
-    /// `?since=EPOCH:OFFSET`: the inbox position to resume from.
-    let inboxSince: StreamPosition?
     private var packed: ByteBuffer?
     /// Written to since the last flush (see LoopFlusher), and how many frames.
     private var dirty = false
@@ -51,7 +49,6 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, options: ClientOptions = ClientOptions()
     ) {
         self.batch = options.batch
-        self.inboxSince = options.inboxSince
         self.session = session
         self.identity = identity
         self.channel = channel

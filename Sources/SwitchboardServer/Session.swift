@@ -58,11 +58,12 @@ final class Session: Sendable {
 
     var logger: Logger { node.logger }
 
-    /// Joins the router and says welcome, before any command runs. On the event loop.
-    func start() {
+    /// Joins the router and says welcome, before any command runs; with `inboxSince`, the
+    /// inbox is resumed from there. On the event loop.
+    func start(inboxSince: StreamPosition? = nil) {
         inbox.withLock { $0.running = true }
         Task {
-            await connect()
+            await connect(inboxSince: inboxSince)
             await runWaiting()
         }
     }
@@ -108,7 +109,7 @@ final class Session: Sendable {
         return message
     }
 
-    private func connect() async {
+    private func connect(inboxSince since: StreamPosition?) async {
         let history = node.router.backplane.history
         let inbox = Address.user(connection.user)
         // The inbox's live messages wait until its top (and any replay) is known.
@@ -124,7 +125,6 @@ final class Session: Sendable {
         running.withLock { $0.machine.registered() }
         node.metrics.connectionsOpened.increment()
         node.metrics.connections.increment()
-        let since = connection.inboxSince
         var resumed: (replay: [Envelope], top: StreamPosition?)?
         var recovered: Bool? = since.map { _ in false }
         if history.isOn {
@@ -271,64 +271,6 @@ final class Session: Sendable {
         }
     }
 
-    /// Joins a room. With history, the `ok` carries the room's top, and with `since` the
-    /// messages missed after it follow (or `recovered:false`): live messages of the room wait
-    /// meanwhile, so each arrives once and in order (`StreamGates`).
-    private func join(_ room: String, since: StreamPosition?, id: CommandID?) async throws {
-        let history = node.router.backplane.history
-        guard history.isOn else {
-            try await node.router.join(connection, room: room)
-            connection.send(ServerFrame.ok(id: id, room: room, recovered: since.map { _ in false }))
-            return
-        }
-        let stream = Address.room(room)
-        connection.hold(stream)
-        do {
-            try await node.router.join(connection, room: room)
-        } catch {
-            connection.resume(stream, reply: ServerFrame.error(Self.failure(error, to: id)), replay: [], top: nil)
-            connection.forget(stream)
-            node.metrics.commandsFailed.increment()
-            return
-        }
-        let read: StreamRead
-        do {
-            read = try await node.router.backplane.read(stream, after: since?.offset, limit: since == nil ? 0 : history.size)
-        } catch {
-            // The store is away (its outage is logged once by the backplane): the join stands,
-            // as local work goes on, but without a position; a resume is answered honestly.
-            logger.debug("joined without the room's position", metadata: ["room": "\(room)", "error": "\(error)"])
-            if since != nil { node.metrics.resumes(false) }
-            connection.resume(
-                stream, reply: ServerFrame.ok(id: id, room: room, recovered: since.map { _ in false }), replay: [], top: nil)
-            return
-        }
-        let recovered = since.map(read.recovers)
-        if since != nil { node.metrics.resumes(recovered) }
-        let replay = recovered == true ? read.after(since!.offset) : []
-        connection.resume(
-            stream, reply: ServerFrame.ok(id: id, room: room, top: read.top, recovered: recovered), replay: replay, top: read.top)
-    }
-
-    /// `history`: the last messages the room keeps, each as its recipients got it.
-    private func history(_ room: String, limit: Int?, id: CommandID?) async throws {
-        let history = node.router.backplane.history
-        guard history.isOn else {
-            connection.send(
-                ServerFrame.error(ProtocolError(id: id, code: .unsupported, message: "this cluster keeps no history")))
-            return
-        }
-        if let limit, limit > history.size {
-            connection.send(
-                ServerFrame.error(
-                    ProtocolError(id: id, code: .badRequest, message: "'limit' must be 1 to \(history.size), the history size")))
-            return
-        }
-        let read = try await node.router.backplane.read(.room(room), after: nil, limit: limit ?? history.size)
-        connection.send(
-            ServerFrame.ok(id: id, room: room, top: read.top, messages: read.messages.map(ServerFrame.message)))
-    }
-
     /// Queues a publish now; its answer comes once the cluster has it, after earlier answers.
     private func pipeline(_ id: CommandID?, _ submit: (NodeContext, String) -> PendingPublish) async {
         let pending = submit(node, connection.user)
@@ -368,7 +310,7 @@ final class Session: Sendable {
         connection.send(ServerFrame.error(failure(error, to: id)))
     }
 
-    private static func failure(_ error: any Error, to id: CommandID?) -> ProtocolError {
+    static func failure(_ error: any Error, to id: CommandID?) -> ProtocolError {
         if let partial = error as? NotHandedToCluster {
             // Local recipients have it: a blind retry would give them a second copy.
             return ProtocolError(

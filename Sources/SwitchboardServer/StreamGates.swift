@@ -25,6 +25,12 @@ struct StreamGates {
 
     var isEmpty: Bool { gates.isEmpty }
 
+    /// An empty table gives its storage back: an idle connection holds none.
+    private mutating func remove(_ stream: Address) {
+        gates[stream] = nil
+        if gates.isEmpty { gates = [:] }
+    }
+
     /// Live messages of `stream` wait from now on.
     mutating func hold(_ stream: Address) {
         gates[stream] = .holding([])
@@ -47,12 +53,12 @@ struct StreamGates {
             return .held
         case .floor(let top, _):
             guard let position = frame.position, position.epoch == top.epoch else {
-                gates[stream] = nil
+                remove(stream)
                 return .write
             }
             if position.offset <= top.offset { return .drop }
             // Past the top: nothing older can follow (a store delivers in offset order).
-            gates[stream] = nil
+            remove(stream)
             return .write
         }
     }
@@ -60,7 +66,8 @@ struct StreamGates {
     /// Ends the hold: returns the held messages to write after the replay. With a `top`, those
     /// at or below it are dropped and a floor is kept; without one (the read failed), all go.
     mutating func release(_ stream: Address, top: StreamPosition?) -> [EncodedFrame] {
-        guard case .holding(let held) = gates.removeValue(forKey: stream) else { return [] }
+        guard case .holding(let held) = gates[stream] else { return [] }
+        remove(stream)
         guard let top else { return held }
         let newer = held.filter { frame in
             guard let position = frame.position, position.epoch == top.epoch else { return true }
@@ -76,12 +83,12 @@ struct StreamGates {
     mutating func age() {
         for (stream, gate) in gates {
             guard case .floor(let top, let age) = gate else { continue }
-            gates[stream] = age >= 1 ? nil : .floor(top, age: age + 1)
+            if age >= 1 { remove(stream) } else { gates[stream] = .floor(top, age: age + 1) }
         }
     }
 
     /// The connection left the stream.
     mutating func forget(_ stream: Address) {
-        gates[stream] = nil
+        remove(stream)
     }
 }

@@ -54,6 +54,35 @@ struct HistoryTests {
         }
     }
 
+    /// The embedded backplane (`switchboard cluster`): a room and an inbox resumed on another
+    /// node, the sender's own copy numbered like everyone's.
+    @Test func theEmbeddedClusterResumesRoomsAndInboxesOnAnotherNode() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            let alice = try await cluster.connect(0, user: "alice")
+            let bob = try await cluster.connect(1, user: "bob")
+            let top = try #require(try await bob.client.join("e").top)
+            try await alice.client.join("e")
+            for n in 1...4 { try await alice.client.publish("e", data: "\(n)") }
+            // The publisher is subscribed: it gets its own messages with the same offsets.
+            for n in 1...4 { #expect(try await alice.message { $0.room == "e" }.offset == top.offset + Int64(n)) }
+            _ = try await bob.message { $0.offset == top.offset + 2 }
+            await bob.client.close()
+            let moved = try await cluster.connect(0, user: "bob")
+            let resumed = try await moved.client.join("e", since: StreamPosition(epoch: top.epoch, offset: top.offset + 2))
+            #expect(resumed.recovered == true)
+            #expect(try await moved.message().data == .number("3"))
+            #expect(try await moved.message().data == .number("4"))
+
+            let inbox = try #require(moved.client.welcome.inbox)
+            try await alice.client.send(to: "bob", data: "\"dm\"")
+            _ = try await moved.message { $0.data == .string("dm") }
+            let again = try await TestClient(
+                SwitchboardClient.connect(to: cluster.ws(1, "user=bob&since=\(inbox.epoch):\(inbox.offset)")))
+            #expect(again.client.welcome.recovered == true)
+            #expect(try await again.message().data == .string("dm"))
+        }
+    }
+
     @Test func messagesPastTheirTTLAreNeitherServedNorReplayed() async throws {
         try await withCluster(nodes: 2, history: HistoryPolicy(size: 10, ttlSeconds: 1)) { cluster in
             let alice = try await cluster.connect(0, user: "alice")

@@ -1,0 +1,61 @@
+import Logging
+import RESP
+import SwitchboardCore
+
+/// History in Redis (`HistoryScripts`): the append script runs in `submit`; reads and the
+/// loading of the scripts are here.
+extension RedisBackplane {
+    public var history: HistoryPolicy { configuration.history }
+
+    /// `EVALSHA sha` once the script is loaded on this connection's server, `EVAL text` before.
+    func script(_ which: KeyPath<(append: String, read: String), String>, _ text: String) -> [RESPArgument] {
+        if let sha = loadedScripts.withLock({ $0?[keyPath: which] }) { return ["EVALSHA", RESPArgument(sha)] }
+        return ["EVAL", RESPArgument(text)]
+    }
+
+    /// An error reply; `NOSCRIPT` (someone flushed the scripts) sends the text again from now on.
+    func failure(_ message: String) -> RedisError {
+        if message.hasPrefix("NOSCRIPT") { loadedScripts.withLock { $0 = nil } }
+        return RedisError.server(message)
+    }
+
+    func loadScripts(using send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
+        guard configuration.history.isOn else { return }
+        guard let append = try await send(["SCRIPT", "LOAD", RESPArgument(HistoryScripts.append)]).string,
+            let read = try await send(["SCRIPT", "LOAD", RESPArgument(HistoryScripts.read)]).string
+        else { throw RedisError.server("SCRIPT LOAD did not answer a SHA") }
+        loadedScripts.withLock { $0 = (append, read) }
+    }
+
+    public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
+        let history = configuration.history
+        guard history.isOn else { throw HistoryError.unsupported }
+        let reply: RESPValue
+        do {
+            reply = try await commands.send(
+                script(\.read, HistoryScripts.read) + [
+                    "2", RESPArgument(names.streamMeta(stream)),
+                    RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
+                    RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
+                ])
+        } catch RedisError.server(let message) {
+            throw failure(message)
+        }
+        guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let top = parts[1].int else {
+            throw RedisError.server("unexpected reply to the history read: \(reply)")
+        }
+        let oldest = wallClockMilliseconds() - Int64(history.ttlSeconds) * 1000
+        var messages: [Envelope] = []
+        for record in parts[2].elements ?? [] {
+            guard let bytes = record.bytes, let decoded = WireEvent.decode(bytes, address: stream), decoded.sequenced,
+                case .message(let envelope) = decoded.event
+            else {
+                logger.warning("skipped a malformed record in the history of \(stream)")
+                continue
+            }
+            // Past its TTL: kept in the list until the list expires or is trimmed, never served.
+            if envelope.timestamp >= oldest { messages.append(envelope) }
+        }
+        return StreamRead(top: StreamPosition(epoch: epoch, offset: top), messages: messages)
+    }
+}
