@@ -11,9 +11,9 @@ struct Switchboard: AsyncParsableCommand {
 
     /// What each subcommand reads from the environment: its own options and its groups'.
     static let environmentOptions: [String: [any ParsableArguments.Type]] = [
-        "serve": [Serve.self, NodeOptions.self, LoggingOptions.self],
-        "cluster": [Cluster.self, NodeOptions.self, LoggingOptions.self],
-        "hub": [Hub.self, LoggingOptions.self],
+        "serve": [Serve.self, NodeOptions.self, HistoryOptions.self, LoggingOptions.self],
+        "cluster": [Cluster.self, NodeOptions.self, HistoryOptions.self, LoggingOptions.self],
+        "hub": [Hub.self, HistoryOptions.self, LoggingOptions.self],
     ]
 
     static func main() async {

@@ -10,10 +10,14 @@ package final class NodeProcess: Sendable {
     private let process = Mutex<Process?>(nil)
     private let output = Mutex("")
 
-    package init(nodeID: String, port: Int, arguments: [String]) {
+    /// Variables added to the test's environment for the process.
+    package let environment: [String: String]
+
+    package init(nodeID: String, port: Int, arguments: [String], environment: [String: String] = [:]) {
         self.nodeID = nodeID
         self.port = port
         self.arguments = arguments
+        self.environment = environment
     }
 
     /// Starts the node and waits for its `listening on` line.
@@ -24,10 +28,13 @@ package final class NodeProcess: Sendable {
 
     /// Any `switchboard` subcommand with these arguments, on a free port (or `port`). A port
     /// taken in the meantime makes the process exit: then another is tried.
-    package static func start(_ nodeID: String, _ arguments: [String], port: Int? = nil) async throws -> NodeProcess {
+    package static func start(
+        _ nodeID: String, _ arguments: [String], port: Int? = nil, environment: [String: String] = [:]
+    ) async throws -> NodeProcess {
         for attempt in 1...3 {
             let chosen = if let port { port } else { try await freePorts(1) }
-            let node = NodeProcess(nodeID: nodeID, port: chosen, arguments: arguments + ["--port", "\(chosen)"])
+            let node = NodeProcess(
+                nodeID: nodeID, port: chosen, arguments: arguments + ["--port", "\(chosen)"], environment: environment)
             do {
                 try await node.start()
                 return node
@@ -47,6 +54,9 @@ package final class NodeProcess: Sendable {
         let process = Process()
         process.executableURL = switchboardExecutable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, given in given }
+        }
         let pipe = Pipe()
         process.standardOutput = pipe
         // Not the test's own stderr: a stray child must never hold the runner's output open.

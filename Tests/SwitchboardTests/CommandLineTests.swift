@@ -99,6 +99,23 @@ extension CommandLineTests {
         let (clusterStatus, cluster) = try await runToExit(
             ["cluster", "--nodes", "0"], environment: ["SWITCHBOARD_REDIS": "redis://127.0.0.1:1"])
         #expect(clusterStatus != 0 && cluster.contains("--nodes must be between 1 and 64"), "\(cluster)")
+        // The history options too, on every command that has them.
+        for command in [["serve", "--port", "0"], ["cluster", "--nodes", "1"], ["hub", "--cluster-secret", "s"]] {
+            let (historyStatus, history) = try await runToExit(command, environment: ["SWITCHBOARD_HISTORY_SIZE": "-1"])
+            #expect(historyStatus != 0 && history.contains("--history-size must be 0 to 100000"), "\(command): \(history)")
+        }
+    }
+
+    /// `SWITCHBOARD_HISTORY_SIZE=0` turns history off, as `--history-size 0` does.
+    @Test func historyCanBeTurnedOffFromTheEnvironment() async throws {
+        let node = try await NodeProcess.start("quiet", ["serve", "--node-id", "quiet"], environment: ["SWITCHBOARD_HISTORY_SIZE": "0"])
+        defer { node.killNow() }
+        let client = try await node.connect(user: "alice")
+        #expect(client.client.welcome.inbox == nil)
+        #expect(try await client.client.request(.history(room: "r")).code == "unsupported")
+        let plain = try await NodeProcess.start("plain", ["serve", "--node-id", "plain"])
+        defer { plain.killNow() }
+        #expect(try await plain.connect(user: "alice").client.welcome.inbox?.offset == 0)
     }
 }
 
