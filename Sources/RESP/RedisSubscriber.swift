@@ -8,11 +8,19 @@ public struct RedisMessage: Sendable, Hashable {
     public var payload: [UInt8]
 }
 
+/// What a subscriber delivers, in the order it happened.
+public enum RedisSubscriberEvent: Sendable, Hashable {
+    case message(RedisMessage)
+    /// A new connection is subscribing again: whatever was published on the channels while
+    /// there was none was not received (messages before this came on the old connection).
+    case resubscribing
+}
+
 /// A subscriber connection: keeps a set of channels subscribed, across reconnects, and delivers
-/// what arrives on them as an `AsyncStream`. Sharded pub/sub (SSUBSCRIBE, Redis 7) by default.
+/// what arrives on them, and each reconnection, as an `AsyncStream`. Sharded pub/sub (SSUBSCRIBE, Redis 7) by default.
 public final class RedisSubscriber: Sendable {
-    public let messages: AsyncStream<RedisMessage>
-    private let continuation: AsyncStream<RedisMessage>.Continuation
+    public let events: AsyncStream<RedisSubscriberEvent>
+    private let continuation: AsyncStream<RedisSubscriberEvent>.Continuation
     public let client: RedisClient
     private let sharded: Bool
     private let confirmationTimeout: Duration
@@ -25,7 +33,7 @@ public final class RedisSubscriber: Sendable {
     }
 
     public init(configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger) {
-        (messages, continuation) = AsyncStream.makeStream(of: RedisMessage.self)
+        (events, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
         self.sharded = sharded
         self.confirmationTimeout = .seconds(5)
         let box = Mutex<RedisSubscriber?>(nil)
@@ -50,6 +58,13 @@ public final class RedisSubscriber: Sendable {
     }
 
     public var channels: Set<String> { state.withLock { $0.channels } }
+
+    /// Returns once every subscription sent so far on the current connection is in effect: a
+    /// PING on that connection is answered after them (Redis answers a connection in order).
+    public func barrier() async throws {
+        await client.waitUntilConnected()
+        _ = try await client.send(["PING"])
+    }
 
     /// Subscribes and waits for Redis to confirm. Without a connection it returns at once: the
     /// channel is subscribed as soon as the connection is back.
@@ -106,6 +121,8 @@ public final class RedisSubscriber: Sendable {
     }
 
     private func resubscribe(on connection: RedisConnection) async throws {
+        // Before the first subscription: every message after this is the new connection's.
+        continuation.yield(.resubscribing)
         for channel in state.withLock({ $0.channels }) {
             try await connection.sendWithoutReply([subscribeCommand, RESPArgument(channel)])
         }
@@ -116,7 +133,7 @@ public final class RedisSubscriber: Sendable {
         switch kind {
         case "message", "smessage":
             guard let channel = parts[1].string, let payload = parts[2].bytes else { return }
-            continuation.yield(RedisMessage(channel: channel, payload: payload))
+            continuation.yield(.message(RedisMessage(channel: channel, payload: payload)))
         case "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe":
             if let channel = parts[1].string { resume(kind + " " + channel, with: .success(())) }
         default:

@@ -154,6 +154,35 @@ struct HistoryTests {
         }
     }
 
+    /// Redis drops a node's subscription connection (as it does to a subscriber that falls
+    /// behind) while messages keep coming: the node fills in what it missed from the history,
+    /// so its client gets every message once, in order, and never notices.
+    @Test func messagesMissedWhileANodeResubscribesAreFilledInFromHistory() async throws {
+        try await withRedisNodes(2) { redis, nodes in
+            let bob = try await nodes[1].connect(user: "bob")
+            let start = try #require(try await bob.client.join("fill").top)
+            let alice = try await nodes[0].connect(user: "alice")
+            let operator_ = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer { Task { await operator_.close() } }
+            let publishing = Task {
+                for n in 0..<300 {
+                    try await alice.client.publish("fill", data: "\(n)")
+                    if n == 100 { _ = try await operator_.send(["CLIENT", "KILL", "TYPE", "pubsub"]) }
+                }
+            }
+            var offsets: [Int64] = []
+            var data: [Int] = []
+            for _ in 0..<300 {
+                let message = try await bob.message(timeout: .seconds(20)) { $0.room == "fill" }
+                offsets.append(message.offset ?? -1)
+                data.append(message.data?.int ?? -1)
+            }
+            try await publishing.value
+            #expect(data == Array(0..<300))
+            #expect(offsets == (1...300).map { start.offset + Int64($0) })
+        }
+    }
+
     /// The Swift client library rides through the death of its node while a publisher runs:
     /// every message arrives once, in order, and no gap is announced.
     @Test func theClientLibraryRidesThroughANodeKill() async throws {

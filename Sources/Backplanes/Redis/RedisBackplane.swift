@@ -38,6 +38,10 @@ public final class RedisBackplane: Backplane {
         /// What this node holds: registered again after Redis comes back.
         var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
+        /// The position of the last message delivered, per sequenced stream this node follows:
+        /// what to fill in from the history after the subscriptions were lost, and what a late
+        /// copy is a duplicate of.
+        var seen: [Address: StreamPosition] = [:]
     }
 
     let configuration: Configuration
@@ -145,7 +149,11 @@ public final class RedisBackplane: Backplane {
     }
 
     private func pumpMessages() async {
-        for await message in subscriber.messages {
+        for await event in subscriber.events {
+            guard case .message(let message) = event else {
+                await backfill()
+                continue
+            }
             let me = nodeID
             guard let address = names.address(ofChannel: message.channel),
                 let (event, origin, sequenced) = WireEvent.decode(message.payload, address: address)
@@ -156,7 +164,50 @@ public final class RedisBackplane: Backplane {
             // Our own unsequenced messages were delivered locally already; presence events and
             // sequenced messages were not.
             if case .message = event, origin == me, !sequenced { continue }
+            if case .message(let envelope) = event, let position = envelope.position, !accept(position, of: address) { continue }
             state.withLock { $0.receiver }?.receive(event)
+        }
+    }
+
+    /// Whether a sequenced message is new to this node (and it is now the last seen).
+    private func accept(_ position: StreamPosition, of stream: Address) -> Bool {
+        state.withLock { state in
+            if let last = state.seen[stream], last.epoch == position.epoch, position.offset <= last.offset { return false }
+            // Only streams this node still follows are remembered (see roomLeft, userOffline).
+            if state.local.hasRecipient(for: stream) { state.seen[stream] = position }
+            return true
+        }
+    }
+
+    /// The subscription connection was lost and is back: what was published meanwhile on the
+    /// streams this node follows was not received. Once the subscriptions are in effect again,
+    /// each stream is read from the last message seen and the missing ones are delivered, in
+    /// order, before any live one (the pump waits). What the history no longer holds is lost for
+    /// this node's clients: logged, and their next resume says `recovered:false`.
+    private func backfill() async {
+        let streams = state.withLock { $0.seen }
+        guard !streams.isEmpty, configuration.history.isOn else { return }
+        do {
+            try await subscriber.barrier()
+        } catch {
+            logger.warning("could not fill in what the subscriptions missed: \(error)")
+            return
+        }
+        var filled = 0
+        var lost: [Address] = []
+        for (stream, last) in streams {
+            guard let read = try? await read(stream, after: last.offset, limit: configuration.history.size), read.recovers(last) else {
+                lost.append(stream)
+                continue
+            }
+            for envelope in read.after(last.offset) where accept(envelope.position!, of: stream) {
+                state.withLock { $0.receiver }?.receive(.message(envelope))
+                filled += 1
+            }
+        }
+        if filled > 0 { logger.notice("delivered \(filled) message(s) published while the subscriptions were being restored") }
+        if !lost.isEmpty {
+            logger.warning("\(lost.count) stream(s) lost messages while the subscriptions were being restored; the history could not fill them")
         }
     }
 
@@ -174,7 +225,10 @@ public final class RedisBackplane: Backplane {
     }
 
     public func userOffline(_ user: String) async throws {
-        state.withLock { _ = $0.local.apply(.offline(user: user)) }
+        state.withLock { state in
+            _ = state.local.apply(.offline(user: user))
+            state.seen[.user(user)] = nil
+        }
         // The registry entries and the unsubscription are independent: one round trip for both.
         async let unsubscribed: Void = subscriber.unsubscribe(names.channel(.user(user)))
         try await tolerateOutage {
@@ -200,7 +254,11 @@ public final class RedisBackplane: Backplane {
     }
 
     public func roomLeft(_ room: String, user: String) async throws {
-        let lastHere = state.withLock { $0.local.apply(.left(room: room, user: user)) && $0.local.rooms[room] == nil }
+        let lastHere = state.withLock { state in
+            let last = state.local.apply(.left(room: room, user: user)) && state.local.rooms[room] == nil
+            if last { state.seen[.room(room)] = nil }
+            return last
+        }
         try await tolerateOutage {
             try await self.pipelined([
                 self.presenceCommand(PresenceScripts.exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)),
