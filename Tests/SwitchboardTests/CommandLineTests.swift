@@ -12,24 +12,35 @@ struct CommandLineTests {
     static var executable: URL { switchboardExecutable }
 
     @Test func clusterServesThreeNodesAndDrainsOnSIGTERM() async throws {
-        let basePort = try await freePorts(3)
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = ["cluster", "--nodes", "3", "--base-port", "\(basePort)", "--log-level", "warning"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        let printed = Mutex("")
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let text = String(decoding: handle.availableData, as: UTF8.self)
-            printed.withLock { $0 += text }
+        // A port taken in the meantime (tests run in parallel) makes the process exit: then
+        // other ports are tried.
+        final class Printed: Sendable {
+            let text = Mutex("")
+            func withLock<T>(_ body: (inout String) -> T) -> T { text.withLock { body(&$0) } }
         }
-        try process.run()
+        var started: (process: Process, printed: Printed, basePort: Int)?
+        for _ in 1...3 where started == nil {
+            let basePort = try await freePorts(3)
+            let process = Process()
+            process.executableURL = Self.executable
+            process.arguments = ["cluster", "--nodes", "3", "--base-port", "\(basePort)", "--log-level", "warning"]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            let printed = Printed()
+            output.fileHandleForReading.readabilityHandler = { handle in
+                let text = String(decoding: handle.availableData, as: UTF8.self)
+                printed.withLock { $0 += text }
+            }
+            try process.run()
+            try await eventually("three listening lines, or an exit", timeout: .seconds(30)) {
+                printed.withLock { $0.components(separatedBy: "listening on").count - 1 } == 3 || !process.isRunning
+            }
+            if process.isRunning { started = (process, printed, basePort) }
+        }
+        guard let (process, printed, basePort) = started else { throw TimedOut(what: "a cluster on free ports") }
         defer { if process.isRunning { process.interrupt() } }
 
-        try await eventually("three listening lines") {
-            printed.withLock { $0.components(separatedBy: "listening on").count - 1 } == 3
-        }
         for index in 1...3 {
             #expect(printed.withLock { $0 }.contains("listening on http://127.0.0.1:\(basePort + index - 1) (node n\(index))"))
         }

@@ -207,7 +207,8 @@ public final class RedisBackplane: Backplane {
         }
         if filled > 0 { logger.notice("delivered \(filled) message(s) published while the subscriptions were being restored") }
         if !lost.isEmpty {
-            logger.warning("\(lost.count) stream(s) lost messages while the subscriptions were being restored; the history could not fill them")
+            logger.warning(
+                "\(lost.count) stream(s) lost messages while the subscriptions were being restored; the history could not fill them")
         }
     }
 
