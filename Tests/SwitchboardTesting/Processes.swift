@@ -39,7 +39,9 @@ package func runToExit(_ arguments: [String], environment: [String: String] = [:
     process.standardOutput = FileHandle.nullDevice
     try process.run()
     do {
-        try await eventually("\(arguments) to exit") { !process.isRunning }
+        // Generous: a debug build starting while the full suite loads both cores has taken
+        // more than 10 s (seen in CI), as NodeProcess notes too.
+        try await eventually("\(arguments) to exit", timeout: .seconds(30)) { !process.isRunning }
     } catch {
         process.terminate()
         throw error
