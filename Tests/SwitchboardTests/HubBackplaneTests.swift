@@ -126,8 +126,13 @@ struct HubBackplaneTests {
                 return (try? await bob.message(timeout: .seconds(2)) { $0.data == .string("back") }) != nil
             }
             // The history was in the hub: a restarted hub is a new epoch, and says so.
-            let resumed = try await bob.client.join("r", since: before)
-            #expect(resumed.recovered == false && resumed.epoch != nil && resumed.epoch != before.epoch)
+            // (Once bob's node reads from the store again: until then its answer has no position.)
+            try await eventually("bob's node to read the room's history again") {
+                let resumed = try await bob.client.join("r", since: before)
+                guard let epoch = resumed.epoch else { return false }
+                #expect(resumed.recovered == false && epoch != before.epoch)
+                return true
+            }
             // The nodes re-sent their interests and counts: the new hub knows them all.
             #expect(try await alice.client.presence("r") == ["bob"])
             try await eventually("both nodes on the new hub") {

@@ -96,8 +96,13 @@ struct RedisBackplaneTests {
             }
             // Redis came back without its data: the room's history is gone, a new epoch says
             // so, and a resume from before is answered recovered:false.
-            let resumed = try await bob.client.join("r", since: before)
-            #expect(resumed.recovered == false && resumed.epoch != nil && resumed.epoch != before.epoch)
+            // (Once bob's node reads from the store again: until then its answer has no position.)
+            try await eventually("bob's node to read the room's history again") {
+                let resumed = try await bob.client.join("r", since: before)
+                guard let epoch = resumed.epoch else { return false }
+                #expect(resumed.recovered == false && epoch != before.epoch)
+                return true
+            }
             // Each node re-registers its presence when its own connection is back, including
             // alice's join, made while Redis was away.
             try await eventually("presence to be registered again") {
