@@ -9,7 +9,9 @@ import Testing
 
 /// History and recovery (PROTOCOL.md, 1.1) beyond the rows every backplane runs
 /// (`exerciseHistoryRows`): bad input, TTL, and real processes dying under a resume.
-@Suite("History and recovery")
+/// One test at a time: three of them run a Redis and two or three node processes, and the
+/// whole suite's load beside them starves timing-sensitive tests elsewhere.
+@Suite("History and recovery", .serialized)
 struct HistoryTests {
     @Test func badSinceLimitsAndNamesGetClearErrorsAndTheConnectionStays() async throws {
         try await withCluster(nodes: 1) { cluster in

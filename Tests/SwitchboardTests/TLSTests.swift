@@ -28,15 +28,16 @@ struct TLSTests {
             nodes: 2,
             configure: {
                 $0.tls = server
-                // Short, to see it act, but not so short that a loaded run's own TLS handshakes miss it.
-                $0.handshakeTimeoutSeconds = 4
+                // Short, to see it act, but not so short that a loaded run's own TLS handshakes
+                // miss it (4 s did, once, in a fresh-clone CI run with every suite at once).
+                $0.handshakeTimeoutSeconds = 8
             }
         ) { cluster in
             var client = TLSConfiguration.makeClientConfiguration()
             client.trustRoots = .certificates(chain)
             let url = { (index: Int, user: String) in "wss://localhost:\(cluster.ports[index])/ws?user=\(user)" }
-            let alice = try await TestClient(SwitchboardClient.connect(to: url(0, "alice"), tls: client))
-            let bob = try await TestClient(SwitchboardClient.connect(to: url(1, "bob"), tls: client))
+            let alice = try await TestClient(SwitchboardClient.connect(to: url(0, "alice"), timeout: .seconds(20), tls: client))
+            let bob = try await TestClient(SwitchboardClient.connect(to: url(1, "bob"), timeout: .seconds(20), tls: client))
             try await alice.client.send(to: "bob", data: "\"over tls\"")
             _ = try await bob.message { $0.data == .string("over tls") }
 
@@ -55,7 +56,7 @@ struct TLSTests {
             let garbage = try await RawWebSocket.open(port: cluster.ports[0])
             defer { garbage.close() }
             try await garbage.write(Array("GET / HTTP/1.1\r\n\r\n".utf8))
-            try await eventually("both closed", timeout: .seconds(12)) { halfHello.isClosed && garbage.isClosed }
+            try await eventually("both closed", timeout: .seconds(20)) { halfHello.isClosed && garbage.isClosed }
             let nodes = try await bob.client.request(.presence(room: "none"))
             #expect(nodes.type == "ok")
         }
