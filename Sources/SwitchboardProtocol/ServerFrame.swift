@@ -17,11 +17,8 @@ public enum ServerFrame {
         out.raw(",\"heartbeat\":")
         out.number(heartbeat)
         if let inbox {
-            out.raw(",\"inbox\":{\"epoch\":")
-            out.string(inbox.epoch)
-            out.raw(",\"offset\":")
-            out.number(inbox.offset)
-            out.raw("}")
+            out.raw(",\"inbox\":")
+            out.position(inbox)
         }
         if let recovered {
             out.raw(recovered ? ",\"recovered\":true" : ",\"recovered\":false")
@@ -166,11 +163,8 @@ public enum ClientFrame {
             out.string("join")
             field("room", room)
             if let since {
-                out.raw(",\"since\":{\"epoch\":")
-                out.string(since.epoch)
-                out.raw(",\"offset\":")
-                out.number(since.offset)
-                out.raw("}")
+                out.raw(",\"since\":")
+                out.position(since)
             }
         case .leave(let room):
             out.string("leave")
@@ -205,5 +199,16 @@ public enum ClientFrame {
         }
         out.raw("}")
         return out.bytes
+    }
+}
+
+extension JSONWriter {
+    /// `{"epoch":..,"offset":..}`: a stream position, as `welcome.inbox` and `join.since` hold it.
+    fileprivate mutating func position(_ position: StreamPosition) {
+        raw("{\"epoch\":")
+        string(position.epoch)
+        raw(",\"offset\":")
+        number(position.offset)
+        raw("}")
     }
 }
