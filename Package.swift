@@ -118,10 +118,12 @@ let package = Package(
             ],
             path: "Sources/SwitchboardHub"
         ),
+        // What browsers get from a node: the demo and admin pages and switchboard.js, as files.
+        .target(name: "SwitchboardWeb", path: "Sources/SwitchboardWeb", resources: [.copy("Assets")]),
         .target(
             name: "SwitchboardServer",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "SwitchboardHTTP", "ClusterLink",
+                "SwitchboardCore", "SwitchboardProtocol", "SwitchboardHTTP", "ClusterLink", "SwitchboardWeb",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -241,4 +241,21 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     public var endpoints: [Endpoint] {
         state.withLock { Array($0.endpoints.values) }
     }
+
+    /// This node's rooms, the most populated first (by local users, then name), at most `limit`,
+    /// and how many rooms it has in all. Sorting happens outside the lock.
+    public func localRooms(limit: Int) -> (rooms: [LocalRoom], total: Int) {
+        let all = state.withLock { state in
+            state.rooms.map { LocalRoom(name: $0.key, users: $0.value.connectionsPerUser.count, connections: $0.value.endpoints.count) }
+        }
+        let top = all.sorted { ($1.users, $0.name) < ($0.users, $1.name) }.prefix(limit)
+        return (Array(top), all.count)
+    }
+}
+
+/// A room as one node holds it: its local users and connections.
+public struct LocalRoom: Hashable, Sendable {
+    public var name: String
+    public var users: Int
+    public var connections: Int
 }

@@ -25,6 +25,18 @@ enum HTTPAPI {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.render())))
         }
+        WebPages.add(to: router, node: node)
+        AdminAPI.add(to: router, node: node)
+        // Its own group: switchboard.js asks any node of the cluster before reconnecting (CORS).
+        let assign = AdminAPI.pageGroup(router, "api/assign", node: node)
+        assign.on("", method: .options) { _, _ in Response(status: .noContent) }
+        assign.get { _, _ in
+            let nodes = try await node.router.backplane.nodes().filter(\.alive)
+            guard let best = nodes.min(by: { ($0.load.connections, $0.info.id) < ($1.load.connections, $1.info.id) }) else {
+                return JSONResponse.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}")
+            }
+            return JSONResponse.json(.ok, .object(["node": .string(best.info.id), "url": .string(best.info.url)]))
+        }
         let api = router.group("api")
         api.add(middleware: InternalErrorMiddleware(logger: node.logger, failures: node.metrics.commandsFailed))
         if let key = node.configuration.apiKey {
@@ -94,13 +106,6 @@ enum HTTPAPI {
             let nodes = try await node.router.backplane.nodes()
             return JSONResponse.json(.ok, .object(["nodes": .array(nodes.map(JSONResponse.node))]))
         }
-        api.get("assign") { _, _ in
-            let nodes = try await node.router.backplane.nodes().filter(\.alive)
-            guard let best = nodes.min(by: { ($0.load.connections, $0.info.id) < ($1.load.connections, $1.info.id) }) else {
-                return JSONResponse.json(.serviceUnavailable, "{\"error\":\"internal\",\"message\":\"no live node\"}")
-            }
-            return JSONResponse.json(.ok, .object(["node": .string(best.info.id), "url": .string(best.info.url)]))
-        }
         return router
     }
 
@@ -169,7 +174,7 @@ struct APIError: HTTPResponseError {
 /// Turns a failure that is not the client's fault into a logged 500 with the protocol's body.
 struct InternalErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
-    let failures: Counter
+    let failures: Tally
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {

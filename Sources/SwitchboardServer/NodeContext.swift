@@ -24,6 +24,8 @@ final class NodeContext: Sendable {
     /// Poked whenever a connection leaves the router: drain waits on it.
     let connectionLeft = ConditionSignal()
     private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
+    /// When the node was made, in milliseconds since the epoch (the admin page's uptime).
+    let startedAt = wallClockMilliseconds()
 
     init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
         self.configuration = configuration

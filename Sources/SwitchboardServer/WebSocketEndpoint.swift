@@ -33,7 +33,7 @@ enum WebSocketEndpoint {
         if offered.contains(subprotocol) {
             headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
         }
-        if let allowed = node.configuration.allowedOrigins, let origin = request.headerFields[.origin], !allowed.contains(origin) {
+        if let origin = request.headerFields[.origin], await !node.originAllowed(origin) {
             node.metrics.refusedHandshakes.increment()
             await JSONResponse.refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
             return nil
