@@ -33,15 +33,19 @@ public final class NodeMetrics: Sendable {
         messagesPublished = Tally(registry, "messages_published", "Messages handed to the cluster by this node")
         deliveries = Tally(registry, "deliveries", "Frames written to local connections")
         slowConsumersClosed = Tally(registry, "slow_consumers_closed", "Connections closed because their outbound buffer overflowed")
-        backplaneEventsReceived = Tally(registry, "backplane_events_received", "Messages and presence events this node received from the backplane")
+        backplaneEventsReceived = Tally(
+            registry, "backplane_events_received", "Messages and presence events this node received from the backplane")
         commandsFailed = Tally(registry, "commands_failed", "Commands and API calls answered 'internal' because the cluster failed")
         refusedHandshakes = Tally(registry, "handshakes_refused", "WebSocket upgrades refused (token, origin, limits)")
         roomLimitRefusals = Tally(registry, "room_limit_refusals", "Joins refused because the connection is in too many rooms")
         tooLarge = Tally(registry, "messages_too_large", "Connections closed (1009) for a message over the size limit")
-        backplaneEventsRefused = Tally(registry, "backplane_events_refused", "Messages from the backplane dropped because their data was not well-formed UTF-8 JSON")
+        backplaneEventsRefused = Tally(
+            registry, "backplane_events_refused", "Messages from the backplane dropped because their data was not well-formed UTF-8 JSON")
         badHTTPRequests = Tally(registry, "bad_http_requests", "Malformed or oversized HTTP requests answered 400 or 431 and closed")
-        resumesRecovered = Tally(registry, "resumes_recovered", "Joins and connects with since that got every missed message (recovered:true)")
-        resumesNotRecovered = Tally(registry, "resumes_not_recovered", "Joins and connects with since answered recovered:false (history gone, wrong epoch)")
+        resumesRecovered = Tally(
+            registry, "resumes_recovered", "Joins and connects with since that got every missed message (recovered:true)")
+        resumesNotRecovered = Tally(
+            registry, "resumes_not_recovered", "Joins and connects with since answered recovered:false (history gone, wrong epoch)")
         connections = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))

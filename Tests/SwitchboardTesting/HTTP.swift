@@ -8,6 +8,8 @@ import FoundationNetworking
 package struct HTTPReply {
     package let status: Int
     package let body: String
+    /// Response headers, by lowercased name.
+    package var headers: [String: String] = [:]
     package var json: JSONValue? { try? JSONValue.parse(body) }
 }
 
@@ -22,5 +24,10 @@ package func http(_ method: String, _ url: String, body: String? = nil, headers:
     }
     for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
     let (data, response) = try await URLSession.shared.data(for: request)
-    return HTTPReply(status: (response as! HTTPURLResponse).statusCode, body: String(decoding: data, as: UTF8.self))
+    let reply = response as! HTTPURLResponse
+    var headers: [String: String] = [:]
+    for (name, value) in reply.allHeaderFields {
+        if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
+    }
+    return HTTPReply(status: reply.statusCode, body: String(decoding: data, as: UTF8.self), headers: headers)
 }
