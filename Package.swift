@@ -157,6 +157,7 @@ let package = Package(
             name: "switchboard",
             dependencies: [
                 "SwitchboardServer", "SwitchboardHub", "EmbeddedBackplane", "RedisBackplane", "HubBackplane", "MeshBackplane", "RESP",
+                "SwitchboardProtocol",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

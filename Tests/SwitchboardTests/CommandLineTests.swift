@@ -147,3 +147,64 @@ extension CommandLineTests {
         }
     }
 }
+
+extension CommandLineTests {
+    /// `--config FILE`: options by their long names; the command line and the environment win.
+    @Test func optionsComeFromAConfigFileUnderTheEnvironmentAndTheCommandLine() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("node.json")
+        try Data(#"{"history-size": 3, "history-ttl": 60, "api-key": "from-the-file", "max-rooms": 7}"#.utf8).write(to: file)
+
+        func stats(_ node: NodeProcess, key: String) async throws -> JSONValue? {
+            try await http("GET", node.http("/api/admin/stats"), headers: ["Authorization": "Bearer \(key)"]).json
+        }
+        let fromFile = try await NodeProcess.start("f1", ["serve", "--node-id", "f1", "--config", file.path])
+        defer { fromFile.killNow() }
+        #expect(try await http("GET", fromFile.http("/api/admin/stats")).status == 401, "the file's api-key is used")
+        #expect(try await stats(fromFile, key: "from-the-file")?["history"]?["size"]?.int == 3)
+        // The command line wins over the file; the environment too; the file still fills the rest.
+        let overridden = try await NodeProcess.start(
+            "f2", ["serve", "--node-id", "f2", "--history-size", "5"],
+            environment: ["SWITCHBOARD_CONFIG": file.path, "SWITCHBOARD_API_KEY": "from-the-environment"])
+        defer { overridden.killNow() }
+        let history = try await stats(overridden, key: "from-the-environment")?["history"]
+        #expect(history?["size"]?.int == 5)
+        #expect(history?["ttl"]?.int == 60)
+
+        // A misspelt option, a file that is not an object, a missing file: clear errors.
+        try Data(#"{"histroy-size": 3}"#.utf8).write(to: file)
+        let (status, errors) = try await runToExit(["serve", "--port", "0", "--config", file.path])
+        #expect(status != 0 && errors.contains("unknown option 'histroy-size'"), "\(errors)")
+        try Data("[1, 2]".utf8).write(to: file)
+        let (arrayStatus, arrayErrors) = try await runToExit(["hub", "--cluster-secret", "s", "--config", file.path])
+        #expect(arrayStatus != 0 && arrayErrors.contains("must hold one JSON object"), "\(arrayErrors)")
+        try Data(#"{"history-size": 3"#.utf8).write(to: file)
+        let (brokenStatus, broken) = try await runToExit(["cluster", "--config", file.path])
+        #expect(brokenStatus != 0 && broken.contains("is not valid JSON"), "\(broken)")
+        let (missingStatus, missing) = try await runToExit(["serve", "--config", directory.appendingPathComponent("none").path])
+        #expect(missingStatus != 0 && missing.contains("cannot read"), "\(missing)")
+        // Values are checked as if typed: a bad one is refused by the option it names.
+        try Data(#"{"history-size": -4}"#.utf8).write(to: file)
+        let (badStatus, bad) = try await runToExit(["serve", "--port", "0", "--config", file.path])
+        #expect(badStatus != 0 && bad.contains("--history-size must be 0 to 100000"), "\(bad)")
+    }
+
+    /// `--log-format json`: every line a JSON object with the fixed fields and the metadata.
+    @Test func logsCanBeJSONLines() async throws {
+        let node = try await NodeProcess.start("j1", ["serve", "--node-id", "j1", "--log-format", "json", "--log-level", "info"])
+        defer { node.killNow() }
+        try await eventually("the join to be logged") { node.printed.contains("joined the cluster") }
+        let lines = node.printed.split(separator: "\n").filter { !$0.hasPrefix("listening on") }
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let entry = try JSONValue.parse(String(line))
+            #expect(
+                entry["level"]?.string != nil && entry["message"]?.string != nil && entry["ts"]?.string?.hasSuffix("Z") == true, "\(line)")
+        }
+        #expect(lines.contains { $0.contains(#""message":"joined the cluster""#) && $0.contains(#""node":"j1""#) }, "\(lines)")
+        let (status, errors) = try await runToExit(["serve", "--port", "0", "--log-format", "xml"])
+        #expect(status != 0 && errors.contains("unknown log format 'xml'"), "\(errors)")
+    }
+}

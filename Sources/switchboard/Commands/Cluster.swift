@@ -13,6 +13,7 @@ struct Cluster: AsyncParsableCommand {
     @Option(help: "Port of node n1; node i listens on base-port + i - 1.") var basePort = 8080
     @OptionGroup var node: NodeOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var configFile: ConfigFileOptions
 
     func run() async throws {
         guard (1...64).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 64") }

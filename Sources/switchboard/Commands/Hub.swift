@@ -18,6 +18,7 @@ struct Hub: AsyncParsableCommand {
     @Option(help: "Accepted sockets that have sent nothing yet, at most.") var maxPendingHandshakes = Self.defaults.maxPendingHandshakes
     @OptionGroup var history: HistoryOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var configFile: ConfigFileOptions
 
     func run() async throws {
         guard let secret = clusterSecret else {

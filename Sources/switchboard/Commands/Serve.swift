@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Shared secret of mesh and hub links.") var clusterSecret: String?
     @OptionGroup var node: NodeOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var configFile: ConfigFileOptions
 
     func run() async throws {
         let choice = try BackplaneChoice(redis: redis, peers: peers, hub: hub, clusterSecret: clusterSecret)
