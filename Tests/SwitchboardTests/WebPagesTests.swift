@@ -116,3 +116,34 @@ import Testing
         }
     }
 }
+
+extension WebPagesTests {
+    /// `deploy/grafana-dashboard.json` queries only metrics a node exports, and every counter
+    /// the node exports has a panel: the dashboard cannot drift from the code.
+    @Test func theGrafanaDashboardMatchesTheMetrics() async throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("deploy/grafana-dashboard.json")
+        let dashboard = try String(contentsOf: file, encoding: .utf8)
+        #expect(try JSONValue.parse(dashboard)["panels"]?.array?.isEmpty == false)
+        let queried = Set(names(in: dashboard))
+        try await withCluster(nodes: 1) { cluster in
+            let exported = Set(
+                try await http("GET", cluster.http(0, "/metrics")).body.split(separator: "\n")
+                    .filter { !$0.hasPrefix("#") }.compactMap { $0.split(separator: " ").first.map(String.init) })
+            #expect(!exported.isEmpty)
+            #expect(queried.subtracting(exported).isEmpty, "queried but not exported: \(queried.subtracting(exported))")
+            #expect(exported.subtracting(queried).isEmpty, "exported but on no panel: \(exported.subtracting(queried))")
+        }
+    }
+
+    private func names(in text: String) -> [String] {
+        var found: [String] = []
+        var rest = Substring(text)
+        while let start = rest.range(of: "switchboard_") {
+            let name = rest[start.lowerBound...].prefix { $0.isLetter || $0 == "_" }
+            found.append(String(name))
+            rest = rest[start.upperBound...]
+        }
+        return found
+    }
+}
