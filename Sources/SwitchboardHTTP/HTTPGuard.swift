@@ -89,6 +89,9 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
     private var inFlight = 0
     /// A response head is written and its end is not: an error can no longer be answered.
     private(set) var responding = false
+    /// A response was written and nothing was read since: a close now is an idle keep-alive's
+    /// (browsers keep them), not a refusal, and is not counted as one.
+    private var idleAfterResponse = false
 
     init(limits: HandshakeLimits) {
         self.limits = limits
@@ -119,6 +122,7 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
 
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         uncount()
+        idleAfterResponse = false
         context.fireChannelRead(data)
     }
 
@@ -142,7 +146,10 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
     func responseCompleted() {
         responding = false
         inFlight = max(0, inFlight - 1)
-        if inFlight == 0 { arm() }
+        if inFlight == 0 {
+            idleAfterResponse = true
+            arm()
+        }
     }
 
     /// The connection is a WebSocket now: no deadline, and neither guard handler stays in its
@@ -160,8 +167,8 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
         guard let context else { return }
         timer?.cancel()
         let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: limits.timeout) { [limits] in
-            limits.refused()
+        timer = context.eventLoop.scheduleTask(in: limits.timeout) { [limits, self] in
+            if !self.idleAfterResponse { limits.refused() }
             channel.close(promise: nil)
         }
     }

@@ -217,9 +217,10 @@ def screenshots(nodes, out):
         try:
             admin_page.get(nodes[0] + "/admin")
             wait(admin_page, "the dashboard", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#nodes tbody tr")) >= 2)
-            for index in range(12):
-                say(alice if index % 2 else bob, f"traffic {index}")
-            time.sleep(6)  # a few refreshes, so the rates and the chart have points
+            for page in (alice, bob):  # some traffic, so that the rates show
+                page.execute_script(
+                    "setInterval(() => window.demo.client.publish('lobby', {text: 'tick'}).catch(() => {}), 50)")
+            time.sleep(8)  # a few refreshes, so the rates and the chart have points
             admin_page.save_screenshot(os.path.join(out, "admin.png"))
         finally:
             admin_page.quit()
