@@ -5,11 +5,13 @@ cluster; each scenario exits 0 when every check holds, or prints what failed and
     python3 Tests/Browser/pages.py chat     --nodes URL1,URL2
     python3 Tests/Browser/pages.py recovery --nodes URL1,URL2
     python3 Tests/Browser/pages.py escape   --nodes URL1
+    python3 Tests/Browser/pages.py client   --nodes URL1,URL2   (a cluster keeping 3 messages per stream)
     python3 Tests/Browser/pages.py admin    --nodes URL1,URL2,URL3 --kill-pid PID [--api-key KEY]
     python3 Tests/Browser/pages.py screenshots --nodes URL1,URL2 --out docs/images
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -166,6 +168,87 @@ def escape(nodes):
         page.quit()
 
 
+CLIENT_SCRIPT = """
+const [nodeA, nodeB, done] = arguments;
+const wsURL = (base) => base.replace(/^http/, "ws") + "/ws";
+const report = {};
+(async () => {
+  const { Switchboard, SwitchboardError } = await import("/switchboard.js");
+  const ann = new Switchboard({ user: "ann", url: wsURL(nodeA) });
+  const ben = new Switchboard({ user: "ben", url: [wsURL(nodeB), wsURL(nodeA)], minDelay: 50 });
+  const got = [];
+  const lost = [];
+  ben.addEventListener("message", (event) => got.push(event.detail));
+  ben.addEventListener("notrecovered", (event) => lost.push(event.detail));
+  const until = async (what, condition) => {
+    for (let i = 0; i < 200 && !condition(); i++) await new Promise((r) => setTimeout(r, 50));
+    if (!condition()) throw new Error("timed out waiting for " + what);
+  };
+  report.welcome = (await ann.connect()).node !== (await ben.connect()).node;
+  await ben.join("r");
+  await ann.publish("r", { n: 1 });
+  await ann.send("ben", { n: 2 });
+  await ann.broadcast({ n: 3 });
+  await until("three messages", () => got.length === 3);
+  report.kinds = got.map((m) => [m.data.n, m.room ?? null, m.to ?? null, m.broadcast ?? false]);
+  report.presence = await ann.presence("r");
+  const history = await ann.history("r", 3);
+  report.history = [history.offset, history.messages.map((m) => m.data.n)];
+  try { await ann.join("bad name!"); report.badName = "accepted"; } catch (e) { report.badName = e instanceof SwitchboardError ? e.code : String(e); }
+  report.pong = (await ann.ping()).type;
+
+  // Away for a moment: two direct messages (the history keeps 3) come back on the inbox;
+  // five room messages do not fit, and the app is told. (Ben's other connection keeps him
+  // online, so that `send` is accepted: to a user with no connection it is `offline`.)
+  const benElsewhere = new Switchboard({ user: "ben", url: wsURL(nodeA) });
+  await benElsewhere.connect();
+  ben.dropConnection(1500);
+  await until("ben to be away", () => ben.state !== "open");
+  for (const n of [10, 11]) await ann.send("ben", { n });
+  for (const n of [20, 21, 22, 23, 24]) await ann.publish("r", { n });
+  report.awayWhileSent = ben.state !== "open";
+  await until("ben back", () => ben.state === "open");
+  await until("the inbox replayed", () => got.some((m) => m.data.n === 11));
+  report.inbox = got.filter((m) => m.to === "ben").map((m) => m.data.n);
+  report.lost = lost.map((l) => l.room ?? (l.inbox ? "inbox" : "?"));
+  await ann.publish("r", { n: 30 });
+  await until("live again", () => got.some((m) => m.data.n === 30));
+  report.roomAfter = got.filter((m) => m.room === "r").map((m) => m.data.n);
+  ann.close();
+  ben.close();
+  benElsewhere.close();
+  try { await ben.publish("r", 1); report.afterClose = "sent"; } catch (e) { report.afterClose = e.code; }
+  done(JSON.stringify(report));
+})().catch((error) => done("ERROR " + error.message));
+"""
+
+
+def client(nodes):
+    """switchboard.js on its own: every command, the inbox resumed, and an unrecoverable room
+    reported (the cluster keeps 3 messages per stream)."""
+    page = browser()
+    try:
+        page.set_script_timeout(60)
+        page.get(nodes[0] + "/")
+        answer = page.execute_async_script(CLIENT_SCRIPT, nodes[0], nodes[1])
+        check(not answer.startswith("ERROR"), answer)
+        report = json.loads(answer)
+        check(report["welcome"], "two clients on two nodes")
+        check(report["kinds"] == [[1, "r", None, False], [2, None, "ben", False], [3, None, None, True]],
+              f"publish, send and broadcast arrive as such: {report['kinds']}")
+        check(report["presence"] == ["ben"], f"presence: {report['presence']}")
+        check(report["history"] == [1, [1]], f"history: {report['history']}")
+        check(report["badName"] == "invalid_name", f"a bad room name is refused: {report['badName']}")
+        check(report["pong"] == "pong", "ping")
+        check(report["awayWhileSent"], "the messages were sent while ben was away")
+        check(report["inbox"] == [2, 10, 11], f"the inbox resumed, once each: {report['inbox']}")
+        check(report["lost"] == ["r"], f"the room that could not be recovered is reported, the inbox not: {report['lost']}")
+        check(report["roomAfter"] == [1, 30], f"no partial replay, live again after: {report['roomAfter']}")
+        check(report["afterClose"] == "closed", f"a closed client refuses: {report['afterClose']}")
+    finally:
+        page.quit()
+
+
 def admin(nodes, kill_pid, api_key):
     """The admin page lists every node and updates when one is killed; a wrong key is refused."""
     page = browser(1400, 900)
@@ -231,7 +314,7 @@ def screenshots(nodes, out):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["chat", "recovery", "escape", "admin", "screenshots"])
+    parser.add_argument("scenario", choices=["chat", "recovery", "escape", "client", "admin", "screenshots"])
     parser.add_argument("--nodes", required=True, help="the nodes' HTTP base URLs, comma-separated")
     parser.add_argument("--kill-pid", type=int)
     parser.add_argument("--api-key")
@@ -245,6 +328,8 @@ def main():
             recovery(nodes)
         elif arguments.scenario == "escape":
             escape(nodes)
+        elif arguments.scenario == "client":
+            client(nodes)
         elif arguments.scenario == "admin":
             admin(nodes, arguments.kill_pid, arguments.api_key)
         else:

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCore
 import SwitchboardTesting
 import Testing
 
@@ -23,6 +24,13 @@ struct BrowserTests {
     @Test func markupInAMessageShowsAsText() async throws {
         try await withCluster(nodes: 1) { cluster in
             try await runPages("escape", "--nodes", cluster.http(0, ""))
+        }
+    }
+
+    /// switchboard.js alone: every command, the inbox resumed, a room it cannot recover reported.
+    @Test func theJavaScriptClientResumesAndSaysWhatItCouldNot() async throws {
+        try await withCluster(nodes: 2, history: HistoryPolicy(size: 3, ttlSeconds: 300)) { cluster in
+            try await runPages("client", "--nodes", "\(cluster.http(0, "")),\(cluster.http(1, ""))")
         }
     }
 
