@@ -8,7 +8,9 @@ import SwitchboardWeb
 enum WebPages {
     static func add(to router: Router<BasicRequestContext>, node: NodeContext) {
         if !WebAssets.missing.isEmpty {
-            node.logger.warning("web assets missing from the bundle: \(WebAssets.missing.joined(separator: ", "))")
+            node.logger.warning(
+                "pages not served, their files are missing: \(WebAssets.missing.joined(separator: ", ")) (copy switchboard_SwitchboardWeb.resources beside the executable)"
+            )
         }
         for asset in WebAssets.all {
             let body = ByteBuffer(bytes: asset.bytes)

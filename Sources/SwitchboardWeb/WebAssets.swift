@@ -19,13 +19,29 @@ package enum WebAssets {
         ("/admin.js", "admin.js"), ("/style.css", "style.css"),
     ]
 
-    /// Every asset; a file missing from the bundle is left out (and `missing` names it).
+    /// Every asset; a file missing is left out (and `missing` names it).
     package static let all: [WebAsset] = files.compactMap { entry in
-        guard let url = Bundle.module.url(forResource: entry.file, withExtension: nil, subdirectory: "Assets"),
-            let data = try? Data(contentsOf: url)
+        guard let folder = assetsFolder,
+            let data = try? Data(contentsOf: folder.appendingPathComponent(entry.file))
         else { return nil }
         return WebAsset(path: entry.path, contentType: contentType(of: entry.file), bytes: Array(data))
     }
+
+    /// SwiftPM's resource bundle, `switchboard_SwitchboardWeb.resources`, beside the executable
+    /// (where `swift build` puts it, and where a deployment copies it). Looked up here rather
+    /// than through `Bundle.module`, which stops the process when the bundle is missing: a node
+    /// without its pages still serves everything else.
+    static let assetsFolder: URL? = {
+        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
+        let places = [executable.deletingLastPathComponent(), Bundle.main.bundleURL, Bundle.main.resourceURL].compactMap { $0 }
+        for place in places {
+            for name in ["switchboard_SwitchboardWeb.resources", "switchboard_SwitchboardWeb.bundle/Contents/Resources"] {
+                let folder = place.appendingPathComponent(name).appendingPathComponent("Assets")
+                if FileManager.default.fileExists(atPath: folder.appendingPathComponent("switchboard.js").path) { return folder }
+            }
+        }
+        return nil
+    }()
 
     package static var missing: [String] {
         let present = Set(all.map(\.path))
