@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "SwitchboardCore", path: "Sources/SwitchboardCore"),
         // The client protocol's JSON codec, shared by server and client.
         .target(name: "SwitchboardProtocol", dependencies: ["SwitchboardCore"], path: "Sources/SwitchboardProtocol"),
+        // The STOMP 1.2 codec: frames, escaping, an incremental parser. No networking.
+        .target(name: "STOMP", path: "Sources/STOMP"),
         // The one binary record format of what nodes tell each other (Redis, mesh and hub links).
         .target(
             name: "ClusterCodec",
@@ -189,6 +191,8 @@ let package = Package(
             path: "Tests/ClusterCodecTests",
             exclude: ["Corpus"]
         ),
+        // The STOMP codec on its own: fuzzed, with its kept corpus of malformed frames.
+        .testTarget(name: "STOMPTests", dependencies: ["STOMP"], path: "Tests/STOMPTests", exclude: ["Corpus"]),
         // The node's state machines, on their own and on NIO's EmbeddedChannel: no sockets.
         .testTarget(
             name: "SwitchboardServerTests",
