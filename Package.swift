@@ -125,7 +125,7 @@ let package = Package(
         .target(
             name: "SwitchboardServer",
             dependencies: [
-                "SwitchboardCore", "SwitchboardProtocol", "SwitchboardHTTP", "ClusterLink", "SwitchboardWeb",
+                "SwitchboardCore", "SwitchboardProtocol", "SwitchboardHTTP", "ClusterLink", "SwitchboardWeb", "STOMP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),

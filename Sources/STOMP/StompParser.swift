@@ -163,7 +163,7 @@ public struct StompParser: Sendable {
     }
 
     /// At most 64 characters of `text`, control characters shown as `?`: for error messages.
-    static func printable(_ text: String) -> String {
+    public static func printable(_ text: String) -> String {
         String(text.prefix(64).map { $0.isASCII && ($0.asciiValue! < 0x20 || $0.asciiValue! == 0x7F) ? "?" : $0 })
     }
 }

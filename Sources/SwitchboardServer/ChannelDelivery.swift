@@ -14,28 +14,48 @@ final class ChannelDelivery: LocalDelivery {
     private let flushers = Mutex<[ObjectIdentifier: LoopFlusher]>([:])
 
     func deliver(_ event: ClusterEvent, to connections: [Connection]) {
-        let frame =
-            switch event {
-            case .message(let envelope): EncodedFrame(message: envelope, allocator: allocator)
-            case .joined, .left: EncodedFrame(ServerFrame.event(event), allocator: allocator)
-            }
+        // JSON clients share one frame; STOMP clients share one per subscription (see
+        // StompMessageCache), encoded on their loop, where their subscriptions live.
+        let json = connections.contains { $0.stomp == nil } ? Self.jsonFrame(event, allocator: allocator) : nil
         if connections.count == 1 {
             let connection = connections[0]
             let flusher = flusher(for: connection.eventLoop)
+            let allocator = self.allocator
             connection.eventLoop.execute {
-                connection.write(frame)
+                var stomp = StompMessageCache(event, allocator: allocator)
+                Self.write(json, &stomp, to: connection)
                 flusher.schedule(connection)
             }
             return
         }
         for (loop, group) in Self.byEventLoop(connections) {
             let flusher = flusher(for: loop)
+            let allocator = self.allocator
             loop.execute {
+                var stomp = StompMessageCache(event, allocator: allocator)
                 for connection in group {
-                    connection.write(frame)
+                    Self.write(json, &stomp, to: connection)
                     flusher.schedule(connection)
                 }
             }
+        }
+    }
+
+    static func jsonFrame(_ event: ClusterEvent, allocator: ByteBufferAllocator) -> EncodedFrame {
+        switch event {
+        case .message(let envelope): EncodedFrame(message: envelope, allocator: allocator)
+        case .joined, .left: EncodedFrame(ServerFrame.event(event), allocator: allocator)
+        }
+    }
+
+    /// On the connection's event loop.
+    private static func write(_ json: EncodedFrame?, _ stomp: inout StompMessageCache, to connection: Connection) {
+        guard let subscriptions = connection.stomp else {
+            if let json { connection.write(json) }
+            return
+        }
+        for subscription in subscriptions.matching(stomp.event) {
+            connection.write(stomp.frame(for: subscription))
         }
     }
 

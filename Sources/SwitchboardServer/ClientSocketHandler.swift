@@ -18,7 +18,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private let connection: Connection
     /// Nil for a socket refused after the upgrade (bad user name): it is only being closed.
-    private let session: Session?
+    private let session: (any ClientSession)?
     private let node: NodeContext
     /// A fragmented message being put together, and whether it is text.
     private var fragments: ByteBuffer?
@@ -28,7 +28,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Some frame of the message being read came over the rate.
     private var overRate = false
 
-    init(connection: Connection, session: Session?, node: NodeContext) {
+    init(connection: Connection, session: (any ClientSession)?, node: NodeContext) {
         self.connection = connection
         self.session = session
         self.node = node
@@ -45,9 +45,17 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             session: Identifiers.random(16), identity: identity, channel: channel, wire: wire,
             maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
             options: options)
+        let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+        if options.stomp {
+            // A STOMP client names itself in CONNECT (StompSession).
+            let session = StompSession(connection: connection, node: node, options: options)
+            try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node), position: .after(decoder))
+            node.heartbeats.watch(connection)
+            session.start()
+            return
+        }
         let session = Name.isValidUser(identity.user) ? Session(connection: connection, node: node) : nil
         let handler = ClientSocketHandler(connection: connection, session: session, node: node)
-        let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
         try pipeline.addHandler(handler, position: .after(decoder))
         node.heartbeats.watch(connection)
         if let session {
@@ -161,6 +169,15 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         context.fireErrorCaught(error)
     }
 }
+
+/// What the socket hands its client's session: a JSON `Session` or a `StompSession`.
+protocol ClientSession: AnyObject, Sendable {
+    typealias Inbound = Session.Inbound
+    /// A whole message, a refusal over the rate, or the close. On the event loop.
+    func receive(_ message: Inbound)
+}
+
+extension Session: ClientSession {}
 
 /// What a client's close frame asks for (RFC 6455 5.5.1, 7.4): the code to echo, or a protocol
 /// error for a one-byte payload, a code a client may not send, or a reason that is not UTF-8.

@@ -9,6 +9,11 @@ struct ClientOptions: Sendable {
     var batch = false
     /// `since=EPOCH:OFFSET`: resume the inbox.
     var inboxSince: StreamPosition?
+    /// The client speaks STOMP (`/stomp`, or a `v1x.stomp` subprotocol on `/ws`).
+    var stomp = false
+    /// For a STOMP client, what the upgrade said of who it is (CONNECT may say more).
+    var upgradeToken: String?
+    var upgradeUser: String?
 }
 
 /// One client WebSocket held by this node.
@@ -24,8 +29,12 @@ struct ClientOptions: Sendable {
 /// touched only on `channel.eventLoop`, as a channel handler's is.
 final class Connection: LocalEndpoint, @unchecked Sendable {
     let session: String
-    let identity: Identity
+    /// Set once, before the router knows the connection: a STOMP client names itself in its
+    /// CONNECT frame, after the upgrade.
+    private(set) var identity: Identity
     var user: String { identity.user }
+    /// A STOMP client's subscriptions (nil for a JSON client); on the event loop.
+    let stomp: StompSubscriptions?
     let channel: any Channel
     private let wire: WireWriter
     private let maxBufferedBytes: Int
@@ -49,6 +58,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, options: ClientOptions = ClientOptions()
     ) {
         self.batch = options.batch
+        self.stomp = options.stomp ? StompSubscriptions() : nil
         self.session = session
         self.identity = identity
         self.channel = channel
@@ -57,6 +67,17 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         self.maxBufferedBytes = maxBufferedBytes
         self.metrics = metrics
         self.logger = logger
+    }
+
+    /// Names the client; before the connection is registered with the router only.
+    func identify(_ identity: Identity) {
+        self.identity = identity
+    }
+
+    /// Changes the STOMP subscriptions on the event loop, in order with deliveries.
+    func stompChange(_ change: @escaping @Sendable (StompSubscriptions) -> Void) {
+        guard let stomp else { return }
+        eventLoop.execute { change(stomp) }
     }
 
     /// Kept, not asked of the channel: every delivery needs it.
@@ -130,12 +151,15 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     /// Writes `reply`, then the replay, then what was held of `stream` past `top` (all of it,
     /// without a top), and lets later messages through.
-    func resume(_ stream: Address, reply: [UInt8], replay: [Envelope], top: StreamPosition?) {
-        let reply = EncodedFrame(reply, allocator: channel.allocator)
-        let replay = replay.map { EncodedFrame(message: $0, allocator: channel.allocator) }
+    func resume(
+        _ stream: Address, reply: [UInt8]?, replay: [Envelope], top: StreamPosition?,
+        encode: ((Envelope, ByteBufferAllocator) -> EncodedFrame)? = nil
+    ) {
+        let reply = reply.map { EncodedFrame($0, allocator: channel.allocator) }
+        let replay = replay.map { encode?($0, channel.allocator) ?? EncodedFrame(message: $0, allocator: channel.allocator) }
         eventLoop.execute {
             let held = self.gates.release(stream, top: top)
-            self.writeThrough(reply)
+            if let reply { self.writeThrough(reply) }
             for frame in replay { self.writeThrough(frame) }
             for frame in held { self.writeThrough(frame) }
             self.flushPending()

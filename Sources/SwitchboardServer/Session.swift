@@ -26,13 +26,6 @@ final class Session: Sendable {
         case closed
     }
 
-    private struct Inbox {
-        var waiting: [Inbound] = []  // short (see maxWaiting), and allocated only while in use
-        var running = false
-        /// Reading is paused because too many messages are waiting.
-        var paused = false
-    }
-
     /// What the running task keeps.
     private struct Running {
         var machine: SessionStateMachine
@@ -43,17 +36,15 @@ final class Session: Sendable {
 
     let connection: Connection
     let node: NodeContext
-    private let inbox = Mutex(Inbox())
     private let running: Mutex<Running>
+    private let inbox: SerialInbox<Inbound>
     static let maxPublishesInFlight = 64
-    /// Messages waiting before the socket stops being read, and the level at which it resumes.
-    static let maxWaiting = 64
-    static let resumeBelow = 16
 
     init(connection: Connection, node: NodeContext) {
         self.connection = connection
         self.node = node
         self.running = Mutex(Running(machine: SessionStateMachine(maxStrikes: node.configuration.maxStrikes)))
+        self.inbox = SerialInbox(channel: connection.channel)
     }
 
     var logger: Logger { node.logger }
@@ -61,52 +52,12 @@ final class Session: Sendable {
     /// Joins the router and says welcome, before any command runs; with `inboxSince`, the
     /// inbox is resumed from there. On the event loop.
     func start(inboxSince: StreamPosition? = nil) {
-        inbox.withLock { $0.running = true }
-        Task {
-            await connect(inboxSince: inboxSince)
-            await runWaiting()
-        }
+        inbox.start({ await self.connect(inboxSince: inboxSince) }, run: run)
     }
 
     /// Takes a message from the socket. On the event loop.
     func receive(_ message: Inbound) {
-        let (startRunning, pause) = inbox.withLock { inbox -> (Bool, Bool) in
-            inbox.waiting.append(message)
-            let startRunning = !inbox.running
-            inbox.running = true
-            let pause = !inbox.paused && inbox.waiting.count >= Self.maxWaiting
-            if pause { inbox.paused = true }
-            return (startRunning, pause)
-        }
-        // Back-pressure: the socket is read again once the session has caught up.
-        if pause { connection.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
-        if startRunning { Task { await runWaiting() } }
-    }
-
-    private func runWaiting() async {
-        while let message = next() {
-            await run(message)
-        }
-    }
-
-    /// The next message, or nil (and the session stops running) when none is waiting.
-    private func next() -> Inbound? {
-        let (message, resume) = inbox.withLock { inbox -> (Inbound?, Bool) in
-            guard !inbox.waiting.isEmpty else {
-                inbox.running = false
-                inbox.waiting = []  // an idle session keeps no storage
-                return (nil, false)
-            }
-            let message = inbox.waiting.removeFirst()
-            let resume = inbox.paused && inbox.waiting.count < Self.resumeBelow
-            if resume { inbox.paused = false }
-            return (message, resume)
-        }
-        if resume {
-            let channel = connection.channel
-            channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in channel.read() }
-        }
-        return message
+        inbox.receive(message, run: run)
     }
 
     private func connect(inboxSince since: StreamPosition?) async {

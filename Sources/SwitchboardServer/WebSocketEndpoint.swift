@@ -12,6 +12,8 @@ import SwitchboardProtocol
 /// `GET /ws` and `GET /cluster`: decides whether to upgrade, and as whom.
 enum WebSocketEndpoint {
     static let subprotocol = "switchboard.v1"
+    /// STOMP over WebSocket, highest first: the server echoes the highest one offered.
+    static let stompSubprotocols = ["v12.stomp", "v11.stomp", "v10.stomp"]
 
     /// Who an admitted upgrade is for.
     enum Admission: Sendable {
@@ -25,18 +27,28 @@ enum WebSocketEndpoint {
         let target = RequestTarget(request.path ?? "/")
         let (path, query) = (target.path, target.query)
         if path == "/cluster" { return await clusterLink(request, channel: channel, node: node) }
-        guard path == "/ws", node.phase != .draining else { return nil }
+        guard path == "/ws" || path == "/stomp", node.phase != .draining else { return nil }
         var headers = HTTPHeaders()
         let offered = request.headerFields[values: .secWebSocketProtocol]
             .flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
-        if offered.contains(subprotocol) {
+        let stomp = stompSubprotocols.first(where: offered.contains)
+        if let stomp {
+            headers.add(name: "Sec-WebSocket-Protocol", value: stomp)
+        } else if offered.contains(subprotocol), path == "/ws" {
             headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
         }
         if let origin = request.headerFields[.origin], await !node.originAllowed(origin) {
             node.metrics.refusedHandshakes.increment()
             await JSONResponse.refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
             return nil
+        }
+        if stomp != nil || path == "/stomp" {
+            // Who it is comes with CONNECT (StompSession), which may also carry the token.
+            var options = ClientOptions(stomp: true)
+            options.upgradeToken = bearerToken(request) ?? query["token"]
+            options.upgradeUser = query["user"]
+            return (headers, .client(Identity(user: "", rooms: [], mayBroadcast: false), options))
         }
         var options = ClientOptions(batch: query["batch"] == "1")
         if let since = query["since"] {

@@ -120,7 +120,9 @@ struct StompCodecTests {
 
     /// Every way of cutting valid input in two parses the same as the whole.
     @Test func everySplitParsesTheSame() throws {
-        let input = Array("\nCONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:/topic/r\ncontent-length:4\n\nab\0c\0\r\nSUBSCRIBE\nid:s\\c1\ndestination:/topic/r\n\n\0".utf8)
+        let input = Array(
+            "\nCONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:/topic/r\ncontent-length:4\n\nab\0c\0\r\nSUBSCRIBE\nid:s\\c1\ndestination:/topic/r\n\n\0"
+                .utf8)
         let whole = try Self.parse(input)
         #expect(whole.count == 5)
         for cut in 0...input.count {
