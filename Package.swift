@@ -223,7 +223,7 @@ let package = Package(
             name: "SwitchboardTests",
             dependencies: [
                 "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
-                "SwitchboardClient",
+                "SwitchboardClient", "STOMP",
                 "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

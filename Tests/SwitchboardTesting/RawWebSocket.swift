@@ -62,7 +62,7 @@ package final class RawWebSocket: Sendable {
         try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     }
 
-    /// A masked client text frame (payloads under 126 bytes).
+    /// A masked client text frame.
     package func sendText(_ text: String) async throws {
         try await sendFrame(opcode: 0x1, Array(text.utf8))
     }
@@ -73,13 +73,15 @@ package final class RawWebSocket: Sendable {
         try await write(Self.frame(opcode: opcode, payload, fin: fin, rsv1: rsv1, masked: masked))
     }
 
-    /// The bytes of a client frame (payloads under 126 bytes), masked unless told otherwise.
+    /// The bytes of a client frame (payloads under 64 KiB), masked unless told otherwise.
     package static func frame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) -> [UInt8] {
-        precondition(payload.count < 126)
+        precondition(payload.count < 65536)
         let mask: [UInt8] = [1, 2, 3, 4]
         let first = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode
-        guard masked else { return [first, UInt8(payload.count)] + payload }
-        var frame: [UInt8] = [first, 0x80 | UInt8(payload.count)] + mask
+        let length: [UInt8] =
+            payload.count < 126 ? [UInt8(payload.count)] : [126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        guard masked else { return [first] + length + payload }
+        var frame: [UInt8] = [first, 0x80 | length[0]] + length.dropFirst() + mask
         for (i, byte) in payload.enumerated() { frame.append(byte ^ mask[i % 4]) }
         return frame
     }
