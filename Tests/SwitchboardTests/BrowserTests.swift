@@ -61,8 +61,14 @@ struct BrowserTests {
 
 /// Runs one scenario of `Tests/Browser/pages.py`; fails the test with its output unless it passes.
 func runPages(_ arguments: String..., timeout: Duration = .seconds(180)) async throws {
+    try await runPython("Browser/pages.py", arguments, timeout: timeout)
+}
+
+/// Runs a Python script under `Tests/` with `arguments`; fails the test with its output unless it
+/// exits 0.
+func runPython(_ path: String, _ arguments: [String], timeout: Duration = .seconds(180)) async throws {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Browser/pages.py")
+        .appendingPathComponent(path)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = ["python3", script.path] + arguments
@@ -73,11 +79,11 @@ func runPages(_ arguments: String..., timeout: Duration = .seconds(180)) async t
     // Read while it runs, so that a full pipe never blocks the script.
     let reading = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
     do {
-        try await eventually("pages.py \(arguments[0]) to finish", timeout: timeout) { !process.isRunning }
+        try await eventually("\(path) to finish", timeout: timeout) { !process.isRunning }
     } catch {
         process.terminate()
         throw error
     }
     let text = String(decoding: await reading.value, as: UTF8.self)
-    #expect(process.terminationStatus == 0, "pages.py \(arguments.joined(separator: " ")):\n\(text)")
+    #expect(process.terminationStatus == 0, "\(path) \(arguments.joined(separator: " ")):\n\(text)")
 }
