@@ -7,10 +7,12 @@ trap cleanup EXIT
 wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "port $1 not ready" >&2; return 1; }
 
 # start_servers KIND: two nodes on 18401/18402 (the ceiling is one process on 18400). A KIND
-# ending in -h0 is Switchboard with history off (--history-size 0), for comparison.
+# ending in -h0 is Switchboard with history off (--history-size 0), for comparison; one ending in
+# -stomp is the same Switchboard with STOMP clients on /stomp.
 start_servers() {
   DIALECT=switchboard
-  local kind=$1 history=""
+  local kind=$1 history="" stomp=""
+  if [[ $kind == *-stomp ]]; then kind=${kind%-stomp}; stomp=1; fi
   if [[ $kind == *-h0 ]]; then kind=${kind%-h0}; history="--history-size 0"; fi
   case "$kind" in
     ceiling) $BENCH ceiling --port 18400 >/dev/null 2>&1 & PIDS+=($!); sleep 1; TARGETS=ws://127.0.0.1:18400/ws,ws://127.0.0.1:18400/ws; SERVER_PID=$!;;
@@ -32,6 +34,7 @@ start_servers() {
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
+  if [ -n "$stomp" ]; then DIALECT=stomp; TARGETS=${TARGETS//\/ws/\/stomp}; fi
 }
 # Waits for each process to exit, so that the next server finds its ports free.
 stop_servers() { cleanup; for pid in "${PIDS[@]:-}"; do wait "$pid" 2>/dev/null || true; done; PIDS=(); }

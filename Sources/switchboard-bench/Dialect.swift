@@ -25,12 +25,15 @@ enum Dialect: String, ExpressibleByArgument, CaseIterable, Sendable {
     case centrifuge
     /// Socket.IO v5 over Engine.IO v4, WebSocket transport only, events with acks.
     case socketio
+    /// STOMP 1.2 on Switchboard's `/stomp`: SUBSCRIBE and SEND with receipts (the replies).
+    case stomp
 
     func path(_ target: Target, user: String, batch: Bool) -> String {
         switch self {
         case .switchboard: target.path("user=\(user)" + (batch ? "&batch=1" : ""))
         case .centrifuge: target.path("user=\(user)")
         case .socketio: target.path("EIO=4&transport=websocket&user=\(user)")
+        case .stomp: target.path("user=\(user)")
         }
     }
 
@@ -40,6 +43,8 @@ enum Dialect: String, ExpressibleByArgument, CaseIterable, Sendable {
         case .switchboard: nil
         case .centrifuge: Array(#"{"id":1,"params":{}}"#.utf8)
         case .socketio: Array("40".utf8)
+        // The user is named by the query; no heart-beats asked for.
+        case .stomp: Array("CONNECT\naccept-version:1.2\nhost:bench\n\n\u{0}".utf8)
         }
     }
 
@@ -48,6 +53,8 @@ enum Dialect: String, ExpressibleByArgument, CaseIterable, Sendable {
         case .switchboard: Array(#"{"type":"join","room":"\#(room)"}"#.utf8)
         case .centrifuge: Array(#"{"id":2,"method":1,"params":{"channel":"\#(room)"}}"#.utf8)
         case .socketio: Array(#"420["join","\#(room)"]"#.utf8)
+        // Every subscriber uses the id most clients use for their first subscription.
+        case .stomp: Array("SUBSCRIBE\nid:sub-0\ndestination:/topic/\(room)\nreceipt:j\n\n\u{0}".utf8)
         }
     }
 
@@ -57,6 +64,7 @@ enum Dialect: String, ExpressibleByArgument, CaseIterable, Sendable {
         case .switchboard: Array(#"{"type":"publish","room":"\#(room)","data":\#(data)}"#.utf8)
         case .centrifuge: Array(#"{"id":2,"method":3,"params":{"channel":"\#(room)","data":\#(data)}}"#.utf8)
         case .socketio: Array(#"420["publish",{"room":"\#(room)","data":\#(data)}]"#.utf8)
+        case .stomp: Array("SEND\ndestination:/topic/\(room)\nreceipt:p\n\n\(data)\u{0}".utf8)
         }
     }
 
@@ -66,6 +74,15 @@ enum Dialect: String, ExpressibleByArgument, CaseIterable, Sendable {
         // The bench's Centrifuge server subscribes every client to its own "user-NAME" channel.
         case .centrifuge: Array(#"{"id":2,"method":3,"params":{"channel":"user-\#(user)","data":\#(data)}}"#.utf8)
         case .socketio: Array(#"420["send",{"to":"\#(user)","data":\#(data)}]"#.utf8)
+        case .stomp: Array("SEND\ndestination:/user/\(user)\nreceipt:s\n\n\(data)\u{0}".utf8)
+        }
+    }
+
+    /// What comes just before a delivery's bench payload `[seq,sent,...]`.
+    var payloadMarker: [UInt8] {
+        switch self {
+        case .stomp: Array("\n\n[".utf8)  // the MESSAGE body, after the headers
+        default: Array("\"data\":[".utf8)
         }
     }
 
@@ -91,6 +108,11 @@ enum Dialect: String, ExpressibleByArgument, CaseIterable, Sendable {
             if bytes.starts(with: #"42["joined""#) || bytes.starts(with: #"42["left""#) { return .presence }
             if bytes.starts(with: "44") { return .error }
             if bytes.count == 1, bytes[0] == UInt8(ascii: "2") { return .answer(Array("3".utf8)) }
+        case .stomp:
+            if bytes.starts(with: "MESSAGE\n") { return .delivery }
+            if bytes.starts(with: "RECEIPT\n") { return .reply }
+            if bytes.starts(with: "CONNECTED\n") { return .welcome }
+            if bytes.starts(with: "ERROR\n") { return .error }
         }
         return .other
     }

@@ -139,8 +139,7 @@ extension UnsafeRawBufferPointer {
     }
 
     /// The two integers of a bench payload `[seq,sentNanos]` after `"data":`, if present.
-    func benchStamp() -> (seq: Int, sent: UInt64)? {
-        let marker = Array("\"data\":[".utf8)
+    func benchStamp(after marker: [UInt8]) -> (seq: Int, sent: UInt64)? {
         guard count > marker.count else { return nil }
         var index = 0
         outer: while index + marker.count <= count {

@@ -83,7 +83,7 @@ final class LoadGenerator: @unchecked Sendable {
         let incoming = dialect.classify(bytes)
         switch incoming {
         case .delivery:
-            guard let stamp = bytes.benchStamp() else { return .other }
+            guard let stamp = bytes.benchStamp(after: dialect.payloadMarker) else { return .other }
             let now = nanos()
             recorder.received += 1
             recorder.lastReceipt = now
