@@ -12,16 +12,19 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     private var upgraded = false
     private var pending: ByteBuffer?
     private let request: [UInt8]
-    /// Text messages; with `?batch=1` one frame may hold several, split at `\n`.
+    /// Text messages; with `?batch=1` one frame may hold several, split at `\n` (JSON
+    /// dialects; a STOMP frame has lines of its own and is handed over whole).
     let onMessage: (UnsafeRawBufferPointer) -> Void
+    private let splitsLines: Bool
     let onOpen: () -> Void
     let onClose: () -> Void
     private(set) var isOpen = false
 
     init(
-        host: String, port: Int, path: String, onOpen: @escaping () -> Void, onMessage: @escaping (UnsafeRawBufferPointer) -> Void,
-        onClose: @escaping () -> Void
+        host: String, port: Int, path: String, splitsLines: Bool = true, onOpen: @escaping () -> Void,
+        onMessage: @escaping (UnsafeRawBufferPointer) -> Void, onClose: @escaping () -> Void
     ) {
+        self.splitsLines = splitsLines
         var text = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         text += "Sec-WebSocket-Key: c3dpdGNoYm9hcmRiZW5jaA==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         request = Array(text.utf8)
@@ -88,6 +91,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
             case 0x1, 0x0:
                 buffer.withUnsafeReadableBytes { bytes in
                     let payload = UnsafeRawBufferPointer(rebasing: bytes[..<length])
+                    guard splitsLines else { return onMessage(payload) }
                     var lineStart = 0
                     for index in 0..<payload.count where payload[index] == 10 {
                         onMessage(UnsafeRawBufferPointer(rebasing: payload[lineStart..<index]))

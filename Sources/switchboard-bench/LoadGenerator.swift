@@ -152,7 +152,7 @@ final class LoadGenerator: @unchecked Sendable {
             .bind(to: source)
             .channelInitializer { channel in
                 let handler = LoadConnection(
-                    host: target.host, port: target.port, path: path,
+                    host: target.host, port: target.port, path: path, splitsLines: self.dialect != .stomp,
                     onOpen: {
                         if let greeting { channel.sendText(greeting) }
                     },

@@ -206,7 +206,7 @@ enum Corpus {
             .map(String.init)
     }
 
-    /// `\r`, `\n`, `\0` and `\xHH` in a corpus line, as bytes.
+    /// `\r`, `\n`, `\0`, `\\` and `\xHH` in a corpus line, as bytes.
     static func unescape(_ line: String) -> [UInt8] {
         var out: [UInt8] = []
         var bytes = Array(line.utf8)[...]
@@ -219,6 +219,7 @@ enum Corpus {
             case UInt8(ascii: "r"): out.append(0x0D)
             case UInt8(ascii: "n"): out.append(0x0A)
             case UInt8(ascii: "0"): out.append(0x00)
+            case UInt8(ascii: "\\"): out.append(0x5C)
             case UInt8(ascii: "x"):
                 let digits = String(decoding: bytes.prefix(2), as: UTF8.self)
                 bytes = bytes.dropFirst(2)

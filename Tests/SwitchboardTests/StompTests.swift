@@ -125,7 +125,12 @@ import Testing
             #expect(try await reader.message { $0.type == "message" }.data == .number("2"))
             try await writer.request(.send, ["destination": "/topic/tx"], body: "3")
             #expect(try await reader.message { $0.type == "message" }.data == .number("3"), "t2's 99 never came")
-            // ACK and NACK are accepted; DISCONNECT is answered, then the socket closes.
+            // A subscription with ack:client gets `ack` headers; ACK and NACK are accepted.
+            try await writer.request(.subscribe, ["id": "c", "destination": "/topic/tx", "ack": "client"])
+            try await writer.request(.send, ["destination": "/topic/tx"], body: "4")
+            let acked = try await writer.frame { $0.command == .message && $0["subscription"] == "c" }
+            #expect(acked["ack"] == acked["message-id"] && acked["ack"] != nil)
+            // DISCONNECT is answered, then the socket closes.
             try await writer.request(.ack, ["id": "x"])
             try await writer.request(.nack, ["id": "x"])
             try await writer.request(.disconnect, [:])
@@ -147,6 +152,7 @@ import Testing
                 (["SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\u{0}", "SUBSCRIBE\nid:2\ndestination:/topic/b\n\n\u{0}"], "forbidden"),
                 (["SUBSCRIBE\nid:1\ndestination:/topic/a\nsb-since:nope\n\n\u{0}"], "bad_request"),
                 (["UNSUBSCRIBE\nid:none\n\n\u{0}"], "bad_request"),
+                (["SUBSCRIBE\nid:1\ndestination:/broadcast\nack:sometimes\n\n\u{0}"], "bad_request"),
                 (["COMMIT\ntransaction:none\n\n\u{0}"], "bad_request"),
                 (["SEND\ntransaction:none\ndestination:/topic/a\n\n\u{0}"], "bad_request"),
                 (["CONNECT\naccept-version:1.2\n\n\u{0}"], "bad_request"),  // twice
@@ -179,7 +185,7 @@ import Testing
             for line in lines {
                 let parts = line.components(separatedBy: " => ")
                 let code = String(parts[1].prefix { $0 != ":" })
-                var bytes = StompSocket.unescape(parts[0])
+                var bytes = Corpus.unescape(parts[0])
                 if code == "too_large" { bytes = Array("SEND\ncontent-length:99999999\n\n\u{0}".utf8) }
                 let socket = try await StompSocket.open(port: cluster.ports[0], path: "/stomp")
                 defer { socket.close() }
@@ -266,7 +272,9 @@ import Testing
     }
 
     @Test func noConnectInTimeIsAnError() async throws {
-        try await withCluster(nodes: 1, configure: { $0.handshakeTimeoutSeconds = 1 }) { cluster in
+        // 3 s, not 1: the same deadline guards the upgrade itself, which a loaded machine may
+        // take over a second to answer.
+        try await withCluster(nodes: 1, configure: { $0.handshakeTimeoutSeconds = 3 }) { cluster in
             let socket = try await StompSocket.open(port: cluster.ports[0], path: "/stomp")
             defer { socket.close() }
             let error = try await socket.frame { $0.command == .error }
@@ -364,29 +372,6 @@ struct StompSocket {
             Issue.record("\(command) \(headers): ERROR \(answer.headers) \(String(decoding: answer.body, as: UTF8.self))")
         }
         return answer
-    }
-
-    /// As the codec's corpus writes bytes: `\n`, `\r`, `\0`, `\\` and `\xHH`.
-    static func unescape(_ text: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var bytes = Array(text.utf8)[...]
-        while let byte = bytes.popFirst() {
-            guard byte == UInt8(ascii: "\\"), let kind = bytes.popFirst() else {
-                out.append(byte)
-                continue
-            }
-            switch kind {
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "0"): out.append(0)
-            case UInt8(ascii: "\\"): out.append(0x5C)
-            case UInt8(ascii: "x"):
-                out.append(UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) ?? 0)
-                bytes = bytes.dropFirst(2)
-            default: out += [byte, kind]
-            }
-        }
-        return out
     }
 
     final class Counter: Sendable {

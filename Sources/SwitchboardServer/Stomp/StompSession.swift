@@ -252,8 +252,12 @@ final class StompSession: ClientSession {
         guard state.withLock({ $0.subscriptions[id] == nil }) else {
             throw StompRefusal("bad_request", "subscription id '\(id)' is in use on this connection")
         }
+        let ack = frame["ack"] ?? "auto"
+        guard ["auto", "client", "client-individual"].contains(ack) else {
+            throw StompRefusal("bad_request", "ack must be auto, client or client-individual")
+        }
         let subscription = StompSubscriptions.Subscription(
-            id: id, destination: text, target: destination, presence: frame["sb-presence"] == "true")
+            id: id, destination: text, target: destination, presence: frame["sb-presence"] == "true", acknowledged: ack != "auto")
         guard case .room(let room) = destination else {
             state.withLock { $0.subscriptions[id] = destination }
             connection.stompChange { $0.add(subscription) }
@@ -314,10 +318,11 @@ final class StompSession: ClientSession {
             logger.debug("joined without the room's position", metadata: ["room": "\(room)", "error": "\(error)"])
         }
         if since != nil { node.metrics.resumes(recovered) }
-        let (id, destination) = (subscription.id, subscription.destination)
+        let (id, destination, acknowledged) = (subscription.id, subscription.destination, subscription.acknowledged)
         connection.resume(
             stream, reply: receiptFrame(frame, recovered: recovered, top: top), replay: replay, top: top,
-            encode: { StompMessageCache.message($0, subscription: id, destination: destination, allocator: $1) })
+            encode: { StompMessageCache.message($0, subscription: id, destination: destination, acknowledged: acknowledged, allocator: $1) }
+        )
     }
 
     private func unsubscribe(_ frame: StompFrame) async throws {

@@ -50,6 +50,9 @@ final class StompSubscriptions: @unchecked Sendable {
         var target: StompDestination
         /// `sb-presence:true`: `joined`/`left` of the room arrive too.
         var presence: Bool
+        /// `ack:client` or `client-individual`: MESSAGE frames carry an `ack` header (STOMP 1.2
+        /// requires it), whose ACK is accepted; nothing is redelivered either way.
+        var acknowledged = false
     }
 
     /// In the order they were made.
@@ -88,17 +91,21 @@ struct StompMessageCache {
     }
 
     mutating func frame(for subscription: StompSubscriptions.Subscription) -> EncodedFrame {
-        let key = subscription.id + "\u{0}" + subscription.destination
+        let key = subscription.id + "\u{0}" + subscription.destination + (subscription.acknowledged ? "\u{0}a" : "")
         if let frame = frames[key] { return frame }
-        let frame = Self.encode(event, subscription: subscription.id, destination: subscription.destination, allocator: allocator)
+        let frame = Self.encode(
+            event, subscription: subscription.id, destination: subscription.destination, acknowledged: subscription.acknowledged,
+            allocator: allocator)
         frames[key] = frame
         return frame
     }
 
-    static func encode(_ event: ClusterEvent, subscription: String, destination: String, allocator: ByteBufferAllocator) -> EncodedFrame {
+    static func encode(
+        _ event: ClusterEvent, subscription: String, destination: String, acknowledged: Bool, allocator: ByteBufferAllocator
+    ) -> EncodedFrame {
         switch event {
         case .message(let envelope):
-            return message(envelope, subscription: subscription, destination: destination, allocator: allocator)
+            return message(envelope, subscription: subscription, destination: destination, acknowledged: acknowledged, allocator: allocator)
         case .joined(let room, let user), .left(let room, let user):
             let kind = if case .joined = event { "joined" } else { "left" }
             let body = ServerFrame.event(event)
@@ -115,14 +122,15 @@ struct StompMessageCache {
 
     /// A message's MESSAGE frame; with its stream and position, so that resumes gate it as they
     /// gate JSON frames (`StreamGates`).
-    static func message(_ envelope: Envelope, subscription: String, destination: String, allocator: ByteBufferAllocator)
-        -> EncodedFrame
-    {
+    static func message(
+        _ envelope: Envelope, subscription: String, destination: String, acknowledged: Bool, allocator: ByteBufferAllocator
+    ) -> EncodedFrame {
         var headers: [StompHeader] = [
             .init("destination", destination), .init("subscription", subscription), .init("message-id", envelope.id),
             .init("content-type", "application/json"), .init("sb-from", envelope.from), .init("sb-ts", String(envelope.timestamp)),
         ]
         if let position = envelope.position { headers.append(.init("sb-offset", String(position.offset))) }
+        if acknowledged { headers.append(.init("ack", envelope.id)) }
         headers.append(.init("content-length", String(envelope.data.bytes.count)))
         var frame = EncodedFrame(StompEncoder.encode(StompFrame(.message, headers, body: envelope.data.bytes)), allocator: allocator)
         if envelope.position != nil {
