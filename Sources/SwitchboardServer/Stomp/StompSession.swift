@@ -30,6 +30,9 @@ final class StompSession: ClientSession {
         /// Open transactions and their SENDs.
         var transactions: [String: [StompFrame]] = [:]
         var timers: [RepeatedTask] = []
+        /// The receipt of the last SEND still on its way; each waits for the one before it.
+        var lastAnswer: Task<Void, Never>?
+        var sendsInFlight = 0
     }
 
     let connection: Connection
@@ -40,6 +43,8 @@ final class StompSession: ClientSession {
     /// When the client last sent anything, in uptime milliseconds (its heart-beats included).
     private let lastHeard = Atomic<Int64>(0)
     static let maxTransactionFrames = 1000
+    /// SENDs to rooms and broadcasts on their way at once, as JSON publishes (Session).
+    static let maxSendsInFlight = 64
 
     init(connection: Connection, node: NodeContext, options: ClientOptions) {
         self.connection = connection
@@ -124,6 +129,7 @@ final class StompSession: ClientSession {
         default:
             break
         }
+        if frame.command != .send { await settleSends() }
         do {
             switch frame.command {
             case .send: try await send(frame)
@@ -137,15 +143,21 @@ final class StompSession: ClientSession {
             case .connected, .message, .receipt, .error, .connect, .stomp:
                 throw StompRefusal("bad_request", "\(frame.command.rawValue) is a server frame")
             }
-        } catch let refusal as StompRefusal {
-            if refusal.code == "bad_request" || refusal.code == "invalid_name" { node.metrics.badFrames.increment() }
-            await fail(refusal.code, refusal.message, frame)
         } catch {
-            node.metrics.commandsFailed.increment()
-            logger.debug("STOMP frame failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
-            let failure = Session.failure(error, to: nil)
-            await fail(failure.code.rawValue, failure.message, frame)
+            await settleSends()
+            await refuse(error, frame)
         }
+    }
+
+    private func refuse(_ error: any Error, _ frame: StompFrame) async {
+        if let refusal = error as? StompRefusal {
+            if refusal.code == "bad_request" || refusal.code == "invalid_name" { node.metrics.badFrames.increment() }
+            return await fail(refusal.code, refusal.message, frame)
+        }
+        node.metrics.commandsFailed.increment()
+        logger.debug("STOMP frame failed", metadata: ["session": "\(connection.session)", "error": "\(error)"])
+        let failure = Session.failure(error, to: nil)
+        await fail(failure.code.rawValue, failure.message, frame)
     }
 
     private func connect(_ frame: StompFrame) async {
@@ -216,14 +228,57 @@ final class StompSession: ClientSession {
             guard queued else { throw StompRefusal("too_large", "a transaction holds at most \(Self.maxTransactionFrames) frames") }
             return receipt(frame)
         }
-        try await deliver(frame)
-        receipt(frame)
+        // To a room or everyone: queued on the cluster now, the receipt once it has it, so that a
+        // fast sender has several on their way. To a user: checked online first, one at a time.
+        let destination = try Self.destination(frame["destination"] ?? "", for: .send, missing: "SEND needs a destination header")
+        let identity = connection.identity
+        let address: Address
+        switch destination {
+        case .room(let room):
+            guard identity.mayUse(room) else { throw StompRefusal("forbidden", "your token does not allow room '\(room)'") }
+            address = .room(room)
+        case .broadcast:
+            guard identity.mayBroadcast else {
+                throw StompRefusal("forbidden", "your token does not allow broadcast (claim \"broadcast\": true)")
+            }
+            address = .everyone
+        default:
+            await settleSends()
+            try await deliver(frame)
+            return receipt(frame)
+        }
+        let pending = node.submit(from: identity.user, to: address, data: try Self.data(frame.body))
+        let full = state.withLock { state in
+            let previous = state.lastAnswer
+            state.lastAnswer = Task { [self] in
+                await previous?.value
+                do {
+                    try await pending.wait()
+                    receipt(frame)
+                } catch {
+                    await refuse(error, frame)
+                }
+            }
+            state.sendsInFlight += 1
+            return state.sendsInFlight >= Self.maxSendsInFlight
+        }
+        // Back-pressure: past the limit, the next frame is read once the cluster caught up.
+        if full { await settleSends() }
+    }
+
+    /// Waits until every SEND queued so far is answered.
+    private func settleSends() async {
+        guard let last = state.withLock({ $0.lastAnswer }) else { return }
+        await last.value
+        state.withLock { state in
+            state.lastAnswer = nil
+            state.sendsInFlight = 0
+        }
     }
 
     /// A SEND's message, to the cluster; returns once the cluster has it (`ok` in JSON).
     private func deliver(_ frame: StompFrame) async throws {
-        guard let text = frame["destination"] else { throw StompRefusal("bad_request", "SEND needs a destination header") }
-        let destination = try Self.destination(text, for: .send)
+        let destination = try Self.destination(frame["destination"] ?? "", for: .send, missing: "SEND needs a destination header")
         let data = try Self.data(frame.body)
         let identity = connection.identity
         switch destination {
@@ -465,7 +520,10 @@ final class StompSession: ClientSession {
 
     // MARK: Parsing
 
-    static func destination(_ text: String, for use: StompDestination.Use) throws(StompRefusal) -> StompDestination {
+    static func destination(_ text: String, for use: StompDestination.Use, missing: String? = nil) throws(StompRefusal)
+        -> StompDestination
+    {
+        if text.isEmpty, let missing { throw StompRefusal("bad_request", missing) }
         if let destination = StompDestination(text, for: use) { return destination }
         if text.hasPrefix("/topic/") || text.hasPrefix("/user/") {
             throw StompRefusal("invalid_name", "'\(text)': names are 1 to 128 characters of A-Z a-z 0-9 _ . : @ / -")

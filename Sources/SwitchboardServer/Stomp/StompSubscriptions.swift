@@ -45,34 +45,69 @@ enum StompDestination: Equatable, Sendable {
 /// `Connection.stompChange`), like the rest of `Connection`'s state.
 final class StompSubscriptions: @unchecked Sendable {
     struct Subscription: Equatable {
-        var id: String
-        var destination: String
-        var target: StompDestination
+        let id: String
+        let destination: String
+        let target: StompDestination
         /// `sb-presence:true`: `joined`/`left` of the room arrive too.
-        var presence: Bool
+        let presence: Bool
         /// `ack:client` or `client-individual`: MESSAGE frames carry an `ack` header (STOMP 1.2
         /// requires it), whose ACK is accepted; nothing is redelivered either way.
-        var acknowledged = false
+        let acknowledged: Bool
+        /// What tells its MESSAGE frames apart from other subscriptions' (made once).
+        let cacheKey: String
+
+        init(id: String, destination: String, target: StompDestination, presence: Bool, acknowledged: Bool = false) {
+            self.id = id
+            self.destination = destination
+            self.target = target
+            self.presence = presence
+            self.acknowledged = acknowledged
+            self.cacheKey = id + "\u{0}" + destination + (acknowledged ? "\u{0}a" : "")
+        }
     }
 
     /// In the order they were made.
     private(set) var all: [Subscription] = []
+    /// The same, by what a message reaches: a delivery finds its array without building one.
+    private var byRoom: [String: [Subscription]] = [:]
+    private var inbox: [Subscription] = []
+    private var broadcast: [Subscription] = []
 
-    func add(_ subscription: Subscription) { all.append(subscription) }
+    func add(_ subscription: Subscription) {
+        all.append(subscription)
+        index()
+    }
 
-    func remove(id: String) { all.removeAll { $0.id == id } }
+    func remove(id: String) {
+        all.removeAll { $0.id == id }
+        index()
+    }
+
+    private func index() {
+        byRoom = [:]
+        inbox = []
+        broadcast = []
+        for subscription in all {
+            switch subscription.target {
+            case .room(let room): byRoom[room, default: []].append(subscription)
+            case .inbox: inbox.append(subscription)
+            case .broadcast: broadcast.append(subscription)
+            case .user: break
+            }
+        }
+    }
 
     /// The subscriptions an event reaches on this connection.
     func matching(_ event: ClusterEvent) -> [Subscription] {
         switch event {
         case .message(let envelope):
             switch envelope.address {
-            case .room(let room): all.filter { $0.target == .room(room) }
-            case .user: all.filter { $0.target == .inbox }
-            case .everyone: all.filter { $0.target == .broadcast }
+            case .room(let room): byRoom[room] ?? []
+            case .user: inbox
+            case .everyone: broadcast
             }
         case .joined(let room, _), .left(let room, _):
-            all.filter { $0.presence && $0.target == .room(room) }
+            (byRoom[room] ?? []).filter(\.presence)
         }
     }
 }
@@ -81,7 +116,9 @@ final class StompSubscriptions: @unchecked Sendable {
 /// mostly use the same ids, `sub-0`, ..., so a fan-out encodes a handful of frames, not one per
 /// socket).
 struct StompMessageCache {
-    private var frames: [String: EncodedFrame] = [:]
+    /// Few entries (most clients use the same ids): a linear search beats hashing a string per
+    /// delivery.
+    private var frames: [(key: String, frame: EncodedFrame)] = []
     let event: ClusterEvent
     let allocator: ByteBufferAllocator
 
@@ -91,12 +128,12 @@ struct StompMessageCache {
     }
 
     mutating func frame(for subscription: StompSubscriptions.Subscription) -> EncodedFrame {
-        let key = subscription.id + "\u{0}" + subscription.destination + (subscription.acknowledged ? "\u{0}a" : "")
-        if let frame = frames[key] { return frame }
+        let key = subscription.cacheKey
+        for entry in frames where entry.key == key { return entry.frame }
         let frame = Self.encode(
             event, subscription: subscription.id, destination: subscription.destination, acknowledged: subscription.acknowledged,
             allocator: allocator)
-        frames[key] = frame
+        frames.append((key, frame))
         return frame
     }
 
