@@ -12,6 +12,12 @@ import Synchronization
 final class ChannelDelivery: LocalDelivery {
     let allocator = ByteBufferAllocator()
     private let flushers = Mutex<[ObjectIdentifier: LoopFlusher]>([:])
+    /// Where the flushers count what they flushed.
+    private let deliveries: Tally
+
+    init(deliveries: Tally) {
+        self.deliveries = deliveries
+    }
 
     func deliver(_ event: ClusterEvent, to connections: [Connection]) {
         // JSON clients share one frame; STOMP clients share one per subscription (see
@@ -62,7 +68,7 @@ final class ChannelDelivery: LocalDelivery {
     private func flusher(for loop: any EventLoop) -> LoopFlusher {
         flushers.withLock { flushers in
             if let flusher = flushers[ObjectIdentifier(loop)] { return flusher }
-            let flusher = LoopFlusher(loop: loop)
+            let flusher = LoopFlusher(loop: loop, deliveries: deliveries)
             flushers[ObjectIdentifier(loop)] = flusher
             return flusher
         }
@@ -87,10 +93,12 @@ final class ChannelDelivery: LocalDelivery {
 /// The connections of one event loop written to since its last flush. Touched only on `loop`.
 final class LoopFlusher: @unchecked Sendable {
     let loop: any EventLoop
+    private let deliveries: Tally
     private var dirty: [Connection] = []
 
-    init(loop: any EventLoop) {
+    init(loop: any EventLoop, deliveries: Tally) {
         self.loop = loop
+        self.deliveries = deliveries
     }
 
     /// Flushes `connection` once the loop has run what is queued now (tasks run in order, so the
@@ -106,6 +114,8 @@ final class LoopFlusher: @unchecked Sendable {
     private func flushAll() {
         let flushing = dirty
         dirty = []
-        for connection in flushing { connection.flushPending() }
+        var flushed = 0
+        for connection in flushing { flushed += connection.flushPending(countsDeliveries: false) }
+        if flushed > 0 { deliveries.increment(by: Int64(flushed)) }
     }
 }

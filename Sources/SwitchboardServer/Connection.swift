@@ -101,15 +101,20 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     }
 
     /// Writes what is packed and flushes the socket, unless its backlog is over the limit.
-    func flushPending() {
+    /// Returns the frames flushed; they are counted in `switchboard_deliveries_total` here, or,
+    /// with `countsDeliveries: false`, by the caller (a loop's flusher counts its whole batch
+    /// at once: one atomic add per batch, not per socket).
+    @discardableResult
+    func flushPending(countsDeliveries: Bool = true) -> Int {
         eventLoop.preconditionInEventLoop()
         dirty = false
         if let payload = packed {
             packed = nil
             writeWire(WireFrame.text(payload, allocator: channel.allocator))
         }
-        guard framesSinceFlush > 0 || controlSinceFlush, machine.mayWriteControl else { return }
-        if framesSinceFlush > 0 { metrics.deliveries.increment(by: Int64(framesSinceFlush)) }
+        guard framesSinceFlush > 0 || controlSinceFlush, machine.mayWriteControl else { return 0 }
+        let flushed = framesSinceFlush
+        if countsDeliveries, flushed > 0 { metrics.deliveries.increment(by: Int64(flushed)) }
         framesSinceFlush = 0
         controlSinceFlush = false
         // A writable channel holds less than NIO's high water mark (64 KiB by default): the
@@ -119,9 +124,10 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             ? 0 : (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
         guard buffered <= maxBufferedBytes else {
             overflow(buffered: buffered)
-            return
+            return flushed
         }
         wire.flush()
+        return flushed
     }
 
     /// Writes the welcome frame, then the inbox's replay (when it is being resumed, see

@@ -29,8 +29,9 @@ final class NodeContext: Sendable {
 
     init(configuration: NodeConfiguration, backplane: any Backplane, logger: Logger) {
         self.configuration = configuration
-        self.router = MessageRouter(backplane: backplane, delivery: ChannelDelivery())
-        self.metrics = NodeMetrics()
+        let metrics = NodeMetrics()
+        self.metrics = metrics
+        self.router = MessageRouter(backplane: backplane, delivery: ChannelDelivery(deliveries: metrics.deliveries))
         self.logger = logger
         self.tokens = configuration.tokens.isEmpty ? nil : TokenVerifier(keys: configuration.tokens)
         self.heartbeats = Heartbeats(period: .seconds(Int64(configuration.heartbeatSeconds)))
