@@ -1,6 +1,6 @@
 """stomp.py, a real third-party STOMP client, and a JSON client (websocket-client) in the same
 rooms across two nodes. Run by Tests/SwitchboardTests/StompClientTests.swift, which starts the
-cluster (heartbeat 1 s); exits 0 when every check holds, else prints what failed and exits 1.
+cluster (heartbeat 2 s); exits 0 when every check holds, else prints what failed and exits 1.
 
     python3 Tests/Interop/stomp_py.py --stomp-port P2 --json-port P1
 """

@@ -244,14 +244,15 @@ import Testing
     }
 
     @Test func heartBeatsAreNegotiatedAndASilentClientIsDropped() async throws {
-        try await withCluster(nodes: 1, configure: { $0.heartbeatSeconds = 1 }) { cluster in
+        // 2 s: with 1 s, a JSON client starved by the full suite's load missed its pongs.
+        try await withCluster(nodes: 1, configure: { $0.heartbeatSeconds = 2 }) { cluster in
             let watcher = try await cluster.connect(0, user: "watcher")
             try await watcher.client.join("hb")
             let socket = try await StompSocket.open(port: cluster.ports[0], path: "/stomp")
             defer { socket.close() }
             let connected = try await socket.connect(login: "sleepy", headers: ["heart-beat": "500,500"])
-            // The node's period (1000 ms) both ways; the client's 500 is below it.
-            #expect(connected["heart-beat"] == "1000,1000")
+            // The node's period (2000 ms) both ways; the client's 500 is below it.
+            #expect(connected["heart-beat"] == "2000,2000")
             try await socket.request(.subscribe, ["id": "1", "destination": "/topic/hb"])
             try await watcher.next("sleepy joined", timeout: .seconds(10)) { $0.type == "joined" && $0.user == "sleepy" }
             // The raw socket answers no WebSocket pings: it sends pongs by itself, so that
@@ -265,9 +266,9 @@ import Testing
             defer { ponger.cancel() }
             // The node beats (an EOL), and the silent client is dropped: ERROR, close, left.
             try await eventually("a heart-beat from the node") { socket.raw.textFrames.contains("\n") }
-            let error = try await socket.frame(timeout: .seconds(10)) { $0.command == .error }
+            let error = try await socket.frame(timeout: .seconds(15)) { $0.command == .error }
             #expect(String(decoding: error.body, as: UTF8.self).contains("no heart-beat"))
-            try await watcher.next("sleepy left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "sleepy" }
+            try await watcher.next("sleepy left", timeout: .seconds(15)) { $0.type == "left" && $0.user == "sleepy" }
         }
     }
 
