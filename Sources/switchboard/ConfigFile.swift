@@ -3,9 +3,9 @@ import Foundation
 import SwitchboardProtocol
 
 /// `--config FILE` (or SWITCHBOARD_CONFIG): options from a JSON file whose keys are the options'
-/// long names, as on the command line:
+/// long names, as on the command line, or their environment variables' names:
 ///
-///     {"base-port": 8080, "redis": "redis://127.0.0.1:6379", "history-size": 500, "api-key": "..."}
+///     {"base-port": 8080, "redis": "redis://127.0.0.1:6379", "SWITCHBOARD_HISTORY_SIZE": 500}
 ///
 /// A value on the command line wins over the environment, which wins over the file, which wins
 /// over the default. Like the environment, the file only adds arguments before parsing
@@ -23,15 +23,22 @@ enum ConfigFile {
         let known = EnvironmentArguments.optionNames(of: types).filter { $0 != option }
         let settings = try read(path)
         var merged = arguments
-        for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
+        for (given, value) in settings.sorted(by: { $0.key < $1.key }) {
+            let key = optionName(given)
             guard known.contains(key) else {
-                throw ValidationError("\(path): unknown option '\(key)'; '\(command)' takes: \(known.sorted().joined(separator: ", "))")
+                throw ValidationError("\(path): unknown option '\(given)'; '\(command)' takes: \(known.sorted().joined(separator: ", "))")
             }
             let given = arguments.contains { $0 == "--\(key)" || $0.hasPrefix("--\(key)=") }
             if given { continue }
             merged.append("--\(key)=\(try text(value, key: key, path: path))")
         }
         return merged
+    }
+
+    /// `SWITCHBOARD_MAX_FRAME` → `max-frame`; an option's name stays as it is.
+    static func optionName(_ key: String) -> String {
+        guard key.hasPrefix("SWITCHBOARD_") else { return key }
+        return key.dropFirst("SWITCHBOARD_".count).lowercased().replacingOccurrences(of: "_", with: "-")
     }
 
     static func read(_ path: String) throws -> [String: JSONValue] {

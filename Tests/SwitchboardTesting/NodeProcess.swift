@@ -75,8 +75,10 @@ package final class NodeProcess: Sendable {
         guard process.isRunning else { throw ExitedEarly(output: printed) }
     }
 
+    /// Up to 30 s, as for listening: a mesh node is ready once it has joined its peers, and
+    /// with every suite loading both cores that once took more than 10 s (seen in CI).
     package func waitUntilReady() async throws {
-        try await eventually("\(nodeID) to be ready") {
+        try await eventually("\(nodeID) to be ready", timeout: .seconds(30)) {
             (try? await SwitchboardTesting.http("GET", self.http("/readyz")).status) == 200
         }
     }

@@ -155,7 +155,7 @@ extension CommandLineTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("node.json")
-        try Data(#"{"history-size": 3, "history-ttl": 60, "api-key": "from-the-file", "max-rooms": 7}"#.utf8).write(to: file)
+        try Data(#"{"history-size": 3, "SWITCHBOARD_HISTORY_TTL": 60, "api-key": "from-the-file", "max-rooms": 7}"#.utf8).write(to: file)
 
         func stats(_ node: NodeProcess, key: String) async throws -> JSONValue? {
             try await http("GET", node.http("/api/admin/stats"), headers: ["Authorization": "Bearer \(key)"]).json
@@ -171,7 +171,7 @@ extension CommandLineTests {
         defer { overridden.killNow() }
         let history = try await stats(overridden, key: "from-the-environment")?["history"]
         #expect(history?["size"]?.int == 5)
-        #expect(history?["ttl"]?.int == 60)
+        #expect(history?["ttl"]?.int == 60, "an environment variable's name works in the file too")
 
         // A misspelt option, a file that is not an object, a missing file: clear errors.
         try Data(#"{"histroy-size": 3}"#.utf8).write(to: file)
