@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "SwitchboardCore", path: "Sources/SwitchboardCore"),
         // The client protocol's JSON codec, shared by server and client.
         .target(name: "SwitchboardProtocol", dependencies: ["SwitchboardCore"], path: "Sources/SwitchboardProtocol"),
+        // The AMQP 0-9-1 codec (frames, methods, field tables) for the RabbitMQ backplane. No networking.
+        .target(name: "AMQP", path: "Sources/AMQP"),
         // The STOMP 1.2 codec: frames, escaping, an incremental parser. No networking.
         .target(name: "STOMP", path: "Sources/STOMP"),
         // The one binary record format of what nodes tell each other (Redis, mesh and hub links).
@@ -191,6 +193,8 @@ let package = Package(
             path: "Tests/ClusterCodecTests",
             exclude: ["Corpus"]
         ),
+        // The AMQP codec on its own: fuzzed, with its kept corpus of malformed input.
+        .testTarget(name: "AMQPTests", dependencies: ["AMQP"], path: "Tests/AMQPTests", exclude: ["Corpus"]),
         // The STOMP codec on its own: fuzzed, with its kept corpus of malformed frames.
         .testTarget(name: "STOMPTests", dependencies: ["STOMP"], path: "Tests/STOMPTests", exclude: ["Corpus"]),
         // The node's state machines, on their own and on NIO's EmbeddedChannel: no sockets.
