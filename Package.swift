@@ -28,8 +28,17 @@ let package = Package(
         .target(name: "SwitchboardCore", path: "Sources/SwitchboardCore"),
         // The client protocol's JSON codec, shared by server and client.
         .target(name: "SwitchboardProtocol", dependencies: ["SwitchboardCore"], path: "Sources/SwitchboardProtocol"),
-        // The AMQP 0-9-1 codec (frames, methods, field tables) for the RabbitMQ backplane. No networking.
-        .target(name: "AMQP", path: "Sources/AMQP"),
+        // A small AMQP 0-9-1 client of our own for the RabbitMQ backplane: codec (frames, methods,
+        // field tables) and one confirmed channel on SwiftNIO.
+        .target(
+            name: "AMQP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/AMQP"
+        ),
         // The STOMP 1.2 codec: frames, escaping, an incremental parser. No networking.
         .target(name: "STOMP", path: "Sources/STOMP"),
         // The one binary record format of what nodes tell each other (Redis, mesh and hub links).
@@ -227,7 +236,7 @@ let package = Package(
             name: "SwitchboardTests",
             dependencies: [
                 "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
-                "SwitchboardClient", "STOMP",
+                "SwitchboardClient", "STOMP", "AMQP",
                 "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
