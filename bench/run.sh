@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product switchboard >/dev/null
 swift build -c release --product switchboard-bench >/dev/null
-SB=.build/release/switchboard
+# SB may name another switchboard binary (an earlier build, for a before/after in one run).
+SB=${SB:-.build/release/switchboard}
 BENCH=.build/release/switchboard-bench
 OUT=${OUT:-bench/results/latest.jsonl}
 mkdir -p bench/results

@@ -31,6 +31,9 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         var endpoints: [ObjectIdentifier: Endpoint] = [:]
         /// Local connections per user in this room: presence changes only at 0 <-> 1.
         var connectionsPerUser: [String: Int] = [:]
+        /// `endpoints.values` as an array, kept between membership changes: a room's messages
+        /// share it instead of copying (and retaining) every endpoint each time.
+        var snapshot: [Endpoint]?
     }
 
     private struct State {
@@ -111,6 +114,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
                 guard state.endpoints[key] != nil else { return (false, false) }
                 guard state.roomsOfEndpoint[key, default: []].insert(room).inserted else { return (false, false) }
                 state.rooms[room, default: Room()].endpoints[key] = endpoint
+                state.rooms[room]!.snapshot = nil
                 let count = (state.rooms[room]!.connectionsPerUser[endpoint.user] ?? 0) + 1
                 state.rooms[room]!.connectionsPerUser[endpoint.user] = count
                 return (true, count == 1)
@@ -153,6 +157,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// Removes one endpoint from a room; true when it was its user's last connection there.
     private static func remove(_ key: ObjectIdentifier, user: String, from room: String, in state: inout State) -> Bool {
         guard var entry = state.rooms[room], entry.endpoints.removeValue(forKey: key) != nil else { return false }
+        entry.snapshot = nil
         let count = (entry.connectionsPerUser[user] ?? 1) - 1
         entry.connectionsPerUser[user] = count > 0 ? count : nil
         state.rooms[room] = entry.endpoints.isEmpty ? nil : entry
@@ -207,10 +212,23 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         state.withLock { state in
             switch address {
             case .everyone: Array(state.endpoints.values)
-            case .room(let room): state.rooms[room].map { Array($0.endpoints.values) } ?? []
+            case .room(let room):
+                if let snapshot = state.rooms[room]?.snapshot {
+                    snapshot
+                } else if state.rooms[room] != nil {
+                    Self.snapshot(of: room, in: &state)
+                } else {
+                    []
+                }
             case .user(let user): state.users[user].map { Array($0.values) } ?? []
             }
         }
+    }
+
+    private static func snapshot(of room: String, in state: inout State) -> [Endpoint] {
+        let endpoints = Array(state.rooms[room]!.endpoints.values)
+        state.rooms[room]!.snapshot = endpoints
+        return endpoints
     }
 
     // MARK: Inspection

@@ -34,12 +34,14 @@ final class ChannelDelivery: LocalDelivery {
             }
             return
         }
-        for (loop, group) in Self.byEventLoop(connections) {
+        // Each loop takes the whole list and writes to its own connections: no per-message
+        // regrouping (arrays built, endpoints retained) for a room's fan-out.
+        for (loopID, loop) in Self.loops(of: connections) {
             let flusher = flusher(for: loop)
             let allocator = self.allocator
             loop.execute {
                 var stomp = StompMessageCache(event, allocator: allocator)
-                for connection in group {
+                for connection in connections where connection.loopID == loopID {
                     Self.write(json, &stomp, to: connection)
                     flusher.schedule(connection)
                 }
@@ -74,19 +76,14 @@ final class ChannelDelivery: LocalDelivery {
         }
     }
 
-    /// Groups connections by event loop. There are few loops (one per core), so a linear scan
+    /// The distinct event loops of `connections`. There are few (one per core), so a linear scan
     /// over them beats hashing.
-    static func byEventLoop(_ connections: [Connection]) -> [(any EventLoop, [Connection])] {
-        var groups: [(any EventLoop, [Connection])] = []
-        for connection in connections {
-            let loop = connection.eventLoop
-            if let index = groups.firstIndex(where: { $0.0 === loop }) {
-                groups[index].1.append(connection)
-            } else {
-                groups.append((loop, [connection]))
-            }
+    static func loops(of connections: [Connection]) -> [(ObjectIdentifier, any EventLoop)] {
+        var loops: [(ObjectIdentifier, any EventLoop)] = []
+        for connection in connections where !loops.contains(where: { $0.0 == connection.loopID }) {
+            loops.append((connection.loopID, connection.eventLoop))
         }
-        return groups
+        return loops
     }
 }
 

@@ -63,6 +63,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         self.identity = identity
         self.channel = channel
         self.eventLoop = channel.eventLoop
+        self.loopID = ObjectIdentifier(channel.eventLoop)
         self.wire = wire
         self.maxBufferedBytes = maxBufferedBytes
         self.metrics = metrics
@@ -82,6 +83,8 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     /// Kept, not asked of the channel: every delivery needs it.
     let eventLoop: any EventLoop
+    /// Its loop's identity, compared without copying the existential (a retain) per delivery.
+    let loopID: ObjectIdentifier
 
     /// Sends one frame (a reply) from any thread, after any deliveries still packed.
     func send(_ bytes: [UInt8]) {
