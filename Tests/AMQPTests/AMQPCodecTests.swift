@@ -154,7 +154,7 @@ struct AMQPCodecTests {
                 ).encoded()
             ]
         var generator = SystemRandomNumberGenerator()
-        let budget = Double(ProcessInfo.processInfo.environment["SWITCHBOARD_FUZZ_SECONDS"] ?? "") ?? 2
+        let budget = Double(ProcessInfo.processInfo.environment["SWITCHBOARD_FUZZ_SECONDS"] ?? "") ?? 1
         let deadline = ContinuousClock.now + .milliseconds(Int(budget * 1000))
         var rounds = 0
         while ContinuousClock.now < deadline {

@@ -145,7 +145,7 @@ struct StompCodecTests {
             "SEND\ncontent-length:3\n\na\0b\0", "SUBSCRIBE\nid:0\ndestination:/user/queue/x\nack:auto\n\n\0",
         ].map { Array($0.utf8) }
         var generator = SystemRandomNumberGenerator()
-        let deadline = ContinuousClock.now + .seconds(Double(ProcessInfo.processInfo.environment["SWITCHBOARD_FUZZ_SECONDS"] ?? "") ?? 2)
+        let deadline = ContinuousClock.now + .seconds(Double(ProcessInfo.processInfo.environment["SWITCHBOARD_FUZZ_SECONDS"] ?? "") ?? 1)
         var rounds = 0
         while ContinuousClock.now < deadline {
             rounds += 1

@@ -10,7 +10,8 @@ import Testing
 /// STOMP clients with hand-made frames over a raw WebSocket: every edge of the mapping
 /// (PROTOCOL.md, "STOMP 1.2 over WebSocket"). stomp.py, a real third-party client, is driven in
 /// `StompClientTests`.
-@Suite struct StompTests {
+/// One at a time: each starts a cluster, and eleven at once added to the full run's load.
+@Suite(.serialized) struct StompTests {
     @Test func theHighestOfferedVersionIsEchoedAndStompAlwaysAnswers() async throws {
         try await withCluster(nodes: 1) { cluster in
             let port = cluster.ports[0]
