@@ -78,8 +78,14 @@ package final class NodeProcess: Sendable {
     /// Up to 30 s, as for listening: a mesh node is ready once it has joined its peers, and
     /// with every suite loading both cores that once took more than 10 s (seen in CI).
     package func waitUntilReady() async throws {
-        try await eventually("\(nodeID) to be ready", timeout: .seconds(30)) {
-            (try? await SwitchboardTesting.http("GET", self.http("/readyz")).status) == 200
+        do {
+            try await eventually("\(nodeID) to be ready", timeout: .seconds(30)) {
+                (try? await SwitchboardTesting.http("GET", self.http("/readyz")).status) == 200
+            }
+        } catch is TimedOut {
+            // What the node said is what tells why (twice seen in CI with a mesh node).
+            let readyz = (try? await SwitchboardTesting.http("GET", self.http("/readyz")).body) ?? "no answer"
+            throw TimedOut(what: "\(nodeID) to be ready (/readyz: \(readyz)); it printed:\n\(printed.suffix(3000))")
         }
     }
 
