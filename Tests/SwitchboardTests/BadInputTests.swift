@@ -259,20 +259,33 @@ struct BadInputTests {
     /// its time is up, and not counted as a refused handshake: the admin page's refusals mean
     /// refusals.
     @Test func anIdleKeepAliveIsClosedWithoutCountingARefusal() async throws {
-        try await withCluster(nodes: 1, configure: { $0.handshakeTimeoutSeconds = 2 }) { cluster in
-            let socket = try await RawWebSocket.open(port: cluster.ports[0])
-            defer { socket.close() }
-            try await socket.write(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-            try await eventually("the answer") { socket.received.contains("{\"ok\":true}") }
-            try await eventually("the idle connection to be closed", timeout: .seconds(10)) { socket.isClosed }
+        try await withCluster(nodes: 1, configure: { $0.handshakeTimeoutSeconds = 3 }) { cluster in
             // URLSession may reuse a pooled connection the short deadline has just closed: a
             // reset is retried (a wrong count is not).
-            var metrics = ""
-            try await eventually("the metrics") {
-                metrics = (try? await http("GET", cluster.http(0, "/metrics")).body) ?? ""
-                return !metrics.isEmpty
+            func refusals() async throws -> Int {
+                var count = -1
+                try await eventually("the metrics") {
+                    let metrics = (try? await http("GET", cluster.http(0, "/metrics")).body) ?? ""
+                    let line = metrics.split(separator: "\n").first { $0.hasPrefix("switchboard_handshakes_refused_total ") }
+                    count = line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+                    return count >= 0
+                }
+                return count
             }
-            #expect(metrics.contains("switchboard_handshakes_refused_total 0"), "\(metrics)")
+            // A machine loaded by the full suite may not read the request before the deadline:
+            // that is an honest refusal (counted), and the attempt is made again.
+            for _ in 1...3 {
+                let before = try await refusals()
+                let socket = try await RawWebSocket.open(port: cluster.ports[0])
+                defer { socket.close() }
+                try await socket.write(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                try await eventually("an answer or a close") { socket.received.contains("{\"ok\":true}") || socket.isClosed }
+                guard socket.received.contains("{\"ok\":true}") else { continue }
+                try await eventually("the idle connection to be closed", timeout: .seconds(10)) { socket.isClosed }
+                #expect(try await refusals() == before, "an idle keep-alive closed is not a refusal")
+                return
+            }
+            Issue.record("no request was answered in three attempts")
         }
     }
 
