@@ -123,13 +123,21 @@ public final class AMQPConnection: Sendable {
     ) async throws -> AMQPConnection {
         let handler = AMQPHandler(
             address: address, heartbeatSeconds: heartbeatSeconds, logger: logger, onDelivery: onDelivery, onBlocked: onBlocked)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(timeout)
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
-            }
-            .connect(host: address.host, port: address.port).get()
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(timeout)
+                .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+                }
+                .connect(host: address.host, port: address.port).get()
+        } catch {
+            // No socket, no handshake: the handshake's promise is settled here (NIO traps on a
+            // promise left pending), and the caller hears why.
+            handler.failAll(error)
+            throw error
+        }
         let connection = AMQPConnection(channel: channel, handler: handler, timeout: timeout)
         do {
             try await connection.withTimeout(handler.opened.futureResult)

@@ -103,6 +103,14 @@ import Testing
         }
     }
 
+    /// A broker that is not there: connect throws at once, nothing is left pending.
+    @Test func noBrokerIsAnErrorNotAHang() async throws {
+        let port = try await freePorts(1)
+        await #expect(throws: (any Error).self) {
+            _ = try await AMQPConnection.connect(to: AMQPAddress(host: "127.0.0.1", port: port), logger: Self.logger)
+        }
+    }
+
     @Test func addressesParse() {
         #expect(
             AMQPAddress(url: "amqp://u:p@h:5673/v%2Fx") == AMQPAddress(host: "h", port: 5673, user: "u", password: "p", virtualHost: "v/x"))

@@ -204,6 +204,39 @@ import Testing
         }
     }
 
+    /// The limits of `/ws` hold for STOMP: the origin list, connections per user (counted at
+    /// CONNECT, where a STOMP client names itself), and the frame rate.
+    @Test func theLimitsOfJSONClientsHoldForStompClients() async throws {
+        try await withCluster(
+            nodes: 1,
+            configure: {
+                $0.allowedOrigins = ["https://app.example.com"]
+                $0.maxConnectionsPerUser = 1
+                $0.rateBurst = 5
+                $0.ratePerSecond = 1
+            }
+        ) { cluster in
+            let port = cluster.ports[0]
+            let foreign = try await RawWebSocket.connect(port: port, path: "/stomp", origin: "https://evil.example")
+            defer { foreign.close() }
+            try await foreign.waitForAnswer()
+            #expect(foreign.received.hasPrefix("HTTP/1.1 403"))
+
+            let first = try await StompSocket.open(port: port, path: "/stomp")
+            defer { first.close() }
+            #expect(try await first.connect(login: "solo").command == .connected)
+            let second = try await StompSocket.open(port: port, path: "/stomp")
+            defer { second.close() }
+            let refused = try await second.connect(login: "solo")
+            #expect(refused.command == .error && refused["message"] == "rate_limited")
+
+            // Over the rate: ERROR rate_limited, then the close.
+            for index in 0..<10 { try await first.raw.sendText("ACK\nid:\(index)\n\n\u{0}") }
+            #expect(try await first.frame { $0.command == .error }["message"] == "rate_limited")
+            try await eventually("the close") { first.raw.receivedClose(code: 1000) || first.raw.isClosed }
+        }
+    }
+
     @Test func framesMaySpanMessagesAndMessagesHoldSeveralFrames() async throws {
         try await withCluster(nodes: 1) { cluster in
             let socket = try await StompSocket.open(port: cluster.ports[0], path: "/stomp")
