@@ -92,6 +92,25 @@ let package = Package(
             ],
             path: "Sources/Backplanes/Mesh"
         ),
+        // Membership and presence over any broker (announces, deltas, beats): RabbitMQ's and NATS's.
+        .target(
+            name: "BrokerMembership",
+            dependencies: [
+                "SwitchboardCore", "ClusterCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Backplanes/Broker"
+        ),
+        .target(
+            name: "RabbitMQBackplane",
+            dependencies: [
+                "SwitchboardCore", "BrokerMembership", "AMQP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Backplanes/RabbitMQ"
+        ),
         .target(
             name: "RedisBackplane",
             dependencies: [
@@ -170,6 +189,7 @@ let package = Package(
             name: "switchboard",
             dependencies: [
                 "SwitchboardServer", "SwitchboardHub", "EmbeddedBackplane", "RedisBackplane", "HubBackplane", "MeshBackplane", "RESP",
+                "RabbitMQBackplane", "AMQP",
                 "SwitchboardProtocol",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -196,7 +216,7 @@ let package = Package(
         .testTarget(
             name: "ClusterCodecTests",
             dependencies: [
-                "ClusterCodec", "SwitchboardCore", "HubBackplane", "MeshBackplane", "RedisBackplane",
+                "ClusterCodec", "SwitchboardCore", "HubBackplane", "MeshBackplane", "RedisBackplane", "BrokerMembership",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/ClusterCodecTests",
@@ -237,7 +257,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
                 "SwitchboardClient", "STOMP", "AMQP",
-                "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane",
+                "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane", "BrokerMembership", "RabbitMQBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -122,7 +122,8 @@ public final class AMQPConnection: Sendable {
         onBlocked: @escaping @Sendable (String?) -> Void = { _ in }
     ) async throws -> AMQPConnection {
         let handler = AMQPHandler(
-            address: address, heartbeatSeconds: heartbeatSeconds, logger: logger, onDelivery: onDelivery, onBlocked: onBlocked)
+            address: address, heartbeatSeconds: heartbeatSeconds, confirmTimeout: timeout, logger: logger, onDelivery: onDelivery,
+            onBlocked: onBlocked)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -153,10 +154,16 @@ public final class AMQPConnection: Sendable {
     /// Sends a synchronous method on channel 1 and returns its reply.
     @discardableResult
     public func call(_ method: AMQPMethod) async throws -> AMQPMethod {
+        try await withTimeout(enqueueCall(method))
+    }
+
+    /// Queues a synchronous method in call order (calls made one after another, or under one
+    /// lock, reach the broker in that order) and returns its reply to come.
+    public func enqueueCall(_ method: AMQPMethod) -> EventLoopFuture<AMQPMethod> {
         let handler = self.handler
         let promise = channel.eventLoop.makePromise(of: AMQPMethod.self)
         channel.eventLoop.execute { handler.call(method, promise: promise) }
-        return try await withTimeout(promise.futureResult)
+        return promise.futureResult
     }
 
     /// Publishes on channel 1; returns once the broker confirmed it (basic.ack), throws if it
@@ -222,7 +229,10 @@ final class AMQPHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Replies awaited on channel 1, in the order the calls were sent.
     private var calls = CircularBuffer<EventLoopPromise<AMQPMethod>>()
     /// Publishes awaiting their confirm, by delivery tag.
-    private var confirms: [UInt64: EventLoopPromise<Void>] = [:]
+    private var confirms: [UInt64: (promise: EventLoopPromise<Void>, deadline: NIODeadline)] = [:]
+    /// How long a publish may wait for its confirm (a blocked broker stops reading before it
+    /// says so): then it fails with `timedOut`, and a late confirm is ignored.
+    private let confirmTimeout: TimeAmount
     private var nextTag: UInt64 = 1
     private var blocked: String?
     private var closedDone: EventLoopPromise<Void>?
@@ -231,13 +241,17 @@ final class AMQPHandler: ChannelInboundHandler, @unchecked Sendable {
     private var heartbeatTask: RepeatedTask?
     private var heardSinceCheck = true
     private var wroteSinceBeat = false
+    /// Heartbeat checks in a row that heard nothing from the broker.
+    private var silentChecks = 0
 
     init(
-        address: AMQPAddress, heartbeatSeconds: UInt16, logger: Logger, onDelivery: @escaping @Sendable (AMQPDelivery) -> Void,
+        address: AMQPAddress, heartbeatSeconds: UInt16, confirmTimeout: TimeAmount, logger: Logger,
+        onDelivery: @escaping @Sendable (AMQPDelivery) -> Void,
         onBlocked: @escaping @Sendable (String?) -> Void
     ) {
         self.address = address
         self.heartbeatSeconds = heartbeatSeconds
+        self.confirmTimeout = confirmTimeout
         self.logger = logger
         self.onDelivery = onDelivery
         self.onBlocked = onBlocked
@@ -375,9 +389,9 @@ final class AMQPHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func settle(_ tag: UInt64, multiple: Bool, _ outcome: (EventLoopPromise<Void>) -> Void) {
         if multiple {
-            for key in confirms.keys where key <= tag { outcome(confirms.removeValue(forKey: key)!) }
-        } else if let promise = confirms.removeValue(forKey: tag) {
-            outcome(promise)
+            for key in confirms.keys where key <= tag { outcome(confirms.removeValue(forKey: key)!.promise) }
+        } else if let pending = confirms.removeValue(forKey: tag) {
+            outcome(pending.promise)
         }
     }
 
@@ -399,7 +413,7 @@ final class AMQPHandler: ChannelInboundHandler, @unchecked Sendable {
     func publish(exchange: String, routingKey: String, body: [UInt8], properties: AMQPProperties, promise: EventLoopPromise<Void>) {
         guard phase == .open else { return promise.fail(AMQPConnectionError.connectionClosed) }
         if let blocked { return promise.fail(AMQPConnectionError.blocked(blocked)) }
-        confirms[nextTag] = promise
+        confirms[nextTag] = (promise, .now() + confirmTimeout)
         nextTag += 1
         // The body in frames of at most frame-max, less the frame's own 8 bytes.
         var frames: [AMQPFrame] = [
@@ -450,7 +464,15 @@ final class AMQPHandler: ChannelInboundHandler, @unchecked Sendable {
         while let call = calls.popFirst() { call.fail(error) }
         let pending = confirms
         confirms = [:]
-        for promise in pending.values { promise.fail(error) }
+        for entry in pending.values { entry.promise.fail(error) }
+    }
+
+    private func expireConfirms() {
+        let now = NIODeadline.now()
+        for (tag, entry) in confirms where entry.deadline < now {
+            confirms[tag] = nil
+            entry.promise.fail(AMQPConnectionError.timedOut)
+        }
     }
 
     /// Sends a heartbeat when nothing else went out for half a period; closes after two silent
@@ -458,9 +480,10 @@ final class AMQPHandler: ChannelInboundHandler, @unchecked Sendable {
     private func startHeartbeats(_ seconds: UInt16) {
         guard seconds > 0, let context else { return }
         let half = TimeAmount.milliseconds(Int64(seconds) * 500)
-        var silentChecks = 0
+        silentChecks = 0
         heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: half, delay: half) { [self] _ in
             if !wroteSinceBeat { send(.heartbeat) }
+            expireConfirms()
             wroteSinceBeat = false
             if heardSinceCheck {
                 silentChecks = 0

@@ -1,3 +1,4 @@
+import BrokerMembership
 import ClusterCodec
 import Foundation
 import HubBackplane
@@ -8,7 +9,8 @@ import Testing
 
 @testable import RedisBackplane
 
-/// The records that cross between nodes (Redis records, mesh and hub link frames) are decoded from
+/// The records that cross between nodes (Redis records, mesh and hub link frames, broker
+/// messages) are decoded from
 /// bytes another process sent: random, truncated and mutated input must be refused (nil), never
 /// crash, and valid input must round-trip. All three share one format (`ClusterCodec`).
 @Suite("Cluster record fuzzing")
@@ -190,6 +192,39 @@ struct RecordFuzzTests {
             MeshFrame.numbered(MeshFrame.message(seq: 0, envelope).encoded(), seq: 77) == MeshFrame.message(seq: 77, envelope).encoded())
         for bytes in Self.mutations(of: valid, rounds: 20000) {
             _ = MeshFrame.decode(bytes)
+        }
+    }
+
+    static let brokerFrames: [BrokerFrame] =
+        [
+            .announce(
+                MemberRecord(id: "n1", url: "ws://127.0.0.1:8080/ws", incarnation: 1_700_000_000_000),
+                load: NodeLoad(connections: 3, users: 2), wantsReplies: true, users: ["alice", "bob"],
+                rooms: [.init(room: "lobby", user: "alice"), .init(room: "é", user: "bob")]),
+            .announce(
+                MemberRecord(id: "n2", url: "u", incarnation: -1), load: NodeLoad(connections: 0, users: 0), wantsReplies: false, users: [],
+                rooms: []),
+            .delta(from: "n1", incarnation: 7, .online(user: "u")), .delta(from: "n1", incarnation: 7, .offline(user: "u")),
+            .delta(from: "n2", incarnation: 0, .joined(room: "r", user: "u")),
+            .delta(from: "n2", incarnation: 0, .left(room: "r", user: "u")),
+            .beat(from: "n3", incarnation: Int64.max, load: NodeLoad(connections: 1, users: 1)),
+            .bye(MemberRecord(id: "n1", url: "ws://h:1/ws", incarnation: 5, left: true)),
+        ] + envelopes.map { .message(origin: "n1", $0) }
+
+    @Test func brokerFramesRoundTripAndRefuseGarbage() {
+        var valid: [[UInt8]] = []
+        for frame in Self.brokerFrames {
+            let bytes = frame.bytes
+            valid.append(bytes)
+            #expect(BrokerFrame.decode(bytes) == frame)
+            if case .message = frame { continue }
+            for cut in 0..<bytes.count {
+                #expect(BrokerFrame.decode(Array(bytes[..<cut])) == nil)
+            }
+            #expect(BrokerFrame.decode(bytes + [0]) == nil)
+        }
+        for bytes in Self.mutations(of: valid, rounds: 20000) {
+            _ = BrokerFrame.decode(bytes)
         }
     }
 

@@ -22,9 +22,35 @@ package final class RabbitMQServer: @unchecked Sendable {
     package var url: String { "amqp://guest:guest@127.0.0.1:\(port)" }
 
     package static func start() async throws -> RabbitMQServer {
-        let server = RabbitMQServer(base: try await freePorts(3))
+        let server = try await reserve()
         try await server.start()
         return server
+    }
+
+    /// A broker on free ports, not started yet: for a node that starts before its broker.
+    package static func reserve() async throws -> RabbitMQServer {
+        RabbitMQServer(base: try await freePorts(3))
+    }
+
+    /// Runs `rabbitmqctl` against this broker (its node name, epmd and cookie).
+    package func control(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
+        process.arguments = ["-n", "sb\(port)@localhost"] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging([
+            "ERL_EPMD_PORT": "\(epmdPort)", "HOME": directory.path, "RABBITMQ_NODENAME": "sb\(port)@localhost",
+        ]) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ControlFailed(arguments: arguments, status: process.terminationStatus) }
+    }
+
+    package struct ControlFailed: Error, CustomStringConvertible {
+        let arguments: [String]
+        let status: Int32
+        package var description: String { "rabbitmqctl \(arguments.joined(separator: " ")) exited \(status)" }
     }
 
     /// Starts (or restarts, with its data) the broker and waits until its AMQP port accepts.

@@ -208,3 +208,14 @@ extension CommandLineTests {
         #expect(status != 0 && errors.contains("unknown log format 'xml'"), "\(errors)")
     }
 }
+
+extension CommandLineTests {
+    @Test func aBadRabbitMQAddressOrTwoBackplanesAreRefusedAtStart() async throws {
+        let (status, errors) = try await runToExit(["serve", "--rabbitmq", "http://127.0.0.1:5672"])
+        #expect(status != 0)
+        #expect(errors.contains("--rabbitmq must be amqp://"))
+        let (both, bothErrors) = try await runToExit(["serve", "--rabbitmq", "amqp://127.0.0.1", "--redis", "redis://127.0.0.1:6379"])
+        #expect(both != 0)
+        #expect(bothErrors.contains("choose one backplane: --redis, --rabbitmq"))
+    }
+}

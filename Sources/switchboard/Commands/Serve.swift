@@ -1,3 +1,4 @@
+import AMQP
 import ArgumentParser
 import EmbeddedBackplane
 import Foundation
@@ -7,6 +8,7 @@ import Logging
 import MeshBackplane
 import NIOSSL
 import RESP
+import RabbitMQBackplane
 import RedisBackplane
 import ServiceLifecycle
 import SwitchboardCore
@@ -19,6 +21,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "This node's id (default: random).") var nodeId: String?
     @Option(help: "WebSocket URL clients use for this node (default ws://HOST:PORT/ws).") var advertiseUrl: String?
     @Option(help: "Redis backplane: redis://HOST:PORT.") var redis: String?
+    @Option(help: "RabbitMQ backplane: amqp://USER:PASS@HOST:PORT[/VHOST].") var rabbitmq: String?
     @Option(help: "Mesh backplane: HOST:PORT,HOST:PORT of existing members.") var peers: String?
     @Option(help: "Hub backplane: ws://HOST:PORT of the hub.") var hub: String?
     @Option(help: "Shared secret of mesh and hub links.") var clusterSecret: String?
@@ -27,7 +30,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var configFile: ConfigFileOptions
 
     func run() async throws {
-        let choice = try BackplaneChoice(redis: redis, peers: peers, hub: hub, clusterSecret: clusterSecret)
+        let choice = try BackplaneChoice(redis: redis, rabbitmq: rabbitmq, peers: peers, hub: hub, clusterSecret: clusterSecret)
         var logger = try logging.bootstrap()
         var configuration = try node.configuration(nodeID: nodeId ?? "node-" + randomSuffix(), port: port)
         configuration.advertiseURL = advertiseUrl
@@ -53,11 +56,12 @@ struct Serve: AsyncParsableCommand {
 enum BackplaneChoice {
     case standalone
     case redis(url: String)
+    case rabbitmq(AMQPAddress)
     case hub(url: String, secret: String)
     case mesh(seeds: [String], secret: String)
 
-    init(redis: String?, peers: String?, hub: String?, clusterSecret: String?) throws {
-        let chosen = [("redis", redis), ("peers", peers), ("hub", hub)].filter { $0.1 != nil }.map(\.0)
+    init(redis: String?, rabbitmq: String? = nil, peers: String?, hub: String?, clusterSecret: String?) throws {
+        let chosen = [("redis", redis), ("rabbitmq", rabbitmq), ("peers", peers), ("hub", hub)].filter { $0.1 != nil }.map(\.0)
         guard chosen.count <= 1 else {
             throw ValidationError("choose one backplane: --\(chosen.joined(separator: ", --")) were given")
         }
@@ -79,6 +83,12 @@ enum BackplaneChoice {
             self = .mesh(seeds: seeds, secret: secret)
         } else if let url = redis {
             self = .redis(url: url)
+        } else if let url = rabbitmq {
+            guard let address = AMQPAddress(url: url) else {
+                throw ValidationError(
+                    "--rabbitmq must be amqp://USER:PASS@HOST:PORT[/VHOST] (a port from 1 to 65535, percent-escapes well-formed)")
+            }
+            self = .rabbitmq(address)
         } else {
             self = .standalone
         }
@@ -92,6 +102,12 @@ enum BackplaneChoice {
             let redis: RedisClient.Configuration
             do { redis = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }
             return RedisBackplane(configuration: .init(redis: redis, heartbeat: heartbeat, history: history), logger: logger)
+        case .rabbitmq(let address):
+            if history.isOn {
+                logger.notice(
+                    "the RabbitMQ backplane keeps no history: resumes get recovered:false and history is unsupported (docs/PROTOCOL.md)")
+            }
+            return RabbitMQBackplane(configuration: .init(broker: address, heartbeat: heartbeat), logger: logger)
         case .hub(let url, let secret):
             return HubBackplane(configuration: .init(hubURL: url, secret: secret, heartbeat: heartbeat, history: history), logger: logger)
         case .mesh(let seeds, let secret):
