@@ -1,6 +1,7 @@
 # Starting and stopping the servers under test; sourced by run.sh and profile.sh, which set SB
 # (the switchboard binary) and BENCH (switchboard-bench) first.
 PIDS=()
+TMPDIRS=()
 cleanup() { for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
@@ -31,11 +32,31 @@ start_servers() {
             node-ws) DIALECT=switchboard; path=/ws;;  # it speaks Switchboard's protocol
           esac
           TARGETS=ws://127.0.0.1:18401$path,ws://127.0.0.1:18402$path;;
+    rabbitmq) start_rabbitmq
+           for i in 1 2; do $SB serve --node-id q$i --port 1840$i --rabbitmq amqp://guest:guest@127.0.0.1:18410 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
+           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
   if [ -n "$stomp" ]; then DIALECT=stomp; TARGETS=${TARGETS//\/ws/\/stomp}; fi
 }
+# A private rabbitmq-server on 18410 (distribution 18411, its own epmd on 18412), in a fresh
+# folder; Debian's wrapper runs it as the rabbitmq user. Its Erlang VM's PID joins PIDS.
+start_rabbitmq() {
+  local dir; dir=$(mktemp -d /tmp/sb-bench-rabbitmq.XXXXXX); TMPDIRS+=("$dir")
+  mkdir -p "$dir/log"; echo '[].' > "$dir/enabled_plugins"
+  [ "$(id -u)" = 0 ] && chown -R rabbitmq:rabbitmq "$dir"
+  epmd -port 18412 -address 127.0.0.1 >/dev/null 2>&1 & PIDS+=($!)
+  env RABBITMQ_NODENAME=sbbench@localhost RABBITMQ_NODE_PORT=18410 RABBITMQ_DIST_PORT=18411 RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    ERL_EPMD_PORT=18412 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_PID_FILE="$dir/pid" HOME="$dir" \
+    rabbitmq-server >/dev/null 2>&1 & PIDS+=($!)
+  for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/18410) 2>/dev/null && break; sleep 0.1; done
+  PIDS+=("$(cat "$dir/pid")")
+}
 # Waits for each process to exit, so that the next server finds its ports free.
-stop_servers() { cleanup; for pid in "${PIDS[@]:-}"; do wait "$pid" 2>/dev/null || true; done; PIDS=(); }
+stop_servers() {
+  cleanup; for pid in "${PIDS[@]:-}"; do wait "$pid" 2>/dev/null || true; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done; PIDS=()
+  for dir in "${TMPDIRS[@]:-}"; do [ -n "$dir" ] && rm -rf "$dir"; done; TMPDIRS=()
+}
 

@@ -62,6 +62,15 @@ struct RabbitMQBackplaneTests {
             try await eventually("the broadcast to reach n3") {
                 try await nodes[2].metric("switchboard_backplane_events_received_total") == after[2] + 1
             }
+
+            // A user is online cluster-wide once its welcome came: a send from another node at
+            // once finds it (the node's presence change returned only after it reached every queue).
+            for n in 0..<20 {
+                let fresh = try await nodes[2].connect(user: "fresh\(n)")
+                let reply = try await alice.client.request(.send(to: "fresh\(n)", data: RawJSON("\(n)")))
+                #expect(reply.type == "ok", "fresh\(n): \(reply)")
+                _ = try await fresh.message { $0.data == .number("\(n)") }
+            }
         }
     }
 

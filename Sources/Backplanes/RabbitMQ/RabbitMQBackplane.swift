@@ -81,6 +81,8 @@ public final class RabbitMQBackplane: Backplane {
     /// Joins and leaves of one address run one at a time, so a bind and an unbind of the same
     /// key reach the broker in the order their changes were made.
     private let bindings = KeyedAsyncMutex()
+    /// Our deltas on their way round, by change (one at a time per key, see `bindings`).
+    private let echoes = Mutex<[InterestDelta: EventLoopPromise<Void>]>([:])
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -164,6 +166,7 @@ public final class RabbitMQBackplane: Backplane {
                         state.ready = nil
                     }
                 }
+                settleAllEchoes()
                 await link.close()
                 if state.withLock({ $0.stopped }) { break }
                 logger.warning("lost the connection to RabbitMQ at \(brokerName); cross-node messages are refused until it is back")
@@ -265,6 +268,7 @@ public final class RabbitMQBackplane: Backplane {
             return
         }
         guard case .message(let origin, let envelope) = frame else {
+            if case .delta(let id, _, let delta) = frame, id == membership.me?.id { settleEcho(of: delta) }
             for reply in membership.receive(frame) { answer(reply) }
             return
         }
@@ -347,13 +351,24 @@ public final class RabbitMQBackplane: Backplane {
                     )
                     .get()
                 }
-                // Not awaited: the others learn of the change when they consume it anyway, and a
-                // delta the broker does not confirm is covered by announcing everything again.
+                // The change returns once its delta came back through our own queue: then it is in
+                // every node's queue, ahead of anything a client may do next (a user reported
+                // offline a moment after its welcome, say). A delta the broker refuses is covered
+                // by announcing everything again.
                 if let frame {
+                    let loop = link.consumer.channel.eventLoop
+                    let echo = loop.makePromise(of: Void.self)
+                    echoes.withLock { $0[delta] = echo }
                     link.publisher.enqueuePublish(exchange: exchange, routingKey: keys.members, body: frame.bytes).whenFailure {
                         [weak self] _ in
+                        self?.settleEcho(of: delta, echo.futureResult)
                         self?.reannounce(on: link)
                     }
+                    let timer = loop.scheduleTask(in: TimeAmount(configuration.timeout)) { [weak self] in
+                        self?.settleEcho(of: delta, echo.futureResult)
+                    }
+                    try? await echo.futureResult.get()
+                    timer.cancel()
                 }
                 if holds == false {
                     _ = try await link.consumer.enqueueCall(
@@ -365,6 +380,23 @@ public final class RabbitMQBackplane: Backplane {
                 logger.debug("a binding change did not reach RabbitMQ; it is made again on reconnect", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// Completes the wait for a delta's echo, once, whoever gets here first.
+    private func settleEcho(of delta: InterestDelta, _ future: EventLoopFuture<Void>? = nil) {
+        let promise = echoes.withLock { echoes -> EventLoopPromise<Void>? in
+            guard let waiting = echoes[delta], future == nil || waiting.futureResult === future else { return nil }
+            return echoes.removeValue(forKey: delta)
+        }
+        promise?.succeed()
+    }
+
+    private func settleAllEchoes() {
+        let all = echoes.withLock { echoes in
+            defer { echoes = [:] }
+            return Array(echoes.values)
+        }
+        for promise in all { promise.succeed() }
     }
 
     public func members(of room: String) async throws -> [String] {
