@@ -39,6 +39,18 @@ let package = Package(
             ],
             path: "Sources/AMQP"
         ),
+        // A small NATS client of our own for the NATS backplane: the protocol's codec, one
+        // connection, and a client that fails over between the servers of a cluster.
+        .target(
+            name: "NATS",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/NATS"
+        ),
         // The STOMP 1.2 codec: frames, escaping, an incremental parser. No networking.
         .target(name: "STOMP", path: "Sources/STOMP"),
         // The one binary record format of what nodes tell each other (Redis, mesh and hub links).
@@ -110,6 +122,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Backplanes/RabbitMQ"
+        ),
+        .target(
+            name: "NATSBackplane",
+            dependencies: [
+                "SwitchboardCore", "BrokerMembership", "NATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Backplanes/NATS"
         ),
         .target(
             name: "RedisBackplane",
@@ -189,7 +210,7 @@ let package = Package(
             name: "switchboard",
             dependencies: [
                 "SwitchboardServer", "SwitchboardHub", "EmbeddedBackplane", "RedisBackplane", "HubBackplane", "MeshBackplane", "RESP",
-                "RabbitMQBackplane", "AMQP",
+                "RabbitMQBackplane", "AMQP", "NATSBackplane", "NATS",
                 "SwitchboardProtocol",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -224,6 +245,10 @@ let package = Package(
         ),
         // The AMQP codec on its own: fuzzed, with its kept corpus of malformed input.
         .testTarget(name: "AMQPTests", dependencies: ["AMQP"], path: "Tests/AMQPTests", exclude: ["Corpus"]),
+        // The NATS codec on its own: fuzzed, with its kept corpus of malformed input.
+        .testTarget(
+            name: "NATSTests", dependencies: ["NATS", .product(name: "NIOCore", package: "swift-nio")], path: "Tests/NATSTests",
+            exclude: ["Corpus"]),
         // The STOMP codec on its own: fuzzed, with its kept corpus of malformed frames.
         .testTarget(name: "STOMPTests", dependencies: ["STOMP"], path: "Tests/STOMPTests", exclude: ["Corpus"]),
         // The node's state machines, on their own and on NIO's EmbeddedChannel: no sockets.
@@ -258,6 +283,7 @@ let package = Package(
                 "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
                 "SwitchboardClient", "STOMP", "AMQP",
                 "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane", "BrokerMembership", "RabbitMQBackplane",
+                "NATS", "NATSBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

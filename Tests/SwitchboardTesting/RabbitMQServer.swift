@@ -32,19 +32,23 @@ package final class RabbitMQServer: @unchecked Sendable {
         RabbitMQServer(base: try await freePorts(3))
     }
 
-    /// Runs `rabbitmqctl` against this broker (its node name, epmd and cookie).
-    package func control(_ arguments: [String]) throws {
+    /// Runs `rabbitmqctl` against this broker (its node name, epmd and cookie); returns what it printed.
+    @discardableResult
+    package func control(_ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
         process.arguments = ["-n", "sb\(port)@localhost"] + arguments
         process.environment = ProcessInfo.processInfo.environment.merging([
             "ERL_EPMD_PORT": "\(epmdPort)", "HOME": directory.path, "RABBITMQ_NODENAME": "sb\(port)@localhost",
         ]) { $1 }
-        process.standardOutput = FileHandle.nullDevice
+        let output = Pipe()
+        process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
+        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw ControlFailed(arguments: arguments, status: process.terminationStatus) }
+        return printed
     }
 
     package struct ControlFailed: Error, CustomStringConvertible {

@@ -75,12 +75,19 @@ struct RabbitMQBackplaneTests {
     }
 
     @Test func aKilledNodeLeavesPresenceWithinThreeHeartbeats() async throws {
-        try await withRabbitMQNodes(heartbeat: 2) { _, nodes in
+        try await withRabbitMQNodes(heartbeat: 2) { broker, nodes in
+            // One queue per node, server-named.
+            func queues() throws -> Int {
+                try broker.control(["list_queues", "name"]).split(separator: "\n").filter { $0.hasPrefix("amq.gen-") }.count
+            }
+            #expect(try queues() == 3)
             // Heartbeat 2 s: three periods, plus scheduling slack on a busy machine.
             try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[2], registry: nodes[1], within: .seconds(8)) {
                 try await nodes[2].kill9()
             }
             try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await Self.aliveNodes(nodes[1]) == ["n1", "n2"] }
+            // The dead node's queue went with its connection.
+            try await eventually("the broker to delete n3's queue") { try queues() == 2 }
         }
     }
 

@@ -6,6 +6,8 @@ import HubBackplane
 import HummingbirdTLS
 import Logging
 import MeshBackplane
+import NATS
+import NATSBackplane
 import NIOSSL
 import RESP
 import RabbitMQBackplane
@@ -22,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "WebSocket URL clients use for this node (default ws://HOST:PORT/ws).") var advertiseUrl: String?
     @Option(help: "Redis backplane: redis://HOST:PORT.") var redis: String?
     @Option(help: "RabbitMQ backplane: amqp://USER:PASS@HOST:PORT[/VHOST].") var rabbitmq: String?
+    @Option(help: "NATS backplane: nats://HOST:PORT[,nats://HOST:PORT...] (servers of one NATS cluster).") var nats: String?
     @Option(help: "Mesh backplane: HOST:PORT,HOST:PORT of existing members.") var peers: String?
     @Option(help: "Hub backplane: ws://HOST:PORT of the hub.") var hub: String?
     @Option(help: "Shared secret of mesh and hub links.") var clusterSecret: String?
@@ -30,7 +33,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var configFile: ConfigFileOptions
 
     func run() async throws {
-        let choice = try BackplaneChoice(redis: redis, rabbitmq: rabbitmq, peers: peers, hub: hub, clusterSecret: clusterSecret)
+        let choice = try BackplaneChoice(redis: redis, rabbitmq: rabbitmq, nats: nats, peers: peers, hub: hub, clusterSecret: clusterSecret)
         var logger = try logging.bootstrap()
         var configuration = try node.configuration(nodeID: nodeId ?? "node-" + randomSuffix(), port: port)
         configuration.advertiseURL = advertiseUrl
@@ -57,11 +60,13 @@ enum BackplaneChoice {
     case standalone
     case redis(url: String)
     case rabbitmq(AMQPAddress)
+    case nats([NATSClient.Server])
     case hub(url: String, secret: String)
     case mesh(seeds: [String], secret: String)
 
-    init(redis: String?, rabbitmq: String? = nil, peers: String?, hub: String?, clusterSecret: String?) throws {
-        let chosen = [("redis", redis), ("rabbitmq", rabbitmq), ("peers", peers), ("hub", hub)].filter { $0.1 != nil }.map(\.0)
+    init(redis: String?, rabbitmq: String? = nil, nats: String? = nil, peers: String?, hub: String?, clusterSecret: String?) throws {
+        let chosen = [("redis", redis), ("rabbitmq", rabbitmq), ("nats", nats), ("peers", peers), ("hub", hub)].filter { $0.1 != nil }.map(
+            \.0)
         guard chosen.count <= 1 else {
             throw ValidationError("choose one backplane: --\(chosen.joined(separator: ", --")) were given")
         }
@@ -89,6 +94,13 @@ enum BackplaneChoice {
                     "--rabbitmq must be amqp://USER:PASS@HOST:PORT[/VHOST] (a port from 1 to 65535, percent-escapes well-formed)")
             }
             self = .rabbitmq(address)
+        } else if let list = nats {
+            let urls = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let servers = urls.compactMap { NATSClient.Server(url: $0) }
+            guard !urls.isEmpty, servers.count == urls.count else {
+                throw ValidationError("--nats must be nats://HOST:PORT[,nats://HOST:PORT...]")
+            }
+            self = .nats(servers)
         } else {
             self = .standalone
         }
@@ -108,6 +120,12 @@ enum BackplaneChoice {
                     "the RabbitMQ backplane keeps no history: resumes get recovered:false and history is unsupported (docs/PROTOCOL.md)")
             }
             return RabbitMQBackplane(configuration: .init(broker: address, heartbeat: heartbeat), logger: logger)
+        case .nats(let servers):
+            if history.isOn {
+                logger.notice(
+                    "the NATS backplane keeps no history: resumes get recovered:false and history is unsupported (docs/PROTOCOL.md)")
+            }
+            return NATSBackplane(configuration: .init(servers: servers, heartbeat: heartbeat), logger: logger)
         case .hub(let url, let secret):
             return HubBackplane(configuration: .init(hubURL: url, secret: secret, heartbeat: heartbeat, history: history), logger: logger)
         case .mesh(let seeds, let secret):
