@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh; RabbitMQ on
-# request: SERVERS="redis rabbitmq", after apt-get install rabbitmq-server) and the peers
+# Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh; RabbitMQ and
+# NATS on request: SERVERS="redis rabbitmq nats", after apt-get install rabbitmq-server
+# nats-server) and the peers
 # (Centrifuge, python-socketio, Node ws, each two nodes over Redis), one after the other on this
 # machine, and writes one JSON line per result to bench/results/latest.jsonl.
 #   bench/peers/install.sh       # once: the peers, from Debian

@@ -35,6 +35,9 @@ start_servers() {
     rabbitmq) start_rabbitmq
            for i in 1 2; do $SB serve --node-id q$i --port 1840$i --rabbitmq amqp://guest:guest@127.0.0.1:18410 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
+    nats) nats-server -a 127.0.0.1 -p 18413 >/dev/null 2>&1 & PIDS+=($!); sleep 0.3
+          for i in 1 2; do $SB serve --node-id s$i --port 1840$i --nats nats://127.0.0.1:18413 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
+          SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac

@@ -82,25 +82,14 @@ package final class NATSCluster: @unchecked Sendable {
 
     /// The INFO a server sends first, as JSON.
     static func info(port: Int) -> [String: Any]? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        withLoopbackSocket(port: port) { fd in
+            var bytes = [UInt8](repeating: 0, count: 8192)
+            let count = read(fd, &bytes, bytes.count)
+            guard count > 5 else { return nil }
+            let line = bytes[..<count]
+            guard line.starts(with: Array("INFO ".utf8)), let end = line.firstIndex(of: 13) else { return nil }
+            return (try? JSONSerialization.jsonObject(with: Data(line[5..<end]))) as? [String: Any]
         }
-        guard connected else { return nil }
-        var bytes = [UInt8](repeating: 0, count: 8192)
-        let count = read(fd, &bytes, bytes.count)
-        guard count > 5 else { return nil }
-        let line = bytes[..<count]
-        guard line.starts(with: Array("INFO ".utf8)), let end = line.firstIndex(of: 13) else { return nil }
-        return (try? JSONSerialization.jsonObject(with: Data(line[5..<end]))) as? [String: Any]
     }
 
     package struct Missing: Error, CustomStringConvertible {

@@ -110,3 +110,41 @@ package func expectNodeLossNoticed(
     _ = try await watcher.message { $0.data == .string("still here") }
     #expect(await watcher.received().filter { $0.type == "left" && $0.user == "victim" }.isEmpty)
 }
+
+/// The ids of the nodes `node` lists alive in `/api/nodes`, sorted.
+package func aliveNodes(_ node: NodeProcess) async throws -> [String] {
+    let listed = try await http("GET", node.http("/api/nodes")).json?["nodes"]?.array ?? []
+    return listed.filter { $0["alive"] == .bool(true) }.compactMap { $0["id"]?.string }.sorted()
+}
+
+/// For backplanes that route by interest (mesh, RabbitMQ, NATS): a message crosses only to nodes
+/// with a recipient (counted by each node's `backplane_events_received`), a broadcast to all,
+/// and a user is online cluster-wide once its welcome came. `room` and `user` may hold dots.
+package func exerciseTargetedRouting(_ nodes: [NodeProcess], room: String, user: String) async throws {
+    let counter = "switchboard_backplane_events_received_total"
+    let alice = try await nodes[0].connect(user: "alice-t")
+    let bob = try await nodes[1].connect(user: user)
+    try await bob.client.join(room)
+    // n1 has heard of the join (presence) before the count starts.
+    try await eventually("n1 to see \(user) in \(room)") { try await alice.client.presence(room) == [user] }
+    var before: [Double] = []
+    for node in nodes { before.append(try await node.metric(counter)) }
+    for n in 0..<20 { try await alice.client.publish(room, data: "\(n)") }
+    for n in 0..<20 { try await alice.client.send(to: user, data: "\(n)") }
+    for n in 0..<20 { _ = try await bob.message { $0.data == .number("\(n)") && $0.room == nil } }
+    var after: [Double] = []
+    for node in nodes { after.append(try await node.metric(counter)) }
+    // n2 got the 20 room messages and the 20 direct ones; n3, with no recipient, got none.
+    #expect(after[1] - before[1] == 40)
+    #expect(after[2] - before[2] == 0)
+    try await alice.client.broadcast(data: "\"all\"")
+    try await eventually("the broadcast to reach n3") { try await nodes[2].metric(counter) == after[2] + 1 }
+
+    // Online cluster-wide once welcomed: a send from another node at once finds the user.
+    for n in 0..<20 {
+        let fresh = try await nodes[2].connect(user: "fresh\(n)")
+        let reply = try await alice.client.request(.send(to: "fresh\(n)", data: RawJSON("\(n)")))
+        #expect(reply.type == "ok", "fresh\(n): \(reply)")
+        _ = try await fresh.message { $0.data == .number("\(n)") }
+    }
+}

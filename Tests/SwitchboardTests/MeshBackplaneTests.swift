@@ -35,7 +35,7 @@ struct MeshBackplaneTests {
             nodes = try await Self.startMesh(count, heartbeat: heartbeat, logLevel: logLevel)
             for node in nodes { try await node.waitUntilReady() }
             try await eventually("every node to see all \(count)") {
-                for node in nodes where try await Self.aliveNodes(node) != nodes.map(\.nodeID).sorted() { return false }
+                for node in nodes where try await aliveNodes(node) != nodes.map(\.nodeID).sorted() { return false }
                 return true
             }
             try await body(nodes)
@@ -67,11 +67,6 @@ struct MeshBackplaneTests {
             }
         }
         throw TimedOut(what: "free ports for the mesh")
-    }
-
-    static func aliveNodes(_ node: NodeProcess) async throws -> [String] {
-        let listed = try await http("GET", node.http("/api/nodes")).json?["nodes"]?.array ?? []
-        return listed.filter { $0["alive"] == .bool(true) }.compactMap { $0["id"]?.string }.sorted()
     }
 
     @Test func everyProtocolRowAcrossThreeNodes() async throws {
@@ -131,7 +126,7 @@ struct MeshBackplaneTests {
             try await fourth.waitUntilReady()
             // It learned the whole member list from its one seed, and everyone learned of it.
             for node in nodes + [fourth] {
-                try await eventually("\(node.nodeID) to see four nodes") { try await Self.aliveNodes(node) == ["n1", "n2", "n3", "n4"] }
+                try await eventually("\(node.nodeID) to see four nodes") { try await aliveNodes(node) == ["n1", "n2", "n3", "n4"] }
             }
             for id in ["n1", "n2", "n3"] { #expect(fourth.printed.contains("linked to node \(id)")) }
             for node in nodes { #expect(node.printed.contains("linked to node n4")) }
@@ -156,7 +151,7 @@ struct MeshBackplaneTests {
                 try await nodes[2].kill9()
             }
             // Every survivor dropped it (each judges for itself), and n1 and n2 still talk.
-            try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await Self.aliveNodes(nodes[1]) == ["n1", "n2"] }
+            try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await aliveNodes(nodes[1]) == ["n1", "n2"] }
             let bob = try await nodes[1].connect(user: "bob2")
             try await bob.client.join("room")
             let watcher = try await nodes[0].connect(user: "w2")
@@ -189,7 +184,7 @@ struct MeshBackplaneTests {
             defer { restarted.killNow() }
             try await restarted.waitUntilReady()
             _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "victim" }
-            try await eventually("n1 to see n3 again") { try await Self.aliveNodes(nodes[0]) == ["n1", "n2", "n3"] }
+            try await eventually("n1 to see n3 again") { try await aliveNodes(nodes[0]) == ["n1", "n2", "n3"] }
             #expect(try await watcher.client.presence("room") == ["watcher"])
 
             let again = try await restarted.connect(user: "victim")
@@ -210,7 +205,7 @@ struct MeshBackplaneTests {
             defer { intruder.killNow() }
             try await eventually("the intruder to say why") { intruder.printed.contains("refused this node's link") }
             #expect(try await http("GET", intruder.http("/readyz")).status == 503)
-            #expect(try await Self.aliveNodes(nodes[0]) == ["n1"])
+            #expect(try await aliveNodes(nodes[0]) == ["n1"])
             let listed = try await http("GET", nodes[0].http("/api/nodes")).json?["nodes"]?.array ?? []
             #expect(listed.compactMap { $0["id"]?.string } == ["n1"])
 
@@ -322,36 +317,11 @@ struct MeshBackplaneTests {
             #expect(try await nodes[1].terminate() == 0)
             // Heartbeat 5 s: silence would take 15 s; the goodbye makes it immediate.
             _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "leaver" }
-            #expect(try await Self.aliveNodes(nodes[0]) == ["n1"])
+            #expect(try await aliveNodes(nodes[0]) == ["n1"])
         }
     }
 
     @Test func messagesCrossOnlyToNodesWithARecipient() async throws {
-        try await withMesh { nodes in
-            let alice = try await nodes[0].connect(user: "alice")
-            let bob = try await nodes[1].connect(user: "bob")
-            try await bob.client.join("only-n2")
-            let before = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
-            for n in 0..<20 { try await alice.client.publish("only-n2", data: "\(n)") }
-            for n in 0..<20 { try await alice.client.send(to: "bob", data: "\(n)") }
-            for n in 0..<20 { _ = try await bob.message { $0.data == .number("\(n)") && $0.room == nil } }
-            let after = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
-            // n2 got the 20 room messages and the 20 direct ones; n3, with no recipient, got none.
-            #expect(after[1] - before[1] == 40)
-            #expect(after[2] - before[2] == 0)
-            // A broadcast reaches every node.
-            try await alice.client.broadcast(data: "\"all\"")
-            try await eventually("the broadcast to reach n3") {
-                try await nodes[2].metric("switchboard_backplane_events_received_total") == after[2] + 1
-            }
-        }
-    }
-}
-
-extension Array {
-    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
-        var results: [T] = []
-        for element in self { results.append(try await transform(element)) }
-        return results
+        try await withMesh { nodes in try await exerciseTargetedRouting(nodes, room: "only-n2", user: "bob") }
     }
 }

@@ -27,16 +27,11 @@ struct NATSBackplaneTests {
             }
             for node in nodes { try await node.waitUntilReady() }
             try await eventually("every node to see all three") {
-                for node in nodes where try await Self.aliveNodes(node) != ["n1", "n2", "n3"] { return false }
+                for node in nodes where try await aliveNodes(node) != ["n1", "n2", "n3"] { return false }
                 return true
             }
             try await body(cluster, nodes)
         }
-    }
-
-    static func aliveNodes(_ node: NodeProcess) async throws -> [String] {
-        let listed = try await http("GET", node.http("/api/nodes")).json?["nodes"]?.array ?? []
-        return listed.filter { $0["alive"] == .bool(true) }.compactMap { $0["id"]?.string }.sorted()
     }
 
     @Test func everyProtocolRowAndTargetedRouting() async throws {
@@ -45,29 +40,7 @@ struct NATSBackplaneTests {
             try await exerciseNoHistoryRows(nodes)
 
             // Names with dots are escaped into one subject token: "a.b" and "a" do not mix.
-            let alice = try await nodes[0].connect(user: "alice-t")
-            let bob = try await nodes[1].connect(user: "bob.t")
-            try await bob.client.join("only.n2")
-            try await eventually("n1 to see bob.t in the room") { try await alice.client.presence("only.n2") == ["bob.t"] }
-            let before = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
-            for n in 0..<20 { try await alice.client.publish("only.n2", data: "\(n)") }
-            for n in 0..<20 { try await alice.client.send(to: "bob.t", data: "\(n)") }
-            for n in 0..<20 { _ = try await bob.message { $0.data == .number("\(n)") && $0.room == nil } }
-            let after = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
-            // n2 got the 20 room messages and the 20 direct ones; n3, with no recipient, got none.
-            #expect(after[1] - before[1] == 40)
-            #expect(after[2] - before[2] == 0)
-            try await alice.client.broadcast(data: "\"all\"")
-            try await eventually("the broadcast to reach n3") {
-                try await nodes[2].metric("switchboard_backplane_events_received_total") == after[2] + 1
-            }
-            // A user is online cluster-wide once its welcome came.
-            for n in 0..<20 {
-                let fresh = try await nodes[2].connect(user: "fresh\(n)")
-                let reply = try await alice.client.request(.send(to: "fresh\(n)", data: RawJSON("\(n)")))
-                #expect(reply.type == "ok", "fresh\(n): \(reply)")
-                _ = try await fresh.message { $0.data == .number("\(n)") }
-            }
+            try await exerciseTargetedRouting(nodes, room: "only.n2", user: "bob.t")
         }
     }
 
@@ -76,7 +49,7 @@ struct NATSBackplaneTests {
             try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[2], registry: nodes[1], within: .seconds(8)) {
                 try await nodes[2].kill9()
             }
-            try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await Self.aliveNodes(nodes[1]) == ["n1", "n2"] }
+            try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await aliveNodes(nodes[1]) == ["n1", "n2"] }
         }
     }
 

@@ -26,16 +26,11 @@ struct RabbitMQBackplaneTests {
             }
             for node in nodes { try await node.waitUntilReady() }
             try await eventually("every node to see all \(count)") {
-                for node in nodes where try await Self.aliveNodes(node) != nodes.map(\.nodeID).sorted() { return false }
+                for node in nodes where try await aliveNodes(node) != nodes.map(\.nodeID).sorted() { return false }
                 return true
             }
             try await body(broker, nodes)
         }
-    }
-
-    static func aliveNodes(_ node: NodeProcess) async throws -> [String] {
-        let listed = try await http("GET", node.http("/api/nodes")).json?["nodes"]?.array ?? []
-        return listed.filter { $0["alive"] == .bool(true) }.compactMap { $0["id"]?.string }.sorted()
     }
 
     /// The shared rows, the rows of a backplane without history, and the proof that a message
@@ -45,32 +40,7 @@ struct RabbitMQBackplaneTests {
             try await exerciseProtocolRows(nodes)
             try await exerciseNoHistoryRows(nodes)
 
-            let alice = try await nodes[0].connect(user: "alice-t")
-            let bob = try await nodes[1].connect(user: "bob-t")
-            try await bob.client.join("only-n2")
-            // n1 has heard of bob's join (presence) before the count starts.
-            try await eventually("n1 to see bob-t in the room") { try await alice.client.presence("only-n2") == ["bob-t"] }
-            let before = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
-            for n in 0..<20 { try await alice.client.publish("only-n2", data: "\(n)") }
-            for n in 0..<20 { try await alice.client.send(to: "bob-t", data: "\(n)") }
-            for n in 0..<20 { _ = try await bob.message { $0.data == .number("\(n)") && $0.room == nil } }
-            let after = try await nodes.asyncMap { try await $0.metric("switchboard_backplane_events_received_total") }
-            // n2 got the 20 room messages and the 20 direct ones; n3, with no recipient, got none.
-            #expect(after[1] - before[1] == 40)
-            #expect(after[2] - before[2] == 0)
-            try await alice.client.broadcast(data: "\"all\"")
-            try await eventually("the broadcast to reach n3") {
-                try await nodes[2].metric("switchboard_backplane_events_received_total") == after[2] + 1
-            }
-
-            // A user is online cluster-wide once its welcome came: a send from another node at
-            // once finds it (the node's presence change returned only after it reached every queue).
-            for n in 0..<20 {
-                let fresh = try await nodes[2].connect(user: "fresh\(n)")
-                let reply = try await alice.client.request(.send(to: "fresh\(n)", data: RawJSON("\(n)")))
-                #expect(reply.type == "ok", "fresh\(n): \(reply)")
-                _ = try await fresh.message { $0.data == .number("\(n)") }
-            }
+            try await exerciseTargetedRouting(nodes, room: "only-n2", user: "bob-t")
         }
     }
 
@@ -85,7 +55,7 @@ struct RabbitMQBackplaneTests {
             try await expectNodeLossNoticed(watching: nodes[0], lost: nodes[2], registry: nodes[1], within: .seconds(8)) {
                 try await nodes[2].kill9()
             }
-            try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await Self.aliveNodes(nodes[1]) == ["n1", "n2"] }
+            try await eventually("n2 to drop n3", timeout: .seconds(8)) { try await aliveNodes(nodes[1]) == ["n1", "n2"] }
             // The dead node's queue went with its connection.
             try await eventually("the broker to delete n3's queue") { try queues() == 2 }
         }
@@ -101,7 +71,7 @@ struct RabbitMQBackplaneTests {
             #expect(try await nodes[1].terminate() == 0)
             // Heartbeat 30 s: silence would take 90 s; the goodbye makes it immediate.
             _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "leaver" }
-            #expect(try await Self.aliveNodes(nodes[0]) == ["n1"])
+            #expect(try await aliveNodes(nodes[0]) == ["n1"])
         }
     }
 

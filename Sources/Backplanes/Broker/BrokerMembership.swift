@@ -198,6 +198,21 @@ public final class BrokerMembership: Sendable {
         deliver(events)
     }
 
+    /// Until cancelled: every quarter heartbeat (at most every second) drops silent members;
+    /// every heartbeat hands `publish` a beat with our load.
+    public func keepBeating(_ publish: (BrokerFrame) -> Void) async {
+        let tick = max(min(heartbeat / 4, .seconds(1)), .milliseconds(50))
+        var lastBeat = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: tick)
+            let now = ContinuousClock.now
+            sweep(at: now)
+            guard now - lastBeat >= heartbeat else { continue }
+            lastBeat = now
+            if let beat = beat() { publish(beat) }
+        }
+    }
+
     private func deliver(_ events: [ClusterEvent]) {
         guard !events.isEmpty, let receiver = state.withLock({ $0.receiver }) else { return }
         for event in events { receiver.receive(event) }

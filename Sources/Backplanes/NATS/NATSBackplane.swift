@@ -76,7 +76,12 @@ public final class NATSBackplane: Backplane {
     public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.client.run() }
-            group.addTask { await self.heartbeats() }
+            group.addTask {
+                await self.membership.keepBeating { beat in
+                    guard self.state.withLock({ $0.joined }) else { return }
+                    _ = self.client.publish(self.configuration.subjects.members, beat.bytes)
+                }
+            }
             await untilCancelled()
             state.withLock { $0.stopped = true }
             changed.poke()
@@ -136,24 +141,6 @@ public final class NATSBackplane: Backplane {
         case .announce(let id, let wantsReplies):
             guard let frame = membership.announcement(wantsReplies: wantsReplies) else { return }
             _ = client.publish(configuration.subjects.node(id), frame.bytes)
-        }
-    }
-
-    /// Every quarter heartbeat (at most every second): drops silent members; every heartbeat:
-    /// publishes a beat with our load.
-    private func heartbeats() async {
-        let heartbeat = configuration.heartbeat
-        let tick = max(min(heartbeat / 4, .seconds(1)), .milliseconds(50))
-        var lastBeat = ContinuousClock.now
-        while !Task.isCancelled {
-            try? await Task.sleep(for: tick)
-            let now = ContinuousClock.now
-            membership.sweep(at: now)
-            guard now - lastBeat >= heartbeat else { continue }
-            lastBeat = now
-            if state.withLock({ $0.joined }), let beat = membership.beat() {
-                _ = client.publish(configuration.subjects.members, beat.bytes)
-            }
         }
     }
 

@@ -100,7 +100,13 @@ public final class RabbitMQBackplane: Backplane {
     public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.keepConnected() }
-            group.addTask { await self.heartbeats() }
+            group.addTask {
+                await self.membership.keepBeating { beat in
+                    guard let link = self.state.withLock({ $0.ready }) else { return }
+                    _ = link.publisher.enqueuePublish(
+                        exchange: self.configuration.exchange, routingKey: self.keys.members, body: beat.bytes)
+                }
+            }
             await untilCancelled()
             state.withLock { $0.stopped = true }
             changed.poke()
@@ -288,26 +294,6 @@ public final class RabbitMQBackplane: Backplane {
                 return
             }
             _ = link.publisher.enqueuePublish(exchange: configuration.exchange, routingKey: keys.node(id), body: frame.bytes)
-        }
-    }
-
-    // MARK: Heartbeats
-
-    /// Every quarter heartbeat (at most every second): drops silent members; every heartbeat:
-    /// publishes a beat with our load.
-    private func heartbeats() async {
-        let heartbeat = configuration.heartbeat
-        let tick = max(min(heartbeat / 4, .seconds(1)), .milliseconds(50))
-        var lastBeat = ContinuousClock.now
-        while !Task.isCancelled {
-            try? await Task.sleep(for: tick)
-            let now = ContinuousClock.now
-            membership.sweep(at: now)
-            guard now - lastBeat >= heartbeat else { continue }
-            lastBeat = now
-            if let link = state.withLock({ $0.ready }), let beat = membership.beat() {
-                _ = link.publisher.enqueuePublish(exchange: configuration.exchange, routingKey: keys.members, body: beat.bytes)
-            }
         }
     }
 
