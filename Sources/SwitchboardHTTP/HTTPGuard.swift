@@ -85,7 +85,8 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
     private var timer: Scheduled<Void>?
     /// Counted among the connections waiting for their first bytes.
     private var counted = false
-    /// Requests read whose response is not written yet.
+    /// Requests read whose response is not written yet; below zero while a response was written
+    /// before its request's end was read (a server may answer a GET as soon as its head is in).
     private var inFlight = 0
     /// A response head is written and its end is not: an error can no longer be answered.
     private(set) var responding = false
@@ -134,6 +135,9 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
     /// A whole request has been read.
     func requestCompleted() {
         inFlight += 1
+        // Answered already: the idle deadline armed by that response stands (cancelling it here
+        // left an idle keep-alive open for good, seen under load in CI).
+        guard inFlight > 0 else { return }
         timer?.cancel()
         timer = nil
     }
@@ -145,8 +149,8 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
     /// A response is written: the next request must complete within the timeout.
     func responseCompleted() {
         responding = false
-        inFlight = max(0, inFlight - 1)
-        if inFlight == 0 {
+        inFlight -= 1
+        if inFlight <= 0 {
             idleAfterResponse = true
             arm()
         }
