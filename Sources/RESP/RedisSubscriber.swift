@@ -25,6 +25,9 @@ public final class RedisSubscriber: Sendable {
     private let sharded: Bool
     private let confirmationTimeout: Duration
     private let state = Mutex(State())
+    /// Told of a channel the server unsubscribed us from by itself: on a Redis Cluster, its slot
+    /// moved to another shard (or this one is no longer a master). The channel is forgotten here.
+    private let onDropped: @Sendable (String) -> Void
 
     private struct State {
         var channels: Set<String> = []
@@ -32,8 +35,12 @@ public final class RedisSubscriber: Sendable {
         var confirmations: [String: [CheckedContinuation<Void, any Error>]] = [:]
     }
 
-    public init(configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger) {
+    public init(
+        configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger,
+        onDropped: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         (events, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
+        self.onDropped = onDropped
         self.sharded = sharded
         self.confirmationTimeout = .seconds(5)
         let box = Mutex<RedisSubscriber?>(nil)
@@ -134,7 +141,17 @@ public final class RedisSubscriber: Sendable {
         case "message", "smessage":
             guard let channel = parts[1].string, let payload = parts[2].bytes else { return }
             continuation.yield(.message(RedisMessage(channel: channel, payload: payload)))
-        case "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe":
+        case "sunsubscribe":
+            guard let channel = parts[1].string else { return }
+            let key = kind + " " + channel
+            // Not asked for: the server dropped the channel (its slot moved).
+            let unsolicited = state.withLock { state in
+                guard state.confirmations[key] == nil, state.channels.contains(channel) else { return false }
+                state.channels.remove(channel)
+                return true
+            }
+            if unsolicited { onDropped(channel) } else { resume(key, with: .success(())) }
+        case "subscribe", "ssubscribe", "unsubscribe":
             if let channel = parts[1].string { resume(kind + " " + channel, with: .success(())) }
         default:
             break

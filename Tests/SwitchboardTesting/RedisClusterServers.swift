@@ -30,6 +30,14 @@ package final class RedisClusterServers: @unchecked Sendable {
                 for port in servers.ports where try await servers.info(port)["cluster_state"] != "ok" { return false }
                 return true
             }
+            // A replica that has not synced with its master yet would not take over from it.
+            try await eventually("every replica to be in sync with its master", timeout: .seconds(30)) {
+                for port in servers.ports {
+                    let replication = try await servers.info(port, section: "replication")
+                    if replication["role"] == "slave" && replication["master_link_status"] != "up" { return false }
+                }
+                return true
+            }
         } catch {
             servers.stop()
             throw error

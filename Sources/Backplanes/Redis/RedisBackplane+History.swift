@@ -19,11 +19,11 @@ extension RedisBackplane {
         return RedisError.server(message)
     }
 
-    func loadScripts(using send: @Sendable ([RESPArgument]) async throws -> RESPValue) async throws {
+    /// Loads both scripts with `load` (SCRIPT LOAD on one Redis, on every master of a cluster).
+    func loadScripts(using load: @Sendable (String) async throws -> String) async throws {
         guard configuration.history.isOn else { return }
-        guard let append = try await send(["SCRIPT", "LOAD", RESPArgument(HistoryScripts.append)]).string,
-            let read = try await send(["SCRIPT", "LOAD", RESPArgument(HistoryScripts.read)]).string
-        else { throw RedisError.server("SCRIPT LOAD did not answer a SHA") }
+        let append = try await load(HistoryScripts.append)
+        let read = try await load(HistoryScripts.read)
         loadedScripts.withLock { $0 = (append, read) }
     }
 

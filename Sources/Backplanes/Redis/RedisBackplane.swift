@@ -20,6 +20,8 @@ import Synchronization
 public final class RedisBackplane: Backplane {
     public struct Configuration: Sendable {
         public var redis: RedisClient.Configuration
+        /// Set for a Redis Cluster: its members to ask for the slot map (`redis` is then unused).
+        public var clusterSeeds: [ClusterSlotMap.Node]?
         public var heartbeat: Duration
         public var prefix = "sb"
         /// History kept in Redis, per room and per inbox.
@@ -46,8 +48,8 @@ public final class RedisBackplane: Backplane {
 
     let configuration: Configuration
     let names: RedisNames
-    let commands: RedisClient
-    let subscriber: RedisSubscriber
+    let commands: any RedisCommanding
+    let subscriber: any RedisSubscribing
     let logger: Logger
     private let state = Mutex(State())
     /// SHA1s of the history scripts once loaded (`SCRIPT LOAD`), so that a publish sends
@@ -62,21 +64,49 @@ public final class RedisBackplane: Backplane {
         subscriptionsLogger[metadataKey: "redis.connection"] = "subscriptions"
         var commandsLogger = logger
         commandsLogger[metadataKey: "redis.connection"] = "commands"
-        self.subscriber = RedisSubscriber(configuration: configuration.redis, sharded: true, logger: subscriptionsLogger)
         let box = Mutex<RedisBackplane?>(nil)
-        self.commands = RedisClient(
-            configuration: configuration.redis, logger: commandsLogger,
-            onConnect: { connection in
-                let backplane = box.withLock { $0 }
-                // The history scripts are loaded first, so every command after may name them.
-                try await backplane?.loadScripts(using: { try await connection.send($0) })
-                // After a reconnect (Redis restarted, say), write this node's entries again.
-                try await backplane?.register(using: { try await connection.send($0) })
-            })
+        if let seeds = configuration.clusterSeeds {
+            let cluster = RedisClusterClient(
+                configuration: RedisClusterClient.Configuration(seeds: seeds), logger: commandsLogger,
+                onShardConnect: {
+                    // A master is up (again, or new after a failover): the scripts on it, and
+                    // this node's entries written again wherever they belong.
+                    guard let backplane = box.withLock({ $0 }) else { return }
+                    do {
+                        try await backplane.loadScripts(using: { try await backplane.commands.loadScript($0) })
+                        try await backplane.register(using: { try await backplane.commands.send($0) })
+                    } catch {
+                        backplane.logger.debug("could not register again on a master that came up: \(error)")
+                    }
+                })
+            self.commands = cluster
+            self.subscriber = RedisClusterSubscriber(commands: cluster, logger: subscriptionsLogger)
+        } else {
+            self.subscriber = RedisSubscriber(configuration: configuration.redis, sharded: true, logger: subscriptionsLogger)
+            self.commands = RedisClient(
+                configuration: configuration.redis, logger: commandsLogger,
+                onConnect: { connection in
+                    let backplane = box.withLock { $0 }
+                    // The history scripts are loaded first, so every command after may name them.
+                    try await backplane?.loadScripts(using: { text in
+                        guard let sha = try await connection.send(["SCRIPT", "LOAD", RESPArgument(text)]).string else {
+                            throw RedisError.server("SCRIPT LOAD did not answer a SHA")
+                        }
+                        return sha
+                    })
+                    // After a reconnect (Redis restarted, say), write this node's entries again.
+                    try await backplane?.register(using: { try await connection.send($0) })
+                })
+        }
         box.withLock { $0 = self }
     }
 
     private var nodeID: String { state.withLock { $0.node?.id ?? "" } }
+
+    private var redisName: String {
+        if let seeds = configuration.clusterSeeds { return "Redis Cluster " + seeds.map(\.description).joined(separator: ",") }
+        return "\(configuration.redis.host):\(configuration.redis.port)"
+    }
 
     // MARK: Running, joining and leaving
 
@@ -103,11 +133,11 @@ public final class RedisBackplane: Backplane {
         try await subscriber.subscribe(names.channel(.everyone))
         // Ready only once Redis answers: until then /readyz stays 503.
         await commands.waitUntilConnected()
-        await subscriber.client.waitUntilConnected()
+        await subscriber.waitUntilConnected()
         // A previous life of this node id may have left entries behind: clear them first.
         try await cleanUp(node: node.id)
         try await register(using: { try await self.commands.send($0) })
-        logger.info("joined the cluster through Redis", metadata: ["redis": "\(configuration.redis.host):\(configuration.redis.port)"])
+        logger.info("joined the cluster through Redis", metadata: ["redis": "\(redisName)"])
     }
 
     public func leave() async {

@@ -20,7 +20,7 @@ import Synchronization
 /// A command's key is what routes it: the first key of `EVAL`/`EVALSHA`/`FCALL` (every key of
 /// one script must share a slot, which our names' hash tags ensure), else the first argument.
 /// Commands without a key (`PING`, `SCRIPT LOAD`) go to any master, or to every master (`all`).
-public final class RedisClusterClient: Sendable {
+public final class RedisClusterClient: RedisCommanding {
     public struct Configuration: Sendable {
         public var seeds: [ClusterSlotMap.Node]
         public var connectTimeout: TimeAmount = .seconds(2)
@@ -49,10 +49,14 @@ public final class RedisClusterClient: Sendable {
     private let jobQueue: AsyncStream<@Sendable () async -> Void>.Continuation
     private let mapChanged = ConditionSignal()
     private let refreshWanted = Mutex(false)
+    /// Called each time a master's connection is up (first and again): to write again what the
+    /// owner keeps there, with `send`.
+    private let onShardConnect: @Sendable () async -> Void
 
-    public init(configuration: Configuration, logger: Logger) {
+    public init(configuration: Configuration, logger: Logger, onShardConnect: @escaping @Sendable () async -> Void = {}) {
         self.configuration = configuration
         self.logger = logger
+        self.onShardConnect = onShardConnect
         (jobs, jobQueue) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }
 
@@ -91,8 +95,9 @@ public final class RedisClusterClient: Sendable {
         }
     }
 
+    /// The map is known and some master answers: worth trying a command (it rides out the rest).
     public var isConnected: Bool {
-        state.withLock { state in state.map.isComplete && state.map.masters.allSatisfy { state.clients[$0]?.isConnected == true } }
+        state.withLock { state in state.map.isComplete && state.map.masters.contains { state.clients[$0]?.isConnected == true } }
     }
 
     private func keepRefreshing() async {
@@ -138,7 +143,9 @@ public final class RedisClusterClient: Sendable {
                 configuration.commandTimeout = self.configuration.commandTimeout
                 var logger = self.logger
                 logger[metadataKey: "redis.shard"] = "\(master)"
-                let client = RedisClient(configuration: configuration, logger: logger, onConnect: { _ in }, onDisconnect: {})
+                let client = RedisClient(
+                    configuration: configuration, logger: logger, onConnect: { [weak self] _ in self?.shardConnected(master) },
+                    onDisconnect: {})
                 state.clients[master] = client
                 created.append((master, client))
             }
@@ -157,6 +164,24 @@ public final class RedisClusterClient: Sendable {
             }
         }
         mapChanged.poke()
+    }
+
+    /// A master's connection is coming up: once it is, the owner writes again what it keeps.
+    private func shardConnected(_ node: ClusterSlotMap.Node) {
+        jobQueue.yield {
+            guard let client = self.state.withLock({ $0.clients[node] }) else { return }
+            await client.waitUntilConnected()
+            self.mapChanged.poke()
+            await self.onShardConnect()
+        }
+    }
+
+    /// Whether the Redis at `host:port` is a member of a Redis Cluster; nil when it does not answer.
+    public static func isClusterMember(host: String, port: Int) async -> Bool? {
+        guard let connection = try? await RedisConnection.connect(host: host, port: port, connectTimeout: .seconds(2)) else { return nil }
+        defer { Task { await connection.close() } }
+        guard let info = try? await connection.send(["INFO", "cluster"]).string else { return nil }
+        return info.contains("cluster_enabled:1")
     }
 
     private func wantRefresh() {
@@ -194,21 +219,34 @@ public final class RedisClusterClient: Sendable {
     /// Queues a command on its master's connection at once (commands to one slot keep their
     /// order) and returns its reply to come; a redirection or a failover is followed by `send`.
     public func enqueue(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
+        enqueueRouted(arguments)
+    }
+
+    private func enqueueRouted(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
         let loop = MultiThreadedEventLoopGroup.singleton.any()
         guard let client = client(for: Self.routingKey(arguments)), let first = try? client.enqueue(arguments) else {
             let promise = loop.makePromise(of: RESPValue.self)
-            promise.completeWithTask { try await self.send(arguments) }
+            promise.completeWithTask { try await self.replyOrError(arguments, after: nil) }
             return promise.futureResult
         }
         return first.flatMap { reply in
             guard case .error(let message) = reply, Self.isRedirectionOrRetry(message) else { return first }
             let promise = loop.makePromise(of: RESPValue.self)
-            promise.completeWithTask { try await self.send(arguments, after: message) }
+            promise.completeWithTask { try await self.replyOrError(arguments, after: message) }
             return promise.futureResult
         }.flatMapError { error in
             let promise = loop.makePromise(of: RESPValue.self)
-            promise.completeWithTask { try await self.send(arguments) }
+            promise.completeWithTask { try await self.replyOrError(arguments, after: nil) }
             return promise.futureResult
+        }
+    }
+
+    /// `send`, with an error reply returned as a value (as `enqueue` gives it).
+    private func replyOrError(_ arguments: [RESPArgument], after earlier: String?) async throws -> RESPValue {
+        do {
+            return try await send(arguments, after: earlier)
+        } catch RedisError.server(let message) {
+            return .error(message)
         }
     }
 
@@ -217,7 +255,7 @@ public final class RedisClusterClient: Sendable {
     }
 
     /// Sends a command to the master of its slot, following redirections and riding through
-    /// failovers (see the type's comment). An error reply that is neither is returned as it is.
+    /// failovers (see the type's comment). Another error reply throws `RedisError.server`.
     @discardableResult
     public func send(_ arguments: [RESPArgument]) async throws -> RESPValue {
         try await send(arguments, after: nil)
@@ -245,9 +283,11 @@ public final class RedisClusterClient: Sendable {
                     reply = try await target.enqueue(arguments).get()
                 }
                 pending = nil
-                guard case .error(let message) = reply, Self.isRedirectionOrRetry(message) else { return reply }
+                guard case .error(let message) = reply else { return reply }
+                guard Self.isRedirectionOrRetry(message), redirections < configuration.maxRedirections else {
+                    throw RedisError.server(message)
+                }
                 redirections += 1
-                guard redirections <= configuration.maxRedirections else { return reply }
                 if let redirection = ClusterRedirection(error: message, fallbackHost: "127.0.0.1") {
                     if case .moved = redirection {
                         await refresh()
@@ -257,6 +297,8 @@ public final class RedisClusterClient: Sendable {
                 } else {
                     await backOff(&attempt, because: message)
                 }
+            } catch RedisError.server(let message) {
+                throw RedisError.server(message)
             } catch {
                 // No connection to that master (it died, a replica is taking over) or a timeout.
                 lastError = error
@@ -271,6 +313,14 @@ public final class RedisClusterClient: Sendable {
     private func backOff(_ attempt: inout Int, because reason: String) async {
         try? await Task.sleep(for: Backoff(minimum: .milliseconds(50), maximum: .seconds(1)).delay(attempt: attempt))
         attempt += 1
+    }
+
+    public func loadScript(_ text: String) async throws -> String {
+        let replies = try await all(["SCRIPT", "LOAD", RESPArgument(text)])
+        guard let sha = replies.first?.string, replies.allSatisfy({ $0.string == sha }) else {
+            throw RedisError.server("SCRIPT LOAD did not answer one SHA on every master")
+        }
+        return sha
     }
 
     /// Sends a keyless command to every master (`SCRIPT LOAD`, say); returns their replies.

@@ -22,7 +22,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on.") var port = 8080
     @Option(help: "This node's id (default: random).") var nodeId: String?
     @Option(help: "WebSocket URL clients use for this node (default ws://HOST:PORT/ws).") var advertiseUrl: String?
-    @Option(help: "Redis backplane: redis://HOST:PORT.") var redis: String?
+    @Option(help: "Redis backplane: redis://HOST:PORT, or members of a Redis Cluster, comma-separated.") var redis: String?
     @Option(help: "RabbitMQ backplane: amqp://USER:PASS@HOST:PORT[/VHOST].") var rabbitmq: String?
     @Option(help: "NATS backplane: nats://HOST:PORT[,nats://HOST:PORT...] (servers of one NATS cluster).") var nats: String?
     @Option(help: "Mesh backplane: HOST:PORT,HOST:PORT of existing members.") var peers: String?
@@ -33,8 +33,9 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var configFile: ConfigFileOptions
 
     func run() async throws {
-        let choice = try BackplaneChoice(redis: redis, rabbitmq: rabbitmq, nats: nats, peers: peers, hub: hub, clusterSecret: clusterSecret)
+        var choice = try BackplaneChoice(redis: redis, rabbitmq: rabbitmq, nats: nats, peers: peers, hub: hub, clusterSecret: clusterSecret)
         var logger = try logging.bootstrap()
+        try await choice.detectRedisCluster(logger: logger)
         var configuration = try node.configuration(nodeID: nodeId ?? "node-" + randomSuffix(), port: port)
         configuration.advertiseURL = advertiseUrl
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
@@ -59,6 +60,7 @@ struct Serve: AsyncParsableCommand {
 enum BackplaneChoice {
     case standalone
     case redis(url: String)
+    case redisCluster(seeds: [ClusterSlotMap.Node])
     case rabbitmq(AMQPAddress)
     case nats([NATSClient.Server])
     case hub(url: String, secret: String)
@@ -86,8 +88,16 @@ enum BackplaneChoice {
                 throw ValidationError("--peers: \(seed) is not HOST:PORT")
             }
             self = .mesh(seeds: seeds, secret: secret)
-        } else if let url = redis {
-            self = .redis(url: url)
+        } else if let list = redis {
+            let urls = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            var seeds: [ClusterSlotMap.Node] = []
+            for url in urls {
+                let parsed: RedisClient.Configuration
+                do { parsed = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }
+                seeds.append(ClusterSlotMap.Node(host: parsed.host, port: parsed.port))
+            }
+            guard let first = urls.first else { throw ValidationError("--redis needs redis://HOST:PORT") }
+            self = seeds.count > 1 ? .redisCluster(seeds: seeds) : .redis(url: first)
         } else if let url = rabbitmq {
             guard let address = AMQPAddress(url: url) else {
                 throw ValidationError(
@@ -106,6 +116,24 @@ enum BackplaneChoice {
         }
     }
 
+    /// One `--redis` address may be a member of a Redis Cluster: asked, it says so. One that does
+    /// not answer yet is taken as one Redis (several addresses always mean a cluster).
+    mutating func detectRedisCluster(logger: Logger) async throws {
+        guard case .redis(let url) = self else { return }
+        let parsed = try RedisClient.Configuration(url: url)
+        switch await RedisClusterClient.isClusterMember(host: parsed.host, port: parsed.port) {
+        case true?:
+            logger.info("\(parsed.host):\(parsed.port) is a member of a Redis Cluster: using the cluster")
+            self = .redisCluster(seeds: [ClusterSlotMap.Node(host: parsed.host, port: parsed.port)])
+        case false?:
+            break
+        case nil:
+            logger.notice(
+                "Redis at \(parsed.host):\(parsed.port) does not answer yet: using it as one Redis (give two or more members for a Redis Cluster)"
+            )
+        }
+    }
+
     func make(heartbeat: Duration, history: HistoryPolicy, logger: Logger) throws -> any Backplane {
         switch self {
         case .standalone:
@@ -114,6 +142,11 @@ enum BackplaneChoice {
             let redis: RedisClient.Configuration
             do { redis = try RedisClient.Configuration(url: url) } catch { throw ValidationError("--redis: \(error)") }
             return RedisBackplane(configuration: .init(redis: redis, heartbeat: heartbeat, history: history), logger: logger)
+        case .redisCluster(let seeds):
+            var configuration = RedisBackplane.Configuration(
+                redis: RedisClient.Configuration(host: seeds[0].host, port: seeds[0].port), heartbeat: heartbeat, history: history)
+            configuration.clusterSeeds = seeds
+            return RedisBackplane(configuration: configuration, logger: logger)
         case .rabbitmq(let address):
             if history.isOn {
                 logger.notice(

@@ -1,0 +1,161 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+import Synchronization
+
+/// Sharded pub/sub on a Redis Cluster: one subscriber connection per master (`RedisSubscriber`,
+/// SSUBSCRIBE), each channel subscribed on the master that owns its slot, as the command
+/// client's map says. The channels follow the map: when a slot moves (the server drops its
+/// channels by itself, with an `sunsubscribe` of its own, told apart from ours) or a master
+/// fails over (a new map), they are subscribed again on their new owner, and a `.resubscribing`
+/// event says that messages may have been missed meanwhile. Every shard's messages come out of
+/// one `events` stream.
+public final class RedisClusterSubscriber: RedisSubscribing {
+    public let events: AsyncStream<RedisSubscriberEvent>
+    private let continuation: AsyncStream<RedisSubscriberEvent>.Continuation
+    private let commands: RedisClusterClient
+    private let logger: Logger
+
+    struct State {
+        /// Every channel we want, and the master it is subscribed on (nil: not yet).
+        var channels: [String: ClusterSlotMap.Node?] = [:]
+        var shards: [ClusterSlotMap.Node: RedisSubscriber] = [:]
+        var stopped = false
+    }
+
+    private let state = Mutex(State())
+    private let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobQueue: AsyncStream<@Sendable () async -> Void>.Continuation
+    /// Poked, with `droppedSome` set, when a server dropped a channel.
+    private let moved = ConditionSignal()
+    private let droppedSome = Mutex(false)
+
+    public init(commands: RedisClusterClient, logger: Logger) {
+        (events, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
+        (jobs, jobQueue) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+        self.commands = commands
+        self.logger = logger
+    }
+
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.keepFollowingTheMap() }
+            for await job in jobs {
+                group.addTask { await job() }
+            }
+            group.cancelAll()
+        }
+        continuation.finish()
+    }
+
+    public func stop() async {
+        let shards = state.withLock { state in
+            state.stopped = true
+            return Array(state.shards.values)
+        }
+        jobQueue.finish()
+        for shard in shards { await shard.stop() }
+    }
+
+    public func waitUntilConnected() async {
+        await commands.waitUntilConnected()
+    }
+
+    public func subscribe(_ channel: String) async throws {
+        guard
+            state.withLock({ state in
+                guard state.channels[channel] == nil else { return false }
+                state.channels[channel] = .some(nil)
+                return true
+            })
+        else { return }
+        try await place(channel)
+    }
+
+    public func unsubscribe(_ channel: String) async throws {
+        guard let placed = state.withLock({ $0.channels.removeValue(forKey: channel) }) else { return }
+        if let node = placed, let shard = state.withLock({ $0.shards[node] }) {
+            try await shard.unsubscribe(channel)
+        }
+    }
+
+    public func barrier() async throws {
+        let shards = state.withLock { state in Set(state.channels.values.compactMap { $0 }).compactMap { state.shards[$0] } }
+        for shard in shards { try await shard.barrier() }
+    }
+
+    /// Subscribes `channel` on the master that owns its slot now (leaving the old one, if any).
+    private func place(_ channel: String) async throws {
+        guard let owner = commands.slotMap.owner(ofSlot: ClusterSlot.of(channel)) else { return }
+        let (previous, shard) = state.withLock { state -> (ClusterSlotMap.Node?, RedisSubscriber?) in
+            guard let placed = state.channels[channel], !state.stopped else { return (nil, nil) }
+            if placed == owner { return (nil, nil) }
+            state.channels[channel] = owner
+            return (placed, self.shard(for: owner, in: &state))
+        }
+        guard let shard else { return }
+        if let previous, let old = state.withLock({ $0.shards[previous] }) { try? await old.unsubscribe(channel) }
+        try await shard.subscribe(channel)
+    }
+
+    /// The subscriber of `node`, made (and run) if there is none.
+    private func shard(for node: ClusterSlotMap.Node, in state: inout State) -> RedisSubscriber {
+        if let shard = state.shards[node] { return shard }
+        var logger = self.logger
+        logger[metadataKey: "redis.shard"] = "\(node)"
+        let shard = RedisSubscriber(
+            configuration: RedisClient.Configuration(host: node.host, port: node.port), sharded: true, logger: logger,
+            onDropped: { [weak self] channel in self?.dropped(channel, by: node) })
+        state.shards[node] = shard
+        let continuation = self.continuation
+        jobQueue.yield {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await shard.run() }
+                group.addTask {
+                    for await event in shard.events { continuation.yield(event) }
+                }
+            }
+        }
+        return shard
+    }
+
+    /// The server of `node` dropped `channel` (its slot moved): place it again.
+    private func dropped(_ channel: String, by node: ClusterSlotMap.Node) {
+        state.withLock { state in
+            if state.channels[channel] == node { state.channels[channel] = .some(nil) }
+        }
+        droppedSome.withLock { $0 = true }
+        moved.poke()
+    }
+
+    /// Every 100 ms, or at once when a channel was dropped: channels not on their slot's
+    /// current owner are moved there; shards that are no longer masters are stopped.
+    private func keepFollowingTheMap() async {
+        var lastMasters: [ClusterSlotMap.Node] = []
+        while !state.withLock({ $0.stopped }), !Task.isCancelled {
+            _ = await moved.wait(until: { self.droppedSome.withLock { $0 } }, timeout: .milliseconds(100))
+            droppedSome.withLock { $0 = false }
+            let map = commands.slotMap
+            guard map.isComplete else { continue }
+            let misplaced = state.withLock { state in
+                state.channels.filter { channel, placed in placed != map.owner(ofSlot: ClusterSlot.of(channel)) }
+            }
+            if !misplaced.isEmpty {
+                // Placed before and elsewhere now: moved (not merely made before the map was known).
+                let moved = misplaced.values.filter { $0 != nil }.count
+                if moved > 0 { logger.notice("moving \(moved) subscription(s) to their slots' new masters") }
+                for channel in misplaced.keys { try? await place(channel) }
+                // Whatever was published to them meanwhile was not received here.
+                if moved > 0 { continuation.yield(.resubscribing) }
+            }
+            if map.masters != lastMasters {
+                lastMasters = map.masters
+                let retired = state.withLock { state in
+                    let gone = state.shards.keys.filter { !map.masters.contains($0) }
+                    return gone.compactMap { state.shards.removeValue(forKey: $0) }
+                }
+                for shard in retired { await shard.stop() }
+            }
+        }
+    }
+}
