@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh; RabbitMQ and
-# NATS on request: SERVERS="redis rabbitmq nats", after apt-get install rabbitmq-server
-# nats-server) and the peers
+# Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh; on request:
+# RabbitMQ and NATS, SERVERS="redis rabbitmq nats", after apt-get install rabbitmq-server
+# nats-server; a Redis Cluster of 1 or 3 masters, rcluster1 and rcluster3; and the scenario
+# `rooms`, 10k rooms, SCENARIOS=rooms) and the peers
 # (Centrifuge, python-socketio, Node ws, each two nodes over Redis), one after the other on this
 # machine, and writes one JSON line per result to bench/results/latest.jsonl.
 #   bench/peers/install.sh       # once: the peers, from Debian
@@ -41,6 +42,7 @@ for kind in ${SERVERS:-ceiling embedded redis mesh centrifuge socketio node-ws};
       paced) run $kind fanout --subscribers 1000 --rate 50 --duration 10;;
       unicast) [ $kind = ceiling ] || run $kind unicast --pairs 100 --rate 1000 --duration 10;;
       churn) [ $kind = ceiling ] || run $kind churn --workers 20 --duration 10;;
+      rooms) [ $kind = ceiling ] || run $kind rooms --rooms 10000 --publishers 20 --messages 100000;;
       idle) [ $kind = ceiling ] || [ $kind = mesh ] || run $kind idle --connections 19000 --server-pid "$SERVER_PID" --rest 30 || true;;
     esac
   done

@@ -32,6 +32,19 @@ start_servers() {
             node-ws) DIALECT=switchboard; path=/ws;;  # it speaks Switchboard's protocol
           esac
           TARGETS=ws://127.0.0.1:18401$path,ws://127.0.0.1:18402$path;;
+    rcluster1|rcluster3)
+           # A Redis Cluster of 1 or 3 masters (no replicas: sharding alone), on 18420.., in a scratch folder.
+           local masters=${kind#rcluster} dir; dir=$(mktemp -d /tmp/sb-bench-cluster.XXXXXX); TMPDIRS+=("$dir")
+           for i in $(seq 0 $((masters - 1))); do
+             redis-server --port $((18420 + i)) --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$dir/n$i.conf" \
+               --dir "$dir" --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
+           done
+           sleep 0.5
+           if [ "$masters" = 1 ]; then redis-cli -p 18420 cluster addslotsrange 0 16383 >/dev/null
+           else redis-cli --cluster create $(for i in $(seq 0 $((masters - 1))); do echo 127.0.0.1:$((18420 + i)); done) --cluster-yes >/dev/null; fi
+           for _ in $(seq 1 100); do redis-cli -p 18420 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+           for i in 1 2; do $SB serve --node-id c$i --port 1840$i --redis redis://127.0.0.1:18420 --log-level error $history >/dev/null 2>&1 & PIDS+=($!); done
+           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     rabbitmq) start_rabbitmq
            for i in 1 2; do $SB serve --node-id q$i --port 1840$i --rabbitmq amqp://guest:guest@127.0.0.1:18410 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;

@@ -31,6 +31,10 @@ public final class RedisSubscriber: Sendable {
 
     private struct State {
         var channels: Set<String> = []
+        /// The connection subscribing again or subscribed: what new subscriptions go to, from the
+        /// moment its own subscribing again starts (before the client offers it to others), so
+        /// that none made in between is missed.
+        var connection: RedisConnection?
         /// Waiting for the server to confirm a (un)subscription, by "kind channel".
         var confirmations: [String: [CheckedContinuation<Void, any Error>]] = [:]
     }
@@ -48,7 +52,11 @@ public final class RedisSubscriber: Sendable {
             configuration: configuration, logger: logger,
             onPush: { value in box.withLock { $0 }?.handle(value) },
             onConnect: { connection in try await box.withLock { $0 }?.resubscribe(on: connection) },
-            onDisconnect: { box.withLock { $0 }?.failConfirmations(RedisError.connectionClosed) })
+            onDisconnect: {
+                guard let subscriber = box.withLock({ $0 }) else { return }
+                subscriber.state.withLock { $0.connection = nil }
+                subscriber.failConfirmations(RedisError.connectionClosed)
+            })
         box.withLock { $0 = self }
     }
 
@@ -66,6 +74,8 @@ public final class RedisSubscriber: Sendable {
 
     public var channels: Set<String> { state.withLock { $0.channels } }
 
+    public var isConnected: Bool { client.isConnected }
+
     /// Returns once every subscription sent so far on the current connection is in effect: a
     /// PING on that connection is answered after them (Redis answers a connection in order).
     public func barrier() async throws {
@@ -76,16 +86,16 @@ public final class RedisSubscriber: Sendable {
     /// Subscribes and waits for Redis to confirm. Without a connection it returns at once: the
     /// channel is subscribed as soon as the connection is back.
     public func subscribe(_ channel: String) async throws {
-        guard state.withLock({ $0.channels.insert(channel).inserted }) else { return }
-        guard let connection = client.connection else { return }
+        let (inserted, connection) = state.withLock { ($0.channels.insert(channel).inserted, $0.connection) }
+        guard inserted, let connection else { return }
         try await confirmed(kind: sharded ? "ssubscribe" : "subscribe", channel: channel) {
             try await connection.sendWithoutReply([self.subscribeCommand, RESPArgument(channel)])
         }
     }
 
     public func unsubscribe(_ channel: String) async throws {
-        guard state.withLock({ $0.channels.remove(channel) != nil }) else { return }
-        guard let connection = client.connection else { return }
+        let (removed, connection) = state.withLock { ($0.channels.remove(channel) != nil, $0.connection) }
+        guard removed, let connection else { return }
         try await confirmed(kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel) {
             try await connection.sendWithoutReply([self.unsubscribeCommand, RESPArgument(channel)])
         }
@@ -130,8 +140,17 @@ public final class RedisSubscriber: Sendable {
     private func resubscribe(on connection: RedisConnection) async throws {
         // Before the first subscription: every message after this is the new connection's.
         continuation.yield(.resubscribing)
-        for channel in state.withLock({ $0.channels }) {
-            try await connection.sendWithoutReply([subscribeCommand, RESPArgument(channel)])
+        let channels = state.withLock { state in
+            state.connection = connection
+            return state.channels
+        }
+        do {
+            for channel in channels {
+                try await connection.sendWithoutReply([subscribeCommand, RESPArgument(channel)])
+            }
+        } catch {
+            state.withLock { $0.connection = nil }
+            throw error
         }
     }
 

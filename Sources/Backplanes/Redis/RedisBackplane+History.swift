@@ -13,6 +13,12 @@ extension RedisBackplane {
         return ["EVAL", RESPArgument(text)]
     }
 
+    /// `EVAL text` for a command made as `EVALSHA sha`.
+    static func withScriptText(_ command: [RESPArgument], _ text: String) -> [RESPArgument] {
+        guard command.first == "EVALSHA" else { return command }
+        return ["EVAL", RESPArgument(text)] + command.dropFirst(2)
+    }
+
     /// An error reply; `NOSCRIPT` (someone flushed the scripts) sends the text again from now on.
     func failure(_ message: String) -> RedisError {
         if message.hasPrefix("NOSCRIPT") { loadedScripts.withLock { $0 = nil } }
@@ -31,15 +37,19 @@ extension RedisBackplane {
         let history = configuration.history
         guard history.isOn else { throw HistoryError.unsupported }
         let reply: RESPValue
+        let command =
+            script(\.read, HistoryScripts.read) + [
+                "2", RESPArgument(names.streamMeta(stream)),
+                RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
+                RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
+            ]
         do {
-            reply = try await commands.send(
-                script(\.read, HistoryScripts.read) + [
-                    "2", RESPArgument(names.streamMeta(stream)),
-                    RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
-                    RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
-                ])
+            reply = try await commands.send(command)
         } catch RedisError.server(let message) {
-            throw failure(message)
+            let failure = failure(message)
+            // A server without the script: the text, once more, now.
+            guard message.hasPrefix("NOSCRIPT") else { throw failure }
+            reply = try await commands.send(Self.withScriptText(command, HistoryScripts.read))
         }
         guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let top = parts[1].int else {
             throw RedisError.server("unexpected reply to the history read: \(reply)")

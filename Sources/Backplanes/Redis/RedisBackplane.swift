@@ -174,7 +174,12 @@ public final class RedisBackplane: Backplane {
         let reply: Result<EventLoopFuture<RESPValue>, any Error> = Result { try commands.enqueue(command) }
         return PendingPublish {
             let value = try await reply.get().get()
-            if case .error(let message) = value { throw self.failure(message) }
+            guard case .error(let message) = value else { return }
+            let failure = self.failure(message)
+            // A server without the script (flushed, or a replica just promoted in a cluster):
+            // the text goes once more, now.
+            guard message.hasPrefix("NOSCRIPT") else { throw failure }
+            try await self.commands.send(Self.withScriptText(command, HistoryScripts.append))
         }
     }
 

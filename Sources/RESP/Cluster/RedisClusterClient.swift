@@ -7,7 +7,7 @@ import Synchronization
 /// Commands to a Redis Cluster. Each goes to the master that owns its key's slot, over that
 /// master's own pipelined connection (a `RedisClient`, which reconnects by itself), so commands
 /// to one slot keep their order. The slot map comes from `CLUSTER SLOTS`, asked of any node
-/// known (the seeds, then the masters), at start, every `refreshInterval`, and whenever a reply
+/// known (the masters, then the seeds), at start, every `refreshInterval`, and whenever a reply
 /// says the map moved:
 ///
 /// - `MOVED slot host:port`: the slot lives there now: the map is refreshed and the command sent
@@ -25,7 +25,9 @@ public final class RedisClusterClient: RedisCommanding {
         public var seeds: [ClusterSlotMap.Node]
         public var connectTimeout: TimeAmount = .seconds(2)
         public var commandTimeout: TimeAmount = .seconds(5)
-        public var refreshInterval: Duration = .seconds(5)
+        /// CLUSTER SLOTS is asked this often anyway (cheap): a failover is seen within it even by
+        /// a node that sent nothing to the master that died.
+        public var refreshInterval: Duration = .seconds(1)
         /// How long a command may keep being retried through a failover or a migration.
         public var retryDeadline: Duration = .seconds(10)
         public var maxRedirections = 8
@@ -133,9 +135,12 @@ public final class RedisClusterClient: RedisCommanding {
     }
 
     private func adopt(_ map: ClusterSlotMap) {
-        let (changed, newMasters) = state.withLock { state -> (Bool, [(ClusterSlotMap.Node, RedisClient)]) in
+        let (changed, newMasters, retired) = state.withLock { state -> (Bool, [(ClusterSlotMap.Node, RedisClient)], [RedisClient]) in
             let changed = state.map != map
             state.map = map
+            // A node that is no longer a master (it died and its replica took over) is let go.
+            let gone = state.clients.keys.filter { !map.masters.contains($0) }
+            let retired = gone.compactMap { state.clients.removeValue(forKey: $0) }
             var created: [(ClusterSlotMap.Node, RedisClient)] = []
             for master in map.masters where state.clients[master] == nil {
                 var configuration = RedisClient.Configuration(host: master.host, port: master.port)
@@ -149,8 +154,9 @@ public final class RedisClusterClient: RedisCommanding {
                 state.clients[master] = client
                 created.append((master, client))
             }
-            return (changed, created)
+            return (changed, created, retired)
         }
+        for client in retired { jobQueue.yield { await client.stop() } }
         if changed { logger.info("Redis Cluster slot map: \(map.masters.count) master(s): \(map.masters.map(\.description).sorted())") }
         for (_, client) in newMasters {
             jobQueue.yield {
@@ -182,6 +188,11 @@ public final class RedisClusterClient: RedisCommanding {
         defer { Task { await connection.close() } }
         guard let info = try? await connection.send(["INFO", "cluster"]).string else { return nil }
         return info.contains("cluster_enabled:1")
+    }
+
+    /// Asks for the map again soon (a subscriber's master stopped answering, say).
+    public func requestRefresh() {
+        wantRefresh()
     }
 
     private func wantRefresh() {

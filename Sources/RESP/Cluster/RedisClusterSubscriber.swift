@@ -137,6 +137,10 @@ public final class RedisClusterSubscriber: RedisSubscribing {
             droppedSome.withLock { $0 = false }
             let map = commands.slotMap
             guard map.isComplete else { continue }
+            // A master holding our channels that does not answer may be failing over: look again.
+            if state.withLock({ state in state.channels.values.contains { $0.flatMap { state.shards[$0] }?.isConnected == false } }) {
+                commands.requestRefresh()
+            }
             let misplaced = state.withLock { state in
                 state.channels.filter { channel, placed in placed != map.owner(ofSlot: ClusterSlot.of(channel)) }
             }
