@@ -68,6 +68,9 @@ class JSONClient:
         self.frames = []
         self.next_id = 1
         self.welcome = json.loads(self.ws.recv())
+        # The reader waits as long as it takes: with the connect timeout left on the socket, a
+        # quiet spell of 15 s (a loaded CI machine) ended the reader, and every later wait failed.
+        self.ws.settimeout(None)
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
