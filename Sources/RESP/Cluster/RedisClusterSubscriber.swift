@@ -57,8 +57,12 @@ public final class RedisClusterSubscriber: RedisSubscribing {
         for shard in shards { await shard.stop() }
     }
 
+    /// Returns once the map is known and every master's subscriber connection is up, so that a
+    /// node is ready only when its subscriptions can take effect at once.
     public func waitUntilConnected() async {
         await commands.waitUntilConnected()
+        let shards = state.withLock { state in commands.slotMap.masters.map { self.shard(for: $0, in: &state) } }
+        for shard in shards { await shard.waitUntilConnected() }
     }
 
     public func subscribe(_ channel: String) async throws {
@@ -96,6 +100,13 @@ public final class RedisClusterSubscriber: RedisSubscribing {
         guard let shard else { return }
         if let previous, let old = state.withLock({ $0.shards[previous] }) { try? await old.unsubscribe(channel) }
         try await shard.subscribe(channel)
+        // A subscriber whose connection is still coming up takes the channel with the rest it
+        // subscribes again; the caller returns once that is in effect (within 5 s), as it does
+        // once a connected subscriber confirms.
+        if !shard.isConnected {
+            for _ in 0..<100 where !shard.isConnected { try? await Task.sleep(for: .milliseconds(50)) }
+            if shard.isConnected { try? await shard.barrier() }
+        }
     }
 
     /// The subscriber of `node`, made (and run) if there is none.
