@@ -81,7 +81,7 @@ package func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: N
 /// SIGSTOP). Checks that the others notice within `deadline`: `left` arrives, once; presence,
 /// `/api/users` and `/api/nodes` (asked of `registry`) forget the victim; and the room still works.
 package func expectNodeLossNoticed(
-    watching: NodeProcess, lost: NodeProcess, registry: NodeProcess, within deadline: Duration,
+    watching: NodeProcess, lost: NodeProcess, registry: NodeProcess, within deadline: Duration, leftTimeout: Duration = .seconds(10),
     lose: () async throws -> Void
 ) async throws {
     let watcher = try await watching.connect(user: "watcher")
@@ -92,7 +92,7 @@ package func expectNodeLossNoticed(
 
     let started = ContinuousClock.now
     try await lose()
-    _ = try await watcher.next("left", timeout: .seconds(10)) { $0.type == "left" && $0.user == "victim" }
+    _ = try await watcher.next("left", timeout: leftTimeout) { $0.type == "left" && $0.user == "victim" }
     #expect(ContinuousClock.now - started < deadline)
     #expect(try await watcher.client.presence("room") == ["watcher"])
     #expect(try await http("GET", watching.http("/api/users/victim")).json?["online"] == .bool(false))
