@@ -145,6 +145,17 @@ public struct RecordReader {
         return RoomMember(room: room, user: user)
     }
 
+    /// A counted list of room memberships (what a node holds, in a mesh sync or a broker announce).
+    public mutating func roomMembers() -> [RoomMember]? {
+        guard let count = count(minimumBytesEach: 4) else { return nil }
+        var pairs: [RoomMember] = []
+        for _ in 0..<count {
+            guard let pair = roomMember() else { return nil }
+            pairs.append(pair)
+        }
+        return pairs
+    }
+
     public mutating func event() -> ClusterEvent? {
         switch byte() {
         case 0: envelope().map(ClusterEvent.message)

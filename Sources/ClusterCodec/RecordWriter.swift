@@ -118,6 +118,14 @@ public struct RecordWriter {
         bool(status.alive)
     }
 
+    public mutating func roomMembers(_ pairs: [RoomMember]) {
+        count(pairs.count)
+        for pair in pairs {
+            string(pair.room)
+            string(pair.user)
+        }
+    }
+
     public mutating func delta(_ delta: InterestDelta) {
         switch delta {
         case .online(let user):

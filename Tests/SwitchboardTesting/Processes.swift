@@ -66,3 +66,29 @@ package func withLoopbackSocket<T>(port: Int, _ body: (Int32) -> T?) -> T? {
     }
     return connected ? body(fd) : nil
 }
+
+/// Runs a tool (`redis-cli`, `rabbitmqctl`, `chown`) to its end; returns what it printed, and
+/// throws when it exits with another status than 0.
+@discardableResult
+package func runTool(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw ToolFailed(command: ([executable] + arguments).joined(separator: " "), status: process.terminationStatus)
+    }
+    return printed
+}
+
+package struct ToolFailed: Error, CustomStringConvertible {
+    let command: String
+    let status: Int32
+    package var description: String { "\(command) exited \(status)" }
+}

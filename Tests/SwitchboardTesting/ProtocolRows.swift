@@ -148,3 +148,17 @@ package func exerciseTargetedRouting(_ nodes: [NodeProcess], room: String, user:
         _ = try await fresh.message { $0.data == .number("\(n)") }
     }
 }
+
+/// A node drained with SIGTERM says goodbye: its users leave presence at once (within 5 s, well
+/// under the 3 heartbeats silence would take at heartbeat 5 s or more), and `watching` no longer
+/// lists it alive. For backplanes whose peers judge liveness themselves (mesh, brokers).
+package func expectGoodbyeOnDrain(watching: NodeProcess, leaving: NodeProcess) async throws {
+    let watcher = try await watching.connect(user: "watcher")
+    try await watcher.client.join("room")
+    let leaver = try await leaving.connect(user: "leaver")
+    try await leaver.client.join("room")
+    _ = try await watcher.next { $0.type == "joined" && $0.user == "leaver" }
+    #expect(try await leaving.terminate() == 0)
+    _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "leaver" }
+    #expect(try await !aliveNodes(watching).contains(leaving.nodeID))
+}

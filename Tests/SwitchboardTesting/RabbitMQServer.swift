@@ -35,26 +35,9 @@ package final class RabbitMQServer: @unchecked Sendable {
     /// Runs `rabbitmqctl` against this broker (its node name, epmd and cookie); returns what it printed.
     @discardableResult
     package func control(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
-        process.arguments = ["-n", "sb\(port)@localhost"] + arguments
-        process.environment = ProcessInfo.processInfo.environment.merging([
-            "ERL_EPMD_PORT": "\(epmdPort)", "HOME": directory.path, "RABBITMQ_NODENAME": "sb\(port)@localhost",
-        ]) { $1 }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ControlFailed(arguments: arguments, status: process.terminationStatus) }
-        return printed
-    }
-
-    package struct ControlFailed: Error, CustomStringConvertible {
-        let arguments: [String]
-        let status: Int32
-        package var description: String { "rabbitmqctl \(arguments.joined(separator: " ")) exited \(status)" }
+        try runTool(
+            "/usr/sbin/rabbitmqctl", ["-n", "sb\(port)@localhost"] + arguments,
+            environment: ["ERL_EPMD_PORT": "\(epmdPort)", "HOME": directory.path, "RABBITMQ_NODENAME": "sb\(port)@localhost"])
     }
 
     /// Starts (or restarts, with its data) the broker and waits until its AMQP port accepts.
@@ -63,7 +46,7 @@ package final class RabbitMQServer: @unchecked Sendable {
         let files = FileManager.default
         try files.createDirectory(at: directory.appendingPathComponent("log"), withIntermediateDirectories: true)
         try Data("[].".utf8).write(to: directory.appendingPathComponent("enabled_plugins"))
-        if getuid() == 0 { try Self.run("/bin/chown", ["-R", "rabbitmq:rabbitmq", directory.path]) }
+        if getuid() == 0 { try runTool("/bin/chown", ["-R", "rabbitmq:rabbitmq", directory.path]) }
         if epmd == nil {
             let epmd = Process()
             epmd.executableURL = URL(fileURLWithPath: "/usr/bin/epmd")
@@ -129,14 +112,6 @@ package final class RabbitMQServer: @unchecked Sendable {
 
     static func accepts(port: Int) -> Bool {
         withLoopbackSocket(port: port) { _ in true } ?? false
-    }
-
-    static func run(_ executable: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
     }
 
     package struct Missing: Error, CustomStringConvertible {

@@ -22,8 +22,8 @@ package final class RedisClusterServers: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(at: servers.directory, withIntermediateDirectories: true)
             for port in servers.ports { try servers.launch(port, nodeTimeout: nodeTimeoutMilliseconds) }
-            for port in servers.ports { try await servers.waitUntilAnswering(port) }
-            try Self.run(
+            for port in servers.ports { try await RedisServer.waitUntilAnswering(port: port) }
+            try runTool(
                 "/usr/bin/redis-cli",
                 ["--cluster", "create"] + servers.ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"])
             try await eventually("the cluster to be ok on every node", timeout: .seconds(30)) {
@@ -75,7 +75,7 @@ package final class RedisClusterServers: @unchecked Sendable {
 
     /// Runs `redis-cli` with these arguments against the cluster (e.g. `--cluster reshard`).
     package func cli(_ arguments: [String]) throws {
-        try Self.run("/usr/bin/redis-cli", arguments)
+        try runTool("/usr/bin/redis-cli", arguments)
     }
 
     /// `INFO section` of one server, as fields.
@@ -107,14 +107,6 @@ package final class RedisClusterServers: @unchecked Sendable {
         processes[port] = process
     }
 
-    private func waitUntilAnswering(_ port: Int) async throws {
-        try await eventually("redis-server \(port) to answer") {
-            guard let connection = try? await RedisConnection.connect(host: "127.0.0.1", port: port) else { return false }
-            defer { Task { await connection.close() } }
-            return (try? await connection.send(["PING"])) == .simpleString("PONG")
-        }
-    }
-
     /// Six consecutive free ports whose bus ports (+10000) are free too, below the ephemeral range.
     static func freeClusterPorts(_ count: Int) async throws -> Int {
         for _ in 0..<50 {
@@ -134,22 +126,6 @@ package final class RedisClusterServers: @unchecked Sendable {
             if free { return base }
         }
         throw TimedOut(what: "free ports for a Redis Cluster")
-    }
-
-    static func run(_ executable: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw Failed(command: ([executable] + arguments).joined(separator: " ")) }
-    }
-
-    package struct Failed: Error, CustomStringConvertible {
-        let command: String
-        package var description: String { "\(command) failed" }
     }
 }
 

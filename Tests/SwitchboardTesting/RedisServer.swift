@@ -29,8 +29,13 @@ package final class RedisServer: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
-        try await eventually("redis-server to answer") {
-            guard let connection = try? await RedisConnection.connect(host: "127.0.0.1", port: self.port) else { return false }
+        try await Self.waitUntilAnswering(port: port)
+    }
+
+    /// Waits until a redis-server on `port` answers PING.
+    package static func waitUntilAnswering(port: Int) async throws {
+        try await eventually("redis-server \(port) to answer") {
+            guard let connection = try? await RedisConnection.connect(host: "127.0.0.1", port: port) else { return false }
             defer { Task { await connection.close() } }
             return (try? await connection.send(["PING"])) == .simpleString("PONG")
         }

@@ -308,17 +308,8 @@ struct MeshBackplaneTests {
     }
 
     @Test func aDrainingNodeSaysGoodbyeAndItsUsersLeaveAtOnce() async throws {
-        try await withMesh(2) { nodes in
-            let watcher = try await nodes[0].connect(user: "watcher")
-            try await watcher.client.join("room")
-            let leaver = try await nodes[1].connect(user: "leaver")
-            try await leaver.client.join("room")
-            _ = try await watcher.next { $0.type == "joined" && $0.user == "leaver" }
-            #expect(try await nodes[1].terminate() == 0)
-            // Heartbeat 5 s: silence would take 15 s; the goodbye makes it immediate.
-            _ = try await watcher.next("left", timeout: .seconds(5)) { $0.type == "left" && $0.user == "leaver" }
-            #expect(try await aliveNodes(nodes[0]) == ["n1"])
-        }
+        // Heartbeat 5 s: silence would take 15 s; the goodbye makes it immediate.
+        try await withMesh(2) { nodes in try await expectGoodbyeOnDrain(watching: nodes[0], leaving: nodes[1]) }
     }
 
     @Test func messagesCrossOnlyToNodesWithARecipient() async throws {

@@ -53,6 +53,11 @@ struct NATSBackplaneTests {
         }
     }
 
+    @Test func aDrainingNodeSaysGoodbye() async throws {
+        // Heartbeat 30 s: silence would take 90 s; the goodbye makes it immediate.
+        try await withNATSNodes(heartbeat: 30) { _, nodes in try await expectGoodbyeOnDrain(watching: nodes[0], leaving: nodes[2]) }
+    }
+
     /// kill -9 of the server n1 is on: n1 moves to another server of the cluster (learned from
     /// INFO: it was given only its own), subscribes again and re-announces; delivery resumes
     /// within 10 s and presence is whole. The server comes back and the cluster is whole again.

@@ -33,11 +33,7 @@ public enum BrokerFrame: Hashable, Sendable {
             out.load(load)
             out.bool(wantsReplies)
             out.strings(users)
-            out.count(rooms.count)
-            for pair in rooms {
-                out.string(pair.room)
-                out.string(pair.user)
-            }
+            out.roomMembers(rooms)
             return out.buffer
         case .delta(let id, let incarnation, let delta):
             var out = RecordWriter(kind: Kind.delta.rawValue)
@@ -77,13 +73,8 @@ public enum BrokerFrame: Hashable, Sendable {
         switch kind {
         case .announce:
             guard let record = input.member(), let load = input.load(), let wantsReplies = input.bool(), let users = input.strings(),
-                let pairCount = input.count(minimumBytesEach: 4)
+                let rooms = input.roomMembers()
             else { return nil }
-            var rooms: [RoomMember] = []
-            for _ in 0..<pairCount {
-                guard let pair = input.roomMember() else { return nil }
-                rooms.append(pair)
-            }
             frame = .announce(record, load: load, wantsReplies: wantsReplies, users: users, rooms: rooms)
         case .delta:
             guard let id = input.string(), let incarnation = input.i64(), let delta = input.delta() else { return nil }

@@ -94,34 +94,24 @@ public final class MeshBackplane: Backplane {
     /// Poked when what `join` waits for may have changed: an introduction, a link synced or a
     /// dial failed, the view changed, or the node stopped.
     let settled = ConditionSignal()
-    /// Work that outlives the call that starts it (diallers, retries, closes) goes to `run`,
-    /// which runs each as a child task.
-    private let jobs: AsyncStream<@Sendable () async -> Void>
-    private let jobQueue: AsyncStream<@Sendable () async -> Void>.Continuation
+    /// Work that outlives the call that starts it (diallers, retries, closes), run by `run`.
+    private let jobs = BackgroundJobs()
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        (jobs, jobQueue) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }
 
     // MARK: Running, joining and leaving
 
     /// Failure detection and heartbeats, and every job `spawn` hands over, until cancelled.
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            group.addTask { await self.watch() }
-            // Ends when the task is cancelled.
-            for await job in jobs {
-                group.addTask { await job() }
-            }
-            group.cancelAll()
-        }
+        await jobs.run(alongside: { await self.watch() })
     }
 
     /// Runs `job` as a child task of `run`.
     func spawn(_ job: @escaping @Sendable () async -> Void) {
-        jobQueue.yield(job)
+        jobs.spawn(job)
     }
 
     /// Keeps one dialling loop running for member `id` while it is a member and we are in the

@@ -61,11 +61,7 @@ public enum MeshFrame: Hashable, Sendable {
             out.load(load)
             out.bool(final)
             out.strings(users)
-            out.count(rooms.count)
-            for pair in rooms {
-                out.string(pair.room)
-                out.string(pair.user)
-            }
+            out.roomMembers(rooms)
             return out.buffer
         case .delta(let seq, let delta):
             var out = RecordWriter(kind: Kind.delta.rawValue)
@@ -123,13 +119,8 @@ public enum MeshFrame: Hashable, Sendable {
             frame = .members(records)
         case .sync:
             guard let seq = input.u32(), let load = input.load(), let final = input.bool(), let users = input.strings(),
-                let pairCount = input.count(minimumBytesEach: 4)
+                let rooms = input.roomMembers()
             else { return nil }
-            var rooms: [RoomMember] = []
-            for _ in 0..<pairCount {
-                guard let pair = input.roomMember() else { return nil }
-                rooms.append(pair)
-            }
             frame = .sync(seq: seq, load: load, users: users, rooms: rooms, final: final)
         case .delta:
             guard let seq = input.u32() else { return nil }

@@ -46,9 +46,8 @@ public final class RedisClusterClient: RedisCommanding {
     public let configuration: Configuration
     private let state = Mutex(State())
     private let logger: Logger
-    /// Work for `run`: each new master's client, and map refreshes asked for by replies.
-    private let jobs: AsyncStream<@Sendable () async -> Void>
-    private let jobQueue: AsyncStream<@Sendable () async -> Void>.Continuation
+    /// Work for `run`: each new master's client, a retired one's stop, registering again.
+    private let jobs = BackgroundJobs()
     private let mapChanged = ConditionSignal()
     private let refreshWanted = Mutex(false)
     /// Called each time a master's connection is up (first and again): to write again what the
@@ -59,7 +58,6 @@ public final class RedisClusterClient: RedisCommanding {
         self.configuration = configuration
         self.logger = logger
         self.onShardConnect = onShardConnect
-        (jobs, jobQueue) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }
 
     /// The current map (for tests and diagnostics).
@@ -69,13 +67,7 @@ public final class RedisClusterClient: RedisCommanding {
 
     /// Keeps the map fresh and every master's connection up, until cancelled or stopped.
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            group.addTask { await self.keepRefreshing() }
-            for await job in jobs {
-                group.addTask { await job() }
-            }
-            group.cancelAll()
-        }
+        await jobs.run(alongside: { await self.keepRefreshing() })
     }
 
     public func stop() async {
@@ -84,7 +76,7 @@ public final class RedisClusterClient: RedisCommanding {
             return Array(state.clients.values)
         }
         mapChanged.poke()
-        jobQueue.finish()
+        jobs.finish()
         for client in clients { await client.stop() }
     }
 
@@ -156,10 +148,10 @@ public final class RedisClusterClient: RedisCommanding {
             }
             return (changed, created, retired)
         }
-        for client in retired { jobQueue.yield { await client.stop() } }
+        for client in retired { jobs.spawn { await client.stop() } }
         if changed { logger.info("Redis Cluster slot map: \(map.masters.count) master(s): \(map.masters.map(\.description).sorted())") }
         for (_, client) in newMasters {
-            jobQueue.yield {
+            jobs.spawn {
                 await withDiscardingTaskGroup { group in
                     group.addTask { await client.run() }
                     group.addTask {
@@ -174,7 +166,7 @@ public final class RedisClusterClient: RedisCommanding {
 
     /// A master's connection is coming up: once it is, the owner writes again what it keeps.
     private func shardConnected(_ node: ClusterSlotMap.Node) {
-        jobQueue.yield {
+        jobs.spawn {
             guard let client = self.state.withLock({ $0.clients[node] }) else { return }
             await client.waitUntilConnected()
             self.mapChanged.poke()

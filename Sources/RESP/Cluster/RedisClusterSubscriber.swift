@@ -24,27 +24,20 @@ public final class RedisClusterSubscriber: RedisSubscribing {
     }
 
     private let state = Mutex(State())
-    private let jobs: AsyncStream<@Sendable () async -> Void>
-    private let jobQueue: AsyncStream<@Sendable () async -> Void>.Continuation
+    /// Each shard subscriber's run and forwarding, as child tasks of `run`.
+    private let jobs = BackgroundJobs()
     /// Poked, with `droppedSome` set, when a server dropped a channel.
     private let moved = ConditionSignal()
     private let droppedSome = Mutex(false)
 
     public init(commands: RedisClusterClient, logger: Logger) {
         (events, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
-        (jobs, jobQueue) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
         self.commands = commands
         self.logger = logger
     }
 
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            group.addTask { await self.keepFollowingTheMap() }
-            for await job in jobs {
-                group.addTask { await job() }
-            }
-            group.cancelAll()
-        }
+        await jobs.run(alongside: { await self.keepFollowingTheMap() })
         continuation.finish()
     }
 
@@ -53,7 +46,7 @@ public final class RedisClusterSubscriber: RedisSubscribing {
             state.stopped = true
             return Array(state.shards.values)
         }
-        jobQueue.finish()
+        jobs.finish()
         for shard in shards { await shard.stop() }
     }
 
@@ -119,7 +112,7 @@ public final class RedisClusterSubscriber: RedisSubscribing {
             onDropped: { [weak self] channel in self?.dropped(channel, by: node) })
         state.shards[node] = shard
         let continuation = self.continuation
-        jobQueue.yield {
+        jobs.spawn {
             await withDiscardingTaskGroup { group in
                 group.addTask { await shard.run() }
                 group.addTask {
