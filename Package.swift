@@ -224,6 +224,8 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
+                "RedisBackplane", "RESP", "SwitchboardCore",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Synchronization
 
 public enum RedisError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Redis answered with an error reply.
@@ -24,6 +25,7 @@ public enum RedisError: Error, Hashable, Sendable, CustomStringConvertible {
 public final class RedisConnection: Sendable {
     public let channel: any Channel
     private let handler: RESPHandler
+    private let outbox = RESPOutbox()
     let commandTimeout: TimeAmount
 
     private init(channel: any Channel, handler: RESPHandler, commandTimeout: TimeAmount) {
@@ -65,22 +67,17 @@ public final class RedisConnection: Sendable {
     }
 
     /// Queues a command behind those queued before it (from this thread) and returns its reply
-    /// to come: the caller may queue more before waiting (pipelining).
+    /// to come: the caller may queue more before waiting (pipelining). Commands queued while
+    /// the event loop is busy go out together, in one write: under load, one wake-up of the
+    /// loop and one system call carry many commands.
     public func enqueue(_ arguments: [RESPArgument], expectsReply: Bool = true) -> EventLoopFuture<RESPValue> {
         let loop = channel.eventLoop
         let promise = loop.makePromise(of: RESPValue.self)
-        let handler = self.handler
-        let channel = self.channel
-        let timeout = commandTimeout
-        loop.execute {
-            handler.send(arguments, expectsReply: expectsReply, promise: promise)
-            // A Redis that does not answer in time is treated as gone: the connection is closed,
-            // which fails every pending command and lets the owner reconnect.
-            let timer = loop.scheduleTask(in: timeout) {
-                handler.failAll(RedisError.timedOut)
-                channel.close(promise: nil)
-            }
-            promise.futureResult.whenComplete { _ in timer.cancel() }
+        if outbox.add(OutboundCommand(arguments: arguments, expectsReply: expectsReply, promise: promise)) {
+            let handler = self.handler
+            let outbox = self.outbox
+            let timeout = commandTimeout
+            loop.execute { handler.send(outbox.takeAll(), timeout: timeout) }
         }
         return promise.futureResult
     }
@@ -98,6 +95,7 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private struct Pending {
         let promise: EventLoopPromise<RESPValue>
+        let deadline: NIODeadline
     }
 
     private let parser = RESPParser()
@@ -106,6 +104,8 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
     private var pending = CircularBuffer<Pending>()
     private var context: ChannelHandlerContext?
     private var closed = false
+    /// One timer at a time, for the oldest command still unanswered.
+    private var deadlineTimer: Scheduled<Void>?
 
     init(onPush: (@Sendable (RESPValue) -> Void)?) {
         self.onPush = onPush
@@ -115,19 +115,47 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
         self.context = context
     }
 
-    func send(_ arguments: [RESPArgument], expectsReply: Bool, promise: EventLoopPromise<RESPValue>) {
+    /// Writes the commands in one buffer with one flush. A command with no reply of its own
+    /// (SUBSCRIBE and friends) is done once written.
+    func send(_ commands: [OutboundCommand], timeout: TimeAmount) {
         guard let context, !closed else {
-            promise.fail(RedisError.connectionClosed)
+            for command in commands { command.promise.fail(RedisError.connectionClosed) }
             return
         }
-        var out = context.channel.allocator.buffer(capacity: 64)
-        RESPEncoder.encode(arguments, into: &out)
-        if expectsReply {
-            pending.append(Pending(promise: promise))
-            context.writeAndFlush(NIOAny(out), promise: nil)
-        } else {
-            context.writeAndFlush(NIOAny(out)).whenComplete { result in
-                promise.completeWith(result.map { .null })
+        var out = context.channel.allocator.buffer(capacity: 64 * commands.count)
+        let deadline = NIODeadline.now() + timeout
+        var written: [EventLoopPromise<RESPValue>] = []
+        for command in commands {
+            RESPEncoder.encode(command.arguments, into: &out)
+            if command.expectsReply {
+                pending.append(Pending(promise: command.promise, deadline: deadline))
+            } else {
+                written.append(command.promise)
+            }
+        }
+        let write = context.writeAndFlush(NIOAny(out))
+        if !written.isEmpty {
+            write.whenComplete { [written] result in
+                for promise in written { promise.completeWith(result.map { .null }) }
+            }
+        }
+        armDeadline(context: context)
+    }
+
+    /// A Redis that does not answer in time is treated as gone: the connection is closed, which
+    /// fails every pending command and lets the owner reconnect.
+    private func armDeadline(context: ChannelHandlerContext) {
+        guard deadlineTimer == nil, let oldest = pending.first else { return }
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(context, eventLoop: loop)
+        deadlineTimer = loop.scheduleTask(deadline: oldest.deadline) { [self] in
+            deadlineTimer = nil
+            guard let oldest = pending.first else { return }
+            if oldest.deadline <= .now() {
+                failAll(RedisError.timedOut)
+                bound.value.close(promise: nil)
+            } else {
+                armDeadline(context: bound.value)
             }
         }
     }
@@ -174,6 +202,8 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func failAll(_ error: any Error) {
         closed = true
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
         while let next = pending.popFirst() {
             next.promise.fail(error)
         }
@@ -187,5 +217,33 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         failAll(error)
         context.close(promise: nil)
+    }
+}
+
+/// A command on its way from any thread to the connection's event loop.
+struct OutboundCommand: Sendable {
+    let arguments: [RESPArgument]
+    let expectsReply: Bool
+    let promise: EventLoopPromise<RESPValue>
+}
+
+/// Commands queued for the event loop, in the order they were queued. `add` says whether the
+/// caller must schedule a drain: only the first command after one does.
+final class RESPOutbox: Sendable {
+    private let queue = Mutex<[OutboundCommand]>([])
+
+    func add(_ command: OutboundCommand) -> Bool {
+        queue.withLock {
+            $0.append(command)
+            return $0.count == 1
+        }
+    }
+
+    func takeAll() -> [OutboundCommand] {
+        queue.withLock {
+            let all = $0
+            $0.removeAll(keepingCapacity: true)
+            return all
+        }
     }
 }

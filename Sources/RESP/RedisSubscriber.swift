@@ -21,6 +21,7 @@ public enum RedisSubscriberEvent: Sendable, Hashable {
 public final class RedisSubscriber: Sendable {
     public let events: AsyncStream<RedisSubscriberEvent>
     private let continuation: AsyncStream<RedisSubscriberEvent>.Continuation
+    private let ownsStream: Bool
     public let client: RedisClient
     private let sharded: Bool
     private let confirmationTimeout: Duration
@@ -36,14 +37,25 @@ public final class RedisSubscriber: Sendable {
         /// that none made in between is missed.
         var connection: RedisConnection?
         /// Waiting for the server to confirm a (un)subscription, by "kind channel".
-        var confirmations: [String: [CheckedContinuation<Void, any Error>]] = [:]
+        var confirmations: [String: [Waiter]] = [:]
+        var lastWaiter: UInt64 = 0
     }
 
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+        let timer: Scheduled<Void>
+    }
+
+    /// `stream`, when given, is shared with other subscribers (one per shard of a cluster): its
+    /// events go there directly, and it is left open when this one ends.
     public init(
         configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger,
+        sharing stream: (AsyncStream<RedisSubscriberEvent>, AsyncStream<RedisSubscriberEvent>.Continuation)? = nil,
         onDropped: @escaping @Sendable (String) -> Void = { _ in }
     ) {
-        (events, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
+        (events, continuation) = stream ?? AsyncStream.makeStream(of: RedisSubscriberEvent.self)
+        ownsStream = stream == nil
         self.onDropped = onDropped
         self.sharded = sharded
         self.confirmationTimeout = .seconds(5)
@@ -65,7 +77,7 @@ public final class RedisSubscriber: Sendable {
 
     public func run() async {
         await client.run()
-        continuation.finish()
+        if ownsStream { continuation.finish() }
     }
 
     public func stop() async {
@@ -88,45 +100,48 @@ public final class RedisSubscriber: Sendable {
     public func subscribe(_ channel: String) async throws {
         let (inserted, connection) = state.withLock { ($0.channels.insert(channel).inserted, $0.connection) }
         guard inserted, let connection else { return }
-        try await confirmed(kind: sharded ? "ssubscribe" : "subscribe", channel: channel) {
-            try await connection.sendWithoutReply([self.subscribeCommand, RESPArgument(channel)])
-        }
+        try await confirmed(kind: sharded ? "ssubscribe" : "subscribe", channel: channel, command: subscribeCommand, on: connection)
     }
 
     public func unsubscribe(_ channel: String) async throws {
         let (removed, connection) = state.withLock { ($0.channels.remove(channel) != nil, $0.connection) }
         guard removed, let connection else { return }
-        try await confirmed(kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel) {
-            try await connection.sendWithoutReply([self.unsubscribeCommand, RESPArgument(channel)])
-        }
+        try await confirmed(
+            kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel, command: unsubscribeCommand, on: connection)
     }
 
-    private func confirmed(kind: String, channel: String, send: @escaping @Sendable () async throws -> Void) async throws {
+    /// Writes the (un)subscription and waits for the server's confirmation push, at most
+    /// `confirmationTimeout`. No task is made for it: joins and leaves are the churn's hot path.
+    private func confirmed(kind: String, channel: String, command: RESPArgument, on connection: RedisConnection) async throws {
         let key = kind + " " + channel
-        let timeout = confirmationTimeout
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
-                    self.state.withLock { $0.confirmations[key, default: []].append(waiter) }
-                    Task {
-                        do { try await send() } catch { self.resume(key, with: .failure(error)) }
-                    }
-                }
+        let id = state.withLock { state -> UInt64 in
+            state.lastWaiter &+= 1
+            return state.lastWaiter
+        }
+        let loop = connection.channel.eventLoop
+        let timeout = TimeAmount.nanoseconds(Int64(confirmationTimeout.components.seconds) * 1_000_000_000)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let timer = loop.scheduleTask(in: timeout) { self.resume(key, id: id, with: .failure(RedisError.timedOut)) }
+            state.withLock { $0.confirmations[key, default: []].append(Waiter(id: id, continuation: continuation, timer: timer)) }
+            connection.enqueue([command, RESPArgument(channel)], expectsReply: false).whenFailure { error in
+                self.resume(key, id: id, with: .failure(error))
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                // Unblock the waiter too: the group waits for every child before it returns.
-                self.resume(key, with: .failure(RedisError.timedOut))
-                throw RedisError.timedOut
-            }
-            try await group.next()
-            group.cancelAll()
         }
     }
 
-    private func resume(_ key: String, with result: Result<Void, any Error>) {
-        let waiters = state.withLock { $0.confirmations.removeValue(forKey: key) ?? [] }
-        for waiter in waiters { waiter.resume(with: result) }
+    /// Resumes the waiters of `key` (only the one numbered `id`, if given).
+    private func resume(_ key: String, id: UInt64? = nil, with result: Result<Void, any Error>) {
+        let waiters = state.withLock { state -> [Waiter] in
+            guard let id else { return state.confirmations.removeValue(forKey: key) ?? [] }
+            guard var list = state.confirmations[key], let index = list.firstIndex(where: { $0.id == id }) else { return [] }
+            let waiter = list.remove(at: index)
+            state.confirmations[key] = list.isEmpty ? nil : list
+            return [waiter]
+        }
+        for waiter in waiters {
+            waiter.timer.cancel()
+            waiter.continuation.resume(with: result)
+        }
     }
 
     private func failConfirmations(_ error: any Error) {
@@ -134,7 +149,10 @@ public final class RedisSubscriber: Sendable {
             defer { state.confirmations = [:] }
             return state.confirmations.values.flatMap { $0 }
         }
-        for waiter in all { waiter.resume(throwing: error) }
+        for waiter in all {
+            waiter.timer.cancel()
+            waiter.continuation.resume(throwing: error)
+        }
     }
 
     private func resubscribe(on connection: RedisConnection) async throws {

@@ -12,12 +12,21 @@ public struct StreamPosition: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(epoch):\(offset)" }
 
-    /// A new epoch: random, short enough to be stored inline in a Swift string.
+    /// A new epoch: random, short enough to be stored inline in a Swift string. Every publish
+    /// with history offers one (used only if the stream is new), so it costs one random draw:
+    /// 36^10 is below 2^64, and one draw gives all ten characters.
     public static func newEpoch() -> String {
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789".utf8)
-        var generator = SystemRandomNumberGenerator()
-        return String(decoding: (0..<10).map { _ in alphabet.randomElement(using: &generator)! }, as: UTF8.self)
+        var draw = UInt64.random(in: 0...UInt64.max)
+        var characters: [UInt8] = []
+        characters.reserveCapacity(10)
+        for _ in 0..<10 {
+            characters.append(epochAlphabet[Int(draw % 36)])
+            draw /= 36
+        }
+        return String(decoding: characters, as: UTF8.self)
     }
+
+    private static let epochAlphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789".utf8)
 }
 
 /// How much history a backplane keeps per stream. Off (`size` 0): messages carry no offset.

@@ -123,6 +123,29 @@ struct RedisClientTests {
         }
     }
 
+    /// Commands queued from many tasks at once go out in batches (one write per loop turn):
+    /// each caller's commands keep their order, and every reply reaches its own command.
+    @Test func commandsQueuedFromManyTasksKeepEachCallersOrder() async throws {
+        try await withRedis { redis in
+            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer { Task { await connection.close() } }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for caller in 0..<20 {
+                    group.addTask {
+                        let key = RESPArgument("list:\(caller)")
+                        let replies = (0..<200).map { connection.enqueue(["RPUSH", key, RESPArgument($0)]) }
+                        for (index, reply) in replies.enumerated() {
+                            #expect(try await reply.get() == .integer(Int64(index + 1)), "RPUSH answers the list's new length")
+                        }
+                        let stored = try await connection.send(["LRANGE", key, "0", "-1"])
+                        #expect(stored.elements?.compactMap(\.string) == (0..<200).map(String.init))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
     /// Subscriptions made while the subscriber's connection is coming up are all in effect once
     /// it is: none falls between the channels it subscribes again and the connection being
     /// offered (a Redis Cluster node lost about 300 of 20000 that way when a shard's subscriber

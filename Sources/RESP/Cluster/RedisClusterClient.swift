@@ -193,17 +193,24 @@ public final class RedisClusterClient: RedisCommanding {
 
     // MARK: Commands
 
-    /// The key that routes a command, if it has one.
+    /// The key that routes a command, if it has one. (Read from the bytes: it runs per command.)
     static func routingKey(_ arguments: [RESPArgument]) -> [UInt8]? {
-        guard let name = arguments.first.map({ String(decoding: $0.bytes, as: UTF8.self).uppercased() }) else { return nil }
-        switch name {
-        case "EVAL", "EVALSHA", "FCALL", "EVAL_RO", "EVALSHA_RO":
+        guard let name = arguments.first?.bytes else { return nil }
+        if isOneOf(name, ["EVALSHA", "EVAL", "FCALL", "EVAL_RO", "EVALSHA_RO"]) {
             guard arguments.count > 3, let count = Int(String(decoding: arguments[2].bytes, as: UTF8.self)), count > 0 else { return nil }
             return arguments[3].bytes
-        case "PING", "SCRIPT", "INFO", "CLUSTER", "HELLO", "FUNCTION":
-            return nil
-        default:
-            return arguments.count > 1 ? arguments[1].bytes : nil
+        }
+        if isOneOf(name, ["PING", "SCRIPT", "INFO", "CLUSTER", "HELLO", "FUNCTION"]) { return nil }
+        return arguments.count > 1 ? arguments[1].bytes : nil
+    }
+
+    /// Whether `name` is one of `commands` (upper case), ignoring ASCII case.
+    private static func isOneOf(_ name: [UInt8], _ commands: [StaticString]) -> Bool {
+        commands.contains { command in
+            command.utf8CodeUnitCount == name.count
+                && command.withUTF8Buffer { expected in
+                    zip(expected, name).allSatisfy { want, got in want == (got >= 97 && got <= 122 ? got - 32 : got) }
+                }
         }
     }
 
@@ -226,22 +233,24 @@ public final class RedisClusterClient: RedisCommanding {
     }
 
     private func enqueueRouted(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
-        let loop = MultiThreadedEventLoopGroup.singleton.any()
         guard let client = client(for: Self.routingKey(arguments)), let first = try? client.enqueue(arguments) else {
-            let promise = loop.makePromise(of: RESPValue.self)
+            let promise = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: RESPValue.self)
             promise.completeWithTask { try await self.replyOrError(arguments, after: nil) }
             return promise.futureResult
         }
-        return first.flatMap { reply in
-            guard case .error(let message) = reply, Self.isRedirectionOrRetry(message) else { return first }
-            let promise = loop.makePromise(of: RESPValue.self)
-            promise.completeWithTask { try await self.replyOrError(arguments, after: message) }
-            return promise.futureResult
-        }.flatMapError { error in
-            let promise = loop.makePromise(of: RESPValue.self)
-            promise.completeWithTask { try await self.replyOrError(arguments, after: nil) }
-            return promise.futureResult
+        // One promise and one callback per command: the common reply passes straight through.
+        let promise = first.eventLoop.makePromise(of: RESPValue.self)
+        first.whenComplete { result in
+            switch result {
+            case .success(.error(let message)) where Self.isRedirectionOrRetry(message):
+                promise.completeWithTask { try await self.replyOrError(arguments, after: message) }
+            case .success(let reply):
+                promise.succeed(reply)
+            case .failure:
+                promise.completeWithTask { try await self.replyOrError(arguments, after: nil) }
+            }
         }
+        return promise.futureResult
     }
 
     /// `send`, with an error reply returned as a value (as `enqueue` gives it).

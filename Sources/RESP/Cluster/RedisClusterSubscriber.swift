@@ -21,10 +21,12 @@ public final class RedisClusterSubscriber: RedisSubscribing {
         var channels: [String: ClusterSlotMap.Node?] = [:]
         var shards: [ClusterSlotMap.Node: RedisSubscriber] = [:]
         var stopped = false
+        /// A channel was asked for before the map knew its owner.
+        var unplaced = false
     }
 
     private let state = Mutex(State())
-    /// Each shard subscriber's run and forwarding, as child tasks of `run`.
+    /// Each shard subscriber's run (their events go straight into `events`), as child tasks of `run`.
     private let jobs = BackgroundJobs()
     /// Poked, with `droppedSome` set, when a server dropped a channel.
     private let moved = ConditionSignal()
@@ -83,7 +85,10 @@ public final class RedisClusterSubscriber: RedisSubscribing {
 
     /// Subscribes `channel` on the master that owns its slot now (leaving the old one, if any).
     private func place(_ channel: String) async throws {
-        guard let owner = commands.slotMap.owner(ofSlot: ClusterSlot.of(channel)) else { return }
+        guard let owner = commands.slotMap.owner(ofSlot: ClusterSlot.of(channel)) else {
+            state.withLock { $0.unplaced = true }
+            return
+        }
         let (previous, shard) = state.withLock { state -> (ClusterSlotMap.Node?, RedisSubscriber?) in
             guard let placed = state.channels[channel], !state.stopped else { return (nil, nil) }
             if placed == owner { return (nil, nil) }
@@ -109,17 +114,9 @@ public final class RedisClusterSubscriber: RedisSubscribing {
         logger[metadataKey: "redis.shard"] = "\(node)"
         let shard = RedisSubscriber(
             configuration: RedisClient.Configuration(host: node.host, port: node.port), sharded: true, logger: logger,
-            onDropped: { [weak self] channel in self?.dropped(channel, by: node) })
+            sharing: (events, continuation), onDropped: { [weak self] channel in self?.dropped(channel, by: node) })
         state.shards[node] = shard
-        let continuation = self.continuation
-        jobs.spawn {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await shard.run() }
-                group.addTask {
-                    for await event in shard.events { continuation.yield(event) }
-                }
-            }
-        }
+        jobs.spawn { await shard.run() }
         return shard
     }
 
@@ -132,21 +129,35 @@ public final class RedisClusterSubscriber: RedisSubscribing {
         moved.poke()
     }
 
-    /// Every 100 ms, or at once when a channel was dropped: channels not on their slot's
-    /// current owner are moved there; shards that are no longer masters are stopped.
+    /// Every 100 ms, or at once when a channel was dropped: if the map changed, a channel was
+    /// dropped, one waits for the map, or 2 s went by, channels not on their slot's current
+    /// owner are moved there; shards that are no longer masters are stopped. (Looking at every channel only
+    /// then keeps a node with many rooms from hashing them all ten times a second.)
     private func keepFollowingTheMap() async {
         var lastMasters: [ClusterSlotMap.Node] = []
+        var lastScanned: ClusterSlotMap?
+        var idleRounds = 0
         while !state.withLock({ $0.stopped }), !Task.isCancelled {
             _ = await moved.wait(until: { self.droppedSome.withLock { $0 } }, timeout: .milliseconds(100))
-            droppedSome.withLock { $0 = false }
+            let dropped = droppedSome.withLock { value in
+                defer { value = false }
+                return value
+            }
             let map = commands.slotMap
             guard map.isComplete else { continue }
-            // A master holding our channels that does not answer may be failing over: look again.
-            if state.withLock({ state in state.channels.values.contains { $0.flatMap { state.shards[$0] }?.isConnected == false } }) {
+            // A master that does not answer may be failing over: look again.
+            if state.withLock({ state in map.masters.contains { state.shards[$0]?.isConnected == false } }) {
                 commands.requestRefresh()
             }
+            let unplaced = state.withLock { $0.unplaced }
+            idleRounds += 1
+            // Every 2 s regardless, as a safety net.
+            guard dropped || unplaced || map != lastScanned || idleRounds >= 20 else { continue }
+            lastScanned = map
+            idleRounds = 0
             let misplaced = state.withLock { state in
-                state.channels.filter { channel, placed in placed != map.owner(ofSlot: ClusterSlot.of(channel)) }
+                state.unplaced = false
+                return state.channels.filter { channel, placed in placed != map.owner(ofSlot: ClusterSlot.of(channel)) }
             }
             if !misplaced.isEmpty {
                 // Placed before and elsewhere now: moved (not merely made before the map was known).
