@@ -51,6 +51,32 @@ start_servers() {
     nats) nats-server -a 127.0.0.1 -p 18413 >/dev/null 2>&1 & PIDS+=($!); sleep 0.3
           for i in 1 2; do $SB serve --node-id s$i --port 1840$i --nats nats://127.0.0.1:18413 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
+    redis3|mesh3)
+          # Three nodes (18401-18403), for the reconnect storm; NODE_PIDS lists them in order. A
+          # heartbeat of 5 s: a killed node leaves presence within 15 s (the default, 25 s, gives 75).
+          local backplane
+          if [ "$kind" = redis3 ]; then
+            redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
+            backplane="--redis redis://127.0.0.1:18409"
+          else
+            backplane="--peers 127.0.0.1:18401,127.0.0.1:18402,127.0.0.1:18403 --cluster-secret bench"
+          fi
+          NODE_PIDS=""
+          for i in 1 2 3; do
+            $SB serve --node-id s$i --port 1840$i $backplane --heartbeat 5 --log-level error $history >/dev/null 2>&1 & PIDS+=($!)
+            NODE_PIDS=${NODE_PIDS:+$NODE_PIDS,}$!
+          done
+          SERVER_PID=${PIDS[-3]}; for i in 1 2 3; do wait_ready 1840$i; done
+          TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws,ws://127.0.0.1:18403/ws;;
+    centrifuge3)
+          redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
+          NODE_PIDS=""
+          for i in 1 2 3; do
+            bench/peers/start.sh centrifuge 1840$i 127.0.0.1:18409 >/dev/null 2>&1 & PIDS+=($!)
+            NODE_PIDS=${NODE_PIDS:+$NODE_PIDS,}$!
+          done
+          SERVER_PID=${PIDS[-3]}; for i in 1 2 3; do wait_ready 1840$i; done; DIALECT=centrifuge
+          TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws,ws://127.0.0.1:18403/ws;;
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac

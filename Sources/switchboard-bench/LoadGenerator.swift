@@ -132,6 +132,30 @@ final class LoadGenerator: @unchecked Sendable {
         return channels
     }
 
+    /// Opens a connection for each of `indices` (in waves, like `open`), and says which failed.
+    func openEach(
+        _ indices: [Int], user: @escaping @Sendable (Int) -> String, target: @escaping @Sendable (Int) -> Target,
+        onOpen: @escaping @Sendable (Int, any Channel) -> Void
+    ) async -> (opened: [any Channel], failed: [Int]) {
+        var opened: [any Channel] = []
+        var failed: [Int] = []
+        for waveStart in stride(from: 0, to: indices.count, by: 500) {
+            let wave = indices[waveStart..<min(indices.count, waveStart + 500)]
+            let results = await withTaskGroup(of: (Int, (any Channel)?).self) { group in
+                for index in wave {
+                    group.addTask {
+                        (index, try? await self.connect(index, user: user(index), target: target(index), onOpen: onOpen, onReply: nil))
+                    }
+                }
+                return await group.reduce(into: [(Int, (any Channel)?)]()) { $0.append($1) }
+            }
+            for (index, channel) in results {
+                if let channel { opened.append(channel) } else { failed.append(index) }
+            }
+        }
+        return (opened, failed)
+    }
+
     private func connect(
         _ index: Int, user: String, target: Target, onOpen: @escaping @Sendable (Int, any Channel) -> Void,
         onReply: (@Sendable (Int, any Channel) -> Void)?
