@@ -5,7 +5,7 @@ import NIOCore
 import Synchronization
 
 #if canImport(FoundationNetworking)
-    import FoundationNetworking
+import FoundationNetworking
 #endif
 
 /// A reconnect storm: C clients, each in a few rooms, spread over the nodes; a probe room with a
@@ -103,7 +103,9 @@ struct Storm: AsyncParsableCommand {
         let rejoinsAnswered = generator.totals.replies.load(ordering: .relaxed) - repliesBefore
         // Only if every moved client is welcomed again and every one of its joins answered.
         let allBack = waiting.isEmpty && rejoined ? ContinuousClock.now - started : nil
-        progress("\(movers.count - waiting.count) of \(movers.count) moved clients back, \(rejoinsAnswered) of \(rejoins) joins answered (\(round) round(s)); checking presence")
+        progress(
+            "\(movers.count - waiting.count) of \(movers.count) moved clients back, \(rejoinsAnswered) of \(rejoins) joins answered (\(round) round(s)); checking presence"
+        )
         // Presence is read through Switchboard's HTTP API; the peers have none alike.
         let exact =
             load.dialect == .switchboard
