@@ -2,7 +2,8 @@
 # Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh; on request:
 # RabbitMQ and NATS, SERVERS="redis rabbitmq nats", after apt-get install rabbitmq-server
 # nats-server; a Redis Cluster of 1 or 3 masters, rcluster1 and rcluster3; and the scenario
-# `rooms`, 10k rooms, SCENARIOS=rooms; the reconnect storm, SERVERS="redis3 mesh3" SCENARIOS=storm)
+# `rooms`, 10k rooms, SCENARIOS=rooms; the reconnect storm, SERVERS="redis3 mesh3" SCENARIOS=storm; 2000 joins in one
+# room against 2000 rooms, SCENARIOS=joinstorm)
 # and the peers
 # (Centrifuge, python-socketio, Node ws, each two nodes over Redis), one after the other on this
 # machine, and writes one JSON line per result to bench/results/latest.jsonl.
@@ -44,6 +45,7 @@ for kind in ${SERVERS:-ceiling embedded redis mesh centrifuge socketio node-ws};
       unicast) [ $kind = ceiling ] || run $kind unicast --pairs 100 --rate 1000 --duration 10;;
       churn) [ $kind = ceiling ] || run $kind churn --workers 20 --duration 10;;
       rooms) [ $kind = ceiling ] || run $kind rooms --rooms 10000 --publishers 20 --messages 100000;;
+      joinstorm) [ $kind = ceiling ] || { run $kind joinstorm --clients 2000; run $kind joinstorm --clients 2000 --spread; };;
       # Kills (STORM_SIGNAL=TERM: drains) the third node: last in SCENARIOS, on redis3 or mesh3.
       storm) [[ $kind == *3 ]] && run $kind storm --clients 15000 --server-pids "$NODE_PIDS" --signal "${STORM_SIGNAL:-KILL}";;
       idle) [ $kind = ceiling ] || [ $kind = mesh ] || run $kind idle --connections 19000 --server-pid "$SERVER_PID" --rest 30 || true;;

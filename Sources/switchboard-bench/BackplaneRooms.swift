@@ -65,7 +65,7 @@ struct BackplaneRooms: AsyncParsableCommand {
             }
             let started = ContinuousClock.now
             let startNanos = nanos()
-            let startCPU = processCPUSeconds()
+            let startCPU = cpuSeconds(ofProcess: Int(getpid()))
             let redisPIDs = redisPids.split(separator: ",").compactMap { Int($0) }
             let redisStart = redisPIDs.map(cpuSeconds(ofProcess:))
             let tally = PublishTally()
@@ -120,7 +120,7 @@ struct BackplaneRooms: AsyncParsableCommand {
                 report["busiest_redis_cpu_share"] = (used.max() ?? 0) / seconds
             }
             // This process's CPU (both "nodes", their Redis clients): what a message costs here.
-            report["client_cpu_us_per_message"] = (processCPUSeconds() - startCPU) * 1e6 / Double(max(1, accepted))
+            report["client_cpu_us_per_message"] = (cpuSeconds(ofProcess: Int(getpid())) - startCPU) * 1e6 / Double(max(1, accepted))
             report["messages_per_s"] = Double(counter.messages.load(ordering: .relaxed)) / seconds
             report.print()
             for backplane in backplanes { await backplane.leave() }
@@ -146,21 +146,8 @@ final class PublishTally: Sendable {
     let errors = Atomic(0)
 }
 
-/// User and system CPU this process used so far, in seconds.
-func processCPUSeconds() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
-    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-/// User and system CPU a process used so far, in seconds (from /proc/PID/stat; 0 if unreadable).
+/// User and system CPU a process used so far, in seconds (0 if it cannot be read).
 func cpuSeconds(ofProcess pid: Int) -> Double {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let end = stat.lastIndex(of: ")")
-    else { return 0 }
-    // After the command's name: state is field 3, utime and stime are fields 14 and 15.
-    let fields = stat[stat.index(after: end)...].split(separator: " ")
-    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    guard let stats = try? ProcessStats(pid: Int32(pid)) else { return 0 }
+    return Double(stats.cpuTicks) / ProcessStats.ticksPerSecond
 }
