@@ -52,13 +52,13 @@ public final class RedisSubscriber: Sendable {
     public init(
         configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger,
         sharing stream: (AsyncStream<RedisSubscriberEvent>, AsyncStream<RedisSubscriberEvent>.Continuation)? = nil,
-        onDropped: @escaping @Sendable (String) -> Void = { _ in }
+        confirmationTimeout: Duration = .seconds(5), onDropped: @escaping @Sendable (String) -> Void = { _ in }
     ) {
         (events, continuation) = stream ?? AsyncStream.makeStream(of: RedisSubscriberEvent.self)
         ownsStream = stream == nil
         self.onDropped = onDropped
         self.sharded = sharded
-        self.confirmationTimeout = .seconds(5)
+        self.confirmationTimeout = confirmationTimeout
         let box = Mutex<RedisSubscriber?>(nil)
         client = RedisClient(
             configuration: configuration, logger: logger,
@@ -119,7 +119,7 @@ public final class RedisSubscriber: Sendable {
             return state.lastWaiter
         }
         let loop = connection.channel.eventLoop
-        let timeout = TimeAmount.nanoseconds(Int64(confirmationTimeout.components.seconds) * 1_000_000_000)
+        let timeout = TimeAmount(confirmationTimeout)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let timer = loop.scheduleTask(in: timeout) { self.resume(key, id: id, with: .failure(RedisError.timedOut)) }
             state.withLock { $0.confirmations[key, default: []].append(Waiter(id: id, continuation: continuation, timer: timer)) }

@@ -112,7 +112,7 @@ struct BackplaneRooms: AsyncParsableCommand {
             report["errors"] = tally.errors.load(ordering: .relaxed)
             report["delivered"] = counter.messages.load(ordering: .relaxed)
             report["lost"] = accepted - counter.messages.load(ordering: .relaxed)
-            report["publish_seconds"] = Double(published.components.seconds) + Double(published.components.attoseconds) / 1e18
+            report["publish_seconds"] = published.seconds
             report["seconds"] = seconds
             if !redisPIDs.isEmpty {
                 let used = zip(redisPIDs.map(cpuSeconds(ofProcess:)), redisStart).map { $0 - $1 }

@@ -78,9 +78,7 @@ struct Churn: AsyncParsableCommand {
                 }
             }
         }
-        let seconds =
-            Double((ContinuousClock.now - started).components.attoseconds) / 1e18
-            + Double((ContinuousClock.now - started).components.seconds)
+        let seconds = (ContinuousClock.now - started).seconds
         try await Task.sleep(for: .seconds(1))
         var result = Report(scenario: "churn", label: load.label)
         result["workers"] = workers

@@ -30,14 +30,11 @@ struct JoinStorm: AsyncParsableCommand {
         report["clients"] = clients
         report["rooms"] = spread ? clients : 1
         report["joins_answered"] = generator.totals.replies.load(ordering: .relaxed)
-        report["all_joined_s"] = answered ? seconds(joined) : nil
-        report["presence_settled_s"] = seconds(settled)
+        report["all_joined_s"] = answered ? joined.seconds : nil
+        report["presence_settled_s"] = settled.seconds
         report["presence_events"] = generator.totals.presence.load(ordering: .relaxed)
         report.print()
         await generator.shutdown(channels)
     }
 
-    private func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 }

@@ -214,3 +214,8 @@ struct Report {
         fflush(nil)
     }
 }
+
+extension Duration {
+    /// In seconds, as the reports print them.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -113,7 +113,7 @@ struct Storm: AsyncParsableCommand {
                 targets: targets, survivors: survivors, movers: movers, user: user, roomsOf: roomsOf, started: started) : nil
         probing.cancel()
         sampling.cancel()
-        try await Task.sleep(for: .milliseconds(500))
+        await drain(probe, expected: probeSeq.load(ordering: .relaxed) * probeSubscribers.count)
         let seen = try await probe.collect()
 
         var report = Report(scenario: "storm", label: load.label)
@@ -121,10 +121,10 @@ struct Storm: AsyncParsableCommand {
         report["moved"] = movers.count
         report["signal"] = signal
         report["rooms_per_client"] = roomsPerClient
-        report["all_back_s"] = allBack.map(seconds)
+        report["all_back_s"] = allBack.map(\.seconds)
         report["rejoins"] = rejoins
         report["rejoins_answered"] = rejoinsAnswered
-        report["presence_exact_s"] = exact.map(seconds)
+        report["presence_exact_s"] = exact.map(\.seconds)
         report["reconnect_rounds"] = round
         report["connect_failures"] = failures.load(ordering: .relaxed)
         report["still_away"] = waiting.count
@@ -136,10 +136,6 @@ struct Storm: AsyncParsableCommand {
         report.print()
         await probe.shutdown(probeSubscribers + [publisher])
         await generator.shutdown(crowd)
-    }
-
-    private func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// Polls the survivors' HTTP API until, for a sample of the moved users, each is online on

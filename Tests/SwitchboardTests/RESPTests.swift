@@ -181,6 +181,40 @@ struct RedisClientTests {
         await subscriber.stop()
     }
 
+    /// A subscription whose confirmation does not come in time fails alone (its own timer, no
+    /// task): the connection stays, and the subscription takes effect once Redis answers.
+    @Test func anUnconfirmedSubscriptionTimesOutAloneAndTakesEffectLater() async throws {
+        try await withRedis { redis in
+            let subscriber = RedisSubscriber(configuration: redis.configuration, logger: logger, confirmationTimeout: .milliseconds(300))
+            let running = Task { await subscriber.run() }
+            defer {
+                Task {
+                    await subscriber.stop(); await running.value
+                }
+            }
+            await subscriber.waitUntilConnected()
+            var iterator = subscriber.events.makeAsyncIterator()
+            #expect(await iterator.next() == .resubscribing, "the first connection's own start")
+            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let publisher = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            defer {
+                Task {
+                    await pauser.close(); await publisher.close()
+                }
+            }
+            // Redis holds every command for 1.5 s; the confirmation's wait ends at 300 ms.
+            try await pauser.send(["CLIENT", "PAUSE", "1500", "ALL"])
+            await #expect(throws: RedisError.timedOut) { try await subscriber.subscribe("sb:{r:held}") }
+            #expect(subscriber.isConnected)
+            // Once the pause is over, Redis runs the held subscription on the same connection.
+            try await eventually("the held subscription to take effect", timeout: .seconds(20)) {
+                try await publisher.send(["PUBSUB", "SHARDNUMSUB", "sb:{r:held}"]).elements?.last == .integer(1)
+            }
+            #expect(try await publisher.send(["SPUBLISH", "sb:{r:held}", "late"]) == .integer(1))
+            #expect(await iterator.next() == .message(RedisMessage(channel: "sb:{r:held}", payload: Array("late".utf8))))
+        }
+    }
+
     @Test func subscriberReceivesAndResubscribesAfterARestart() async throws {
         try await withRedis { redis in
             let subscriber = RedisSubscriber(configuration: redis.configuration, logger: logger)

@@ -1,8 +1,9 @@
 import Foundation
 import Logging
-import RESP
 import SwitchboardTesting
 import Testing
+
+@testable import RESP
 
 /// The cluster-aware RESP client: slots and hash tags as Redis computes them, the slot map and
 /// redirections parsed, and against a real Redis Cluster (3 masters, 3 replicas): keys spread
@@ -20,6 +21,26 @@ struct RedisClusterClientTests {
         #expect(ClusterSlot.of("foo{bar}{zap}") == ClusterSlot.of("bar"))
         // Our names: a room's channel and its keys share the slot of their tag.
         #expect(ClusterSlot.of("sb:{r:lobby}") == ClusterSlot.of("sb:{r:lobby}:m"))
+    }
+
+    /// Each command goes to the master of its key, read from its bytes in any letter case: a
+    /// script's first key, the first argument of the rest, none for keyless commands.
+    @Test func commandsAreRoutedByTheirKey() {
+        func key(_ arguments: [RESPArgument]) -> String? {
+            RedisClusterClient.routingKey(arguments).map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(key(["EVALSHA", "abc", "2", "sb:{r:a}:s", "sb:{r:a}:h", "x"]) == "sb:{r:a}:s")
+        #expect(key(["evalsha", "abc", "1", "k"]) == "k")
+        #expect(key(["Eval", "return 1", "1", "k"]) == "k")
+        #expect(key(["EVALSHA_RO", "abc", "1", "k"]) == "k")
+        #expect(key(["EVAL", "return 1", "0"]) == nil)
+        #expect(key(["EVAL", "return 1", "x", "k"]) == nil)
+        #expect(key(["spublish", "sb:{r:a}", "m"]) == "sb:{r:a}")
+        #expect(key(["SADD", "s", "m"]) == "s")
+        for keyless: [RESPArgument] in [["PING"], ["ping"], ["SCRIPT", "LOAD", "x"], ["cluster", "slots"], ["INFO"]] {
+            #expect(key(keyless) == nil)
+        }
+        #expect(key([]) == nil)
     }
 
     @Test func redirectionsAndSlotMapsParse() {
