@@ -34,7 +34,7 @@ package final class RedisServer: @unchecked Sendable {
 
     /// Waits until a redis-server on `port` answers PING.
     package static func waitUntilAnswering(port: Int) async throws {
-        try await eventually("redis-server \(port) to answer") {
+        try await eventually("redis-server \(port) to answer", timeout: .seconds(20)) {
             guard let connection = try? await RedisConnection.connect(host: "127.0.0.1", port: port) else { return false }
             defer { Task { await connection.close() } }
             return (try? await connection.send(["PING"])) == .simpleString("PONG")

@@ -91,8 +91,13 @@ struct RESPParserTests {
     }
 }
 
-@Suite("RESP client against a real redis-server")
+// One test at a time: the 3000-channel and 4000-command tests load the process's event loops,
+// and beside them, under a fully loaded CI machine, a plain connect once took over 2 s.
+@Suite("RESP client against a real redis-server", .serialized)
 struct RedisClientTests {
+    /// Generous: a connect that waits on a loaded machine is not what these tests are about.
+    static let connectTimeout = TimeAmount.seconds(10)
+
     var logger: Logger {
         var logger = Logger(label: "redis-test")
         logger.logLevel = .critical
@@ -101,7 +106,7 @@ struct RedisClientTests {
 
     @Test func commandsPipeliningAndErrors() async throws {
         try await withRedis { redis in
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
             defer { Task { await connection.close() } }
             #expect(try await connection.send(["SET", "k", "v"]) == .simpleString("OK"))
             #expect(try await connection.send(["GET", "k"]).string == "v")
@@ -127,7 +132,7 @@ struct RedisClientTests {
     /// each caller's commands keep their order, and every reply reaches its own command.
     @Test func commandsQueuedFromManyTasksKeepEachCallersOrder() async throws {
         try await withRedis { redis in
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
             defer { Task { await connection.close() } }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for caller in 0..<20 {
@@ -170,7 +175,7 @@ struct RedisClientTests {
             if subscriber.isConnected { afterConnected += 1 }
         }
         try await subscriber.barrier()
-        let probe = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+        let probe = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
         defer { Task { await probe.close() } }
         let reply = try await probe.send(["PUBSUB", "SHARDNUMSUB"] + late.map { RESPArgument($0) })
         // A flat list of name, count (RESP2 on this connection).
@@ -195,8 +200,8 @@ struct RedisClientTests {
             await subscriber.waitUntilConnected()
             var iterator = subscriber.events.makeAsyncIterator()
             #expect(await iterator.next() == .resubscribing, "the first connection's own start")
-            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
-            let publisher = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let publisher = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
             defer {
                 Task {
                     await pauser.close(); await publisher.close()
@@ -255,8 +260,9 @@ struct RedisClientTests {
 
     @Test func aCommandWithoutAnAnswerTimesOutAndDropsTheConnection() async throws {
         try await withRedis { redis in
-            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
-            let slow = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, commandTimeout: .milliseconds(300))
+            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let slow = try await RedisConnection.connect(
+                host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout, commandTimeout: .milliseconds(300))
             defer { Task { await pauser.close() } }
             try await pauser.send(["CLIENT", "PAUSE", "3000", "ALL"])
             // The pause lasts 3 s: an answer would come then, so the throw is the timeout's.
