@@ -46,6 +46,9 @@ struct RedisClusterBackplaneTests {
             let seen = try #require(try await bob.client.history("r").top)
 
             let owner = try await Self.master(of: "sb:{r:r}", in: servers)
+            // What this test checks survives is what was replicated: under a loaded machine the
+            // replica may lag, and a stream it never got is a new epoch (the documented loss).
+            try await Self.waitUntilReplicated(master: owner)
             try await servers.kill9(port: owner)
             let killed = ContinuousClock.now
             try await eventually("delivery to resume", timeout: .seconds(10)) {
@@ -117,6 +120,23 @@ struct RedisClusterBackplaneTests {
     }
 
     /// The port of the master that serves `key`'s slot.
+    /// Waits until the master's replica has acknowledged everything the master has written.
+    static func waitUntilReplicated(master port: Int) async throws {
+        let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port)
+        defer { Task { await connection.close() } }
+        try await eventually("the replica of \(port) to catch up") {
+            let info = try await connection.send(["INFO", "replication"]).string ?? ""
+            func field(_ name: String) -> Substring? {
+                info.split(whereSeparator: \.isNewline).first { $0.hasPrefix(name) }
+            }
+            guard let own = field("master_repl_offset:").flatMap({ Int($0.split(separator: ":")[1]) }),
+                let replica = field("slave0:"),
+                let offset = replica.split(separator: ",").first(where: { $0.hasPrefix("offset=") }).flatMap({ Int($0.dropFirst(7)) })
+            else { return false }
+            return offset >= own
+        }
+    }
+
     static func master(of key: String, in servers: RedisClusterServers) async throws -> Int {
         let slot = ClusterSlot.of(key)
         for port in try await servers.masters() {
