@@ -75,6 +75,10 @@ public protocol Backplane: Sendable {
     func roomJoined(_ room: String, user: String) async throws
     /// The last connection of `user` on this node left `room`.
     func roomLeft(_ room: String, user: String) async throws
+    /// Several `roomJoined`/`roomLeft` of one room, taking effect in this order, in as few round
+    /// trips as the backplane can. The router sends a room's changes this way, a batch at a time
+    /// (see `MessageRouter`). When it throws, any prefix of the changes may have taken effect.
+    func roomChanged(_ room: String, _ changes: [RoomChange]) async throws
 
     /// Users in `room`, cluster-wide, sorted.
     func members(of room: String) async throws -> [String]
@@ -99,6 +103,19 @@ public protocol Backplane: Sendable {
     func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead
 }
 
+/// One user's presence in a room on this node, as it changes.
+public enum RoomChange: Hashable, Sendable {
+    case joined(user: String)
+    case left(user: String)
+
+    public func delta(in room: String) -> InterestDelta {
+        switch self {
+        case .joined(let user): .joined(room: room, user: user)
+        case .left(let user): .left(room: room, user: user)
+        }
+    }
+}
+
 /// A message handed to a backplane whose acceptance has not been awaited yet.
 public struct PendingPublish: Sendable {
     private let acceptance: @Sendable () async throws -> Void
@@ -119,6 +136,16 @@ extension Backplane {
 
     public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
         throw HistoryError.unsupported
+    }
+
+    /// One change after the other: a backplane that can send several in one round trip says so.
+    public func roomChanged(_ room: String, _ changes: [RoomChange]) async throws {
+        for change in changes {
+            switch change {
+            case .joined(let user): try await roomJoined(room, user: user)
+            case .left(let user): try await roomLeft(room, user: user)
+            }
+        }
     }
 
     /// A backplane with no background work of its own waits to be cancelled.

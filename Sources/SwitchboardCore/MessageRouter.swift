@@ -41,13 +41,13 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         var users: [String: [ObjectIdentifier: Endpoint]] = [:]
         var rooms: [String: Room] = [:]
         var roomsOfEndpoint: [ObjectIdentifier: Set<String>] = [:]
+        var commits = RoomCommits()
     }
 
     private let state = Mutex(State())
-    /// Serialises membership changes per user (online/offline) and per room (joined/left), so
-    /// the backplane sees each user's and each room's changes in the order they happened here,
-    /// while changes to different users and rooms overlap (each may take Redis round trips).
-    /// A user's lock may be held while taking a room's, never the reverse.
+    /// Serialises a user's online/offline, so that the backplane sees them in the order they
+    /// happened here; different users overlap (each may take round trips). A room's joins and
+    /// leaves are ordered by `State.commits` instead, without a lock held across a round trip.
     private let membership = KeyedAsyncMutex()
     public let backplane: any Backplane
     public let delivery: Delivery
@@ -85,10 +85,11 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
             }
             guard let rooms else { return }
             // Errors here are the backplane's to log and repair; the connection is gone anyway.
+            // One room after the other: no turn in one room's queue is held while waiting in another.
             for room in rooms {
-                await membership.withLock(Self.roomKey(room)) {
-                    let last = state.withLock { Self.remove(key, user: endpoint.user, from: room, in: &$0) }
-                    if last { try? await backplane.roomLeft(room, user: endpoint.user) }
+                _ = try? await commit(in: room) { state in
+                    let last = Self.remove(key, user: endpoint.user, from: room, in: &state)
+                    return RoomCommits.Entry(change: last ? .left(user: endpoint.user) : nil, joining: nil, user: endpoint.user)
                 }
             }
             let lastOfUser = state.withLock { state -> Bool in
@@ -108,51 +109,87 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// returns, every message published to the room from any node reaches the connection.
     @discardableResult
     public func join(_ endpoint: Endpoint, room: String) async throws -> Bool {
-        try await membership.withLock(Self.roomKey(room)) {
-            let key = ObjectIdentifier(endpoint)
-            let change = state.withLock { state -> (added: Bool, firstOfUser: Bool) in
-                guard state.endpoints[key] != nil else { return (false, false) }
-                guard state.roomsOfEndpoint[key, default: []].insert(room).inserted else { return (false, false) }
-                state.rooms[room, default: Room()].endpoints[key] = endpoint
-                state.rooms[room]!.snapshot = nil
-                let count = (state.rooms[room]!.connectionsPerUser[endpoint.user] ?? 0) + 1
-                state.rooms[room]!.connectionsPerUser[endpoint.user] = count
-                return (true, count == 1)
-            }
-            if change.firstOfUser {
-                do {
-                    try await backplane.roomJoined(room, user: endpoint.user)
-                } catch {
-                    // Undo, so that local state and the backplane agree.
-                    state.withLock { state in
-                        state.roomsOfEndpoint[key]?.remove(room)
-                        _ = Self.remove(key, user: endpoint.user, from: room, in: &state)
-                    }
-                    throw error
-                }
-            }
-            return change.added
+        let key = ObjectIdentifier(endpoint)
+        return try await commit(in: room) { state in
+            guard state.endpoints[key] != nil, state.roomsOfEndpoint[key, default: []].insert(room).inserted else { return nil }
+            state.rooms[room, default: Room()].endpoints[key] = endpoint
+            state.rooms[room]!.snapshot = nil
+            let count = (state.rooms[room]!.connectionsPerUser[endpoint.user] ?? 0) + 1
+            state.rooms[room]!.connectionsPerUser[endpoint.user] = count
+            // A later connection of the same user still waits for the batch that carries the
+            // first one's join: the node is interested in the room only from then on.
+            return RoomCommits.Entry(change: count == 1 ? .joined(user: endpoint.user) : nil, joining: key, user: endpoint.user)
         }
     }
 
     /// Unsubscribes a connection from a room. Returns false if it was not subscribed.
     @discardableResult
     public func leave(_ endpoint: Endpoint, room: String) async throws -> Bool {
-        try await membership.withLock(Self.roomKey(room)) {
-            let key = ObjectIdentifier(endpoint)
-            let change = state.withLock { state -> (removed: Bool, lastOfUser: Bool) in
-                guard state.roomsOfEndpoint[key]?.remove(room) != nil else { return (false, false) }
-                return (true, Self.remove(key, user: endpoint.user, from: room, in: &state))
-            }
-            if change.lastOfUser {
-                try await backplane.roomLeft(room, user: endpoint.user)
-            }
-            return change.removed
+        let key = ObjectIdentifier(endpoint)
+        return try await commit(in: room) { state in
+            guard state.roomsOfEndpoint[key]?.remove(room) != nil else { return nil }
+            let last = Self.remove(key, user: endpoint.user, from: room, in: &state)
+            return RoomCommits.Entry(change: last ? .left(user: endpoint.user) : nil, joining: nil, user: endpoint.user)
         }
     }
 
+    /// Makes a membership change here (`change` returns nil when there is none) and, in the
+    /// same step, queues it for the room's next batch to the backplane; returns once that batch
+    /// is answered. Returns whether there was a change.
+    private func commit(in room: String, _ change: (inout State) -> RoomCommits.Entry?) async throws -> Bool {
+        var changed = false
+        let turn = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RoomCommits.Turn, any Error>) in
+            let now = state.withLock { state -> RoomCommits.Turn? in
+                guard let entry = change(&state) else { return .done }
+                changed = true
+                // A leave that changes no presence has nothing to wait for.
+                if entry.change == nil && entry.joining == nil { return .done }
+                if state.commits.claim(room) { return .send(entry, []) }
+                state.commits.wait(RoomCommits.Waiter(entry: entry, continuation: continuation), for: room)
+                return nil
+            }
+            if let now { continuation.resume(returning: now) }
+        }
+        if case .send(let entry, let behind) = turn {
+            try await send(entry, then: behind, in: room)
+        }
+        return changed
+    }
+
+    /// Sends one batch of a room's changes, settles everyone in it, and hands the turn on.
+    private func send(_ first: RoomCommits.Entry, then behind: [RoomCommits.Waiter], in room: String) async throws {
+        let changes = ([first.change] + behind.map(\.entry.change)).compactMap { $0 }
+        var failure: (any Error)?
+        if !changes.isEmpty {
+            do { try await backplane.roomChanged(room, changes) } catch { failure = error }
+        }
+        let next = state.withLock { state in
+            var next = state.commits.finish(room)
+            guard failure != nil else { return next }
+            // Undone, so that local state and the backplane agree: these joins did not happen.
+            var untold: Set<String> = []
+            for entry in [first] + behind.map(\.entry) {
+                if case .joined(let user) = entry.change { untold.insert(user) }
+                guard let key = entry.joining, state.roomsOfEndpoint[key]?.remove(room) != nil else { continue }
+                _ = Self.remove(key, user: entry.user, from: room, in: &state)
+            }
+            // A later connection of such a user, still waiting, now makes the user's first join.
+            for index in next.indices where next[index].entry.joining != nil && next[index].entry.change == nil {
+                let user = next[index].entry.user
+                guard untold.contains(user), state.rooms[room]?.connectionsPerUser[user] != nil else { continue }
+                next[index].entry.change = .joined(user: user)
+                untold.remove(user)
+            }
+            return next
+        }
+        for waiter in behind {
+            if let failure { waiter.continuation.resume(throwing: failure) } else { waiter.continuation.resume(returning: .done) }
+        }
+        if let head = next.first { head.continuation.resume(returning: .send(head.entry, Array(next.dropFirst()))) }
+        if let failure { throw failure }
+    }
+
     private static func userKey(_ user: String) -> String { "user " + user }
-    private static func roomKey(_ room: String) -> String { "room " + room }
 
     /// Removes one endpoint from a room; true when it was its user's last connection there.
     private static func remove(_ key: ObjectIdentifier, user: String, from room: String, in state: inout State) -> Bool {

@@ -25,7 +25,7 @@ struct RouterTests {
         func add(_ item: Int) { items.append(item) }
     }
 
-    /// Membership changes are serialised per user and per room, not per node: a change to one
+    /// A user's online/offline changes are serialised per user, not per node: a change to one
     /// key waits only for changes to that key, in arrival order.
     @Test(.timeLimit(.minutes(1))) func keyedLocksSerialiseOneKeyAndOverlapOthers() async throws {
         let locks = KeyedAsyncMutex()
@@ -125,5 +125,149 @@ struct RouterTests {
         #expect(try await nodes[0].backplane.members(of: "r") == ["w"])
         let status = try await nodes[0].backplane.nodes()
         #expect(status.map(\.alive) == [true, false])
+    }
+}
+
+/// A room's joins and leaves go to the backplane as a group commit (`RoomCommits`): one batch
+/// out at a time per room, in order, with what came meanwhile in the next batch.
+@Suite("Room membership batches")
+struct RoomBatchTests {
+    typealias Endpoint = RouterTests.Endpoint
+
+    /// The embedded backplane, with each `roomChanged` batch recorded and held until released;
+    /// a released batch may be made to fail.
+    final class GatedBackplane: Backplane {
+        struct Refused: Error {}
+        private struct Gate {
+            var batches: [[RoomChange]] = []
+            var held: [CheckedContinuation<Bool, Never>] = []
+        }
+        let base: EmbeddedBackplane
+        private let gate = Mutex(Gate())
+
+        init(_ base: EmbeddedBackplane) { self.base = base }
+
+        var batches: [[RoomChange]] { gate.withLock { $0.batches } }
+        var heldCount: Int { gate.withLock { $0.held.count } }
+
+        /// Lets the oldest held batch through, or fails it.
+        func release(failing: Bool = false) {
+            let next = gate.withLock { $0.held.removeFirst() }
+            next.resume(returning: failing)
+        }
+
+        func roomChanged(_ room: String, _ changes: [RoomChange]) async throws {
+            let fails = await withCheckedContinuation { continuation in
+                gate.withLock { gate in
+                    gate.batches.append(changes)
+                    gate.held.append(continuation)
+                }
+            }
+            if fails { throw Refused() }
+            for change in changes {
+                switch change {
+                case .joined(let user): try await base.roomJoined(room, user: user)
+                case .left(let user): try await base.roomLeft(room, user: user)
+                }
+            }
+        }
+
+        func publish(_ envelope: Envelope) async throws { try await base.publish(envelope) }
+        func run() async { await base.run() }
+        func join(node: NodeInfo, receiver: any ClusterReceiver) async throws { try await base.join(node: node, receiver: receiver) }
+        func leave() async { await base.leave() }
+        func userOnline(_ user: String) async throws { try await base.userOnline(user) }
+        func userOffline(_ user: String) async throws { try await base.userOffline(user) }
+        func roomJoined(_ room: String, user: String) async throws { try await roomChanged(room, [.joined(user: user)]) }
+        func roomLeft(_ room: String, user: String) async throws { try await roomChanged(room, [.left(user: user)]) }
+        func members(of room: String) async throws -> [String] { try await base.members(of: room) }
+        func nodes(of user: String) async throws -> [String] { try await base.nodes(of: user) }
+        func nodes() async throws -> [NodeStatus] { try await base.nodes() }
+        func report(_ load: NodeLoad) async { await base.report(load) }
+    }
+
+    let cluster = EmbeddedCluster()
+
+    func makeRouter() async throws -> (MessageRouter<RouterTests.Collecting>, GatedBackplane) {
+        let backplane = GatedBackplane(cluster.backplane())
+        let router = MessageRouter(backplane: backplane, delivery: RouterTests.Collecting())
+        try await backplane.join(node: NodeInfo(id: "n1", url: "ws://n1"), receiver: router)
+        return (router, backplane)
+    }
+
+    func connected(_ router: MessageRouter<RouterTests.Collecting>, _ users: [String]) async throws -> [Endpoint] {
+        var endpoints: [Endpoint] = []
+        for user in users {
+            let endpoint = Endpoint(user)
+            try await router.connect(endpoint)
+            endpoints.append(endpoint)
+        }
+        return endpoints
+    }
+
+    /// Starts a join and returns once it is made here and queued (the router counts it a member
+    /// at once; the call returns when its batch is answered).
+    func startJoin(_ router: MessageRouter<RouterTests.Collecting>, _ endpoint: Endpoint) async throws -> Task<Bool, any Error> {
+        let task = Task { try await router.join(endpoint, room: "r") }
+        try await eventually("the join of \(endpoint.user) is queued") { router.isMember(endpoint, of: "r") }
+        return task
+    }
+
+    @Test(.timeLimit(.minutes(1))) func joinsWhileABatchIsOutGoTogetherInOrder() async throws {
+        let (router, backplane) = try await makeRouter()
+        let endpoints = try await connected(router, ["u0", "u1", "u2", "u3", "u1"])
+        let first = try await startJoin(router, endpoints[0])
+        try await eventually("the first batch is out") { backplane.heldCount == 1 }
+        var later: [Task<Bool, any Error>] = []
+        for endpoint in endpoints.dropFirst() { later.append(try await startJoin(router, endpoint)) }
+        // Nothing more goes out while the first batch is held.
+        #expect(backplane.batches == [[.joined(user: "u0")]])
+        backplane.release()
+        #expect(try await first.value)
+        try await eventually("the second batch is out") { backplane.heldCount == 1 }
+        // u1's second connection changes no presence: it only waits for the batch.
+        #expect(backplane.batches.last == [.joined(user: "u1"), .joined(user: "u2"), .joined(user: "u3")])
+        backplane.release()
+        for task in later { #expect(try await task.value) }
+        #expect(try await backplane.members(of: "r") == ["u0", "u1", "u2", "u3"])
+
+        // Leaves go the same way; the last connection of u1 is the one that tells.
+        async let leftA = router.leave(endpoints[1], room: "r")
+        async let leftB = router.leave(endpoints[4], room: "r")
+        try await eventually("a leave is out") { backplane.heldCount == 1 }
+        backplane.release()
+        _ = try await (leftA, leftB)
+        #expect(backplane.batches.last == [.left(user: "u1")])
+        #expect(try await backplane.members(of: "r") == ["u0", "u2", "u3"])
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aFailedBatchUndoesItsJoinsAndALaterConnectionJoinsInstead() async throws {
+        let (router, backplane) = try await makeRouter()
+        let endpoints = try await connected(router, ["u0", "x", "x", "y", "y"])
+        let (u0, x1, x2, y1, y2) = (endpoints[0], endpoints[1], endpoints[2], endpoints[3], endpoints[4])
+        let first = try await startJoin(router, u0)
+        try await eventually("the first batch is out") { backplane.heldCount == 1 }
+        let joinX = try await startJoin(router, x1)
+        let joinY1 = try await startJoin(router, y1)
+        let joinY2 = try await startJoin(router, y2)
+        backplane.release()
+        _ = try await first.value
+        try await eventually("the second batch is out") { backplane.heldCount == 1 }
+        #expect(backplane.batches.last == [.joined(user: "x"), .joined(user: "y")])
+        // x's second connection arrives while that batch is out, and waits for it.
+        let joinX2 = try await startJoin(router, x2)
+        backplane.release(failing: true)
+        // Everyone in the failed batch hears of it, and none of them is a member any more.
+        for task in [joinX, joinY1, joinY2] {
+            await #expect(throws: GatedBackplane.Refused.self) { try await task.value }
+        }
+        #expect(!router.isMember(x1, of: "r") && !router.isMember(y1, of: "r") && !router.isMember(y2, of: "r"))
+        // x's second connection is now x's first join here: its batch tells the backplane.
+        try await eventually("the third batch is out") { backplane.heldCount == 1 }
+        #expect(backplane.batches.last == [.joined(user: "x")])
+        backplane.release()
+        #expect(try await joinX2.value)
+        #expect(try await backplane.members(of: "r") == ["u0", "x"])
+        #expect(router.recipients(for: .room("r")).count == 2)
     }
 }

@@ -230,27 +230,26 @@ public final class MeshBackplane: Backplane {
         }
     }
 
-    public func userOnline(_ user: String) async throws { await change(.online(user: user)) }
-    public func userOffline(_ user: String) async throws { await change(.offline(user: user)) }
-    public func roomJoined(_ room: String, user: String) async throws { await change(.joined(room: room, user: user)) }
-    public func roomLeft(_ room: String, user: String) async throws { await change(.left(room: room, user: user)) }
+    public func userOnline(_ user: String) async throws { await change([.online(user: user)]) }
+    public func userOffline(_ user: String) async throws { await change([.offline(user: user)]) }
+    public func roomJoined(_ room: String, user: String) async throws { await change([.joined(room: room, user: user)]) }
+    public func roomLeft(_ room: String, user: String) async throws { await change([.left(room: room, user: user)]) }
+    public func roomChanged(_ room: String, _ changes: [RoomChange]) async throws { await change(changes.map { $0.delta(in: room) }) }
 
-    /// Applies a change to our interest and waits until every linked peer has applied it. A peer
-    /// that misses it gets our whole interest again when its link is redialled.
-    private func change(_ delta: InterestDelta) async {
+    /// Applies changes to our interest, in order, and waits until every linked peer has applied
+    /// them: all are queued on every link first, so a batch costs one round trip. A peer that
+    /// misses one gets our whole interest again when its link is redialled.
+    private func change(_ deltas: [InterestDelta]) async {
         var effects = Effects()
         let links = state.withLock { state -> [PeerLink] in
-            effects.events = state.view.changeLocal(delta)
+            for delta in deltas { effects.events += state.view.changeLocal(delta) }
             return state.links.values.compactMap(\.outgoing)
         }
         perform(effects)
-        let encoded = MeshFrame.delta(seq: 0, delta).encoded()
         let timeout = configuration.requestTimeout
-        await withTaskGroup(of: Void.self) { group in
-            for link in links {
-                group.addTask { try? await link.request(timeout: timeout) { MeshFrame.numbered(encoded, seq: $0) } }
-            }
-        }
+        let encoded = deltas.map { MeshFrame.delta(seq: 0, $0).encoded() }
+        let replies = links.flatMap { link in encoded.map { frame in link.send(timeout: timeout) { MeshFrame.numbered(frame, seq: $0) } } }
+        for reply in replies { try? await reply.wait() }
     }
 
     public func members(of room: String) async throws -> [String] {

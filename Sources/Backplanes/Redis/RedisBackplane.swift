@@ -277,31 +277,45 @@ public final class RedisBackplane: Backplane {
     }
 
     public func roomJoined(_ room: String, user: String) async throws {
-        let firstHere = state.withLock { $0.local.apply(.joined(room: room, user: user)) && $0.local.rooms[room]?.count == 1 }
-        if firstHere { try await subscriber.subscribe(names.channel(.room(room))) }
-        try await tolerateOutage {
-            // The registry entry and the presence script (which announces) in one round trip.
-            try await self.pipelined([
-                ["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
-                self.presenceCommand(
-                    PresenceScripts.enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)),
-            ])
-        }
+        try await roomChanged(room, [.joined(user: user)])
     }
 
     public func roomLeft(_ room: String, user: String) async throws {
-        let lastHere = state.withLock { state in
-            let last = state.local.apply(.left(room: room, user: user)) && state.local.rooms[room] == nil
-            if last { state.seen[.room(room)] = nil }
-            return last
+        try await roomChanged(room, [.left(user: user)])
+    }
+
+    /// The whole batch in one round trip: each change's registry entry and presence script
+    /// (which announces it), in order. The room's channel is subscribed before, when the batch
+    /// makes it this node's room, and unsubscribed after, when it leaves none here.
+    public func roomChanged(_ room: String, _ changes: [RoomChange]) async throws {
+        let (first, last) = state.withLock { state -> (Bool, Bool) in
+            let before = state.local.rooms[room] != nil
+            for change in changes { state.local.apply(change.delta(in: room)) }
+            let after = state.local.rooms[room] != nil
+            if !after { state.seen[.room(room)] = nil }
+            return (!before && after, before && !after)
         }
+        if first { try await subscriber.subscribe(names.channel(.room(room))) }
         try await tolerateOutage {
-            try await self.pipelined([
-                self.presenceCommand(PresenceScripts.exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)),
-                ["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)],
-            ])
+            var commands: [[RESPArgument]] = []
+            commands.reserveCapacity(2 * changes.count)
+            for change in changes {
+                switch change {
+                case .joined(let user):
+                    commands.append(["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
+                    commands.append(
+                        self.presenceCommand(
+                            PresenceScripts.enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)))
+                case .left(let user):
+                    commands.append(
+                        self.presenceCommand(
+                            PresenceScripts.exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)))
+                    commands.append(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
+                }
+            }
+            try await self.pipelined(commands)
         }
-        if lastHere { try await subscriber.unsubscribe(names.channel(.room(room))) }
+        if last { try await subscriber.unsubscribe(names.channel(.room(room))) }
     }
 
     public func members(of room: String) async throws -> [String] {
