@@ -3,23 +3,28 @@ import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
 
-/// The NIO end of one client WebSocket, after NIO's frame decoder: it reassembles fragmented
-/// messages, answers pings and the close handshake, notes pongs for the heartbeat, and hands each
-/// whole message to the session. It holds no Swift task: an idle client costs only its objects.
+/// The NIO end of one client WebSocket, and its only handler: it reads the frames
+/// (`WebSocketFrameReader`), reassembles fragmented messages, answers pings and the close
+/// handshake, notes pongs for the heartbeat, and hands each whole message to the session; its
+/// context is the one the connection writes through (`WireWriter`). It holds no Swift task: an
+/// idle client costs only its objects.
 ///
-/// A message over `maxFrameBytes` closes with 1009 (a single oversized frame is caught earlier
-/// by NIO's decoder, which answers 1009 itself; it is counted here); invalid UTF-8 in a text
-/// message closes with 1007; an unmasked frame, a broken fragment sequence, reserved bits or a
+/// A frame or message over `maxFrameBytes` closes with 1009 (a frame as soon as its header
+/// says so); invalid UTF-8 in a text message closes with 1007; an unmasked frame, a broken
+/// fragment sequence, reserved bits, an unknown opcode, a long or fragmented control frame or a
 /// malformed close frame with 1002 (RFC 6455). Every frame but a close counts against the rate
 /// limit, pings included; pongs go out through the connection, under its outbound limit.
 final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    typealias InboundIn = ByteBuffer
 
     private let connection: Connection
+    private let wire: WireWriter
     /// Nil for a socket refused after the upgrade (bad user name): it is only being closed.
     private let session: (any ClientSession)?
     private let node: NodeContext
+    private var reader: WebSocketFrameReader
+    /// The bytes stopped being frames: nothing after that is looked at.
+    private var stopped = false
     /// A fragmented message being put together, and whether it is text.
     private var fragments: ByteBuffer?
     private var fragmentsAreText = false
@@ -28,35 +33,33 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Some frame of the message being read came over the rate.
     private var overRate = false
 
-    init(connection: Connection, session: (any ClientSession)?, node: NodeContext) {
+    init(connection: Connection, wire: WireWriter, session: (any ClientSession)?, node: NodeContext) {
         self.connection = connection
+        self.wire = wire
         self.session = session
         self.node = node
+        self.reader = WebSocketFrameReader(maxFrameBytes: node.configuration.maxFrameBytes)
         self.limiter = RateLimiter(burst: node.configuration.rateBurst, perSecond: node.configuration.ratePerSecond)
     }
 
-    /// Wires an upgraded channel: the wire writer below the frame encoder, this handler right
-    /// after the frame decoder (so it sees the decoder's errors before NIO's error handler).
+    /// Wires an upgraded channel: this handler, last in the pipeline, reads and writes frames.
     static func install(on channel: any Channel, identity: Identity, options: ClientOptions, node: NodeContext) throws {
         let pipeline = channel.pipeline.syncOperations
         let wire = WireWriter()
-        try pipeline.addHandler(wire, position: .before(try pipeline.handler(type: WebSocketFrameEncoder.self)))
         let connection = Connection(
             session: Identifiers.random(16), identity: identity, channel: channel, wire: wire,
             maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
             options: options)
-        let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
         if options.stomp {
             // A STOMP client names itself in CONNECT (StompSession).
             let session = StompSession(connection: connection, node: node, options: options)
-            try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node), position: .after(decoder))
+            try pipeline.addHandler(ClientSocketHandler(connection: connection, wire: wire, session: session, node: node))
             node.heartbeats.watch(connection)
             session.start()
             return
         }
         let session = Name.isValidUser(identity.user) ? Session(connection: connection, node: node) : nil
-        let handler = ClientSocketHandler(connection: connection, session: session, node: node)
-        try pipeline.addHandler(handler, position: .after(decoder))
+        try pipeline.addHandler(ClientSocketHandler(connection: connection, wire: wire, session: session, node: node))
         node.heartbeats.watch(connection)
         if let session {
             session.start(inboxSince: options.inboxSince)
@@ -70,33 +73,60 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        wire.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        wire.context = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        guard !stopped else { return }
+        do {
+            try reader.read(unwrapInboundIn(data)) { frame in
+                if !stopped { handle(frame) }
+            }
+        } catch {
+            // The stream cannot be read past this point, so no close handshake: the close frame
+            // goes out and the socket is shut.
+            stopped = true
+            switch error {
+            case .tooLarge:
+                node.metrics.tooLarge.increment()
+                connection.abort(.messageTooLarge, reason: "frame larger than \(node.configuration.maxFrameBytes) bytes")
+            case .malformed(let why):
+                connection.abort(.protocolError, reason: why)
+            }
+        }
+    }
+
+    private func handle(_ frame: ClientFrame) {
         // RFC 6455 5.1: a client masks every frame; a server must close on one that is not.
-        guard frame.maskKey != nil else {
+        guard frame.masked else {
             return connection.close(.protocolError, reason: "client frames must be masked")
         }
-        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+        guard !frame.reservedBits else {
             return connection.close(.protocolError, reason: "reserved bits set without an extension")
         }
         // Every frame but a close takes a token: pings and empty fragments cost like messages.
-        let withinRate = frame.opcode == .connectionClose || limiter.allow()
+        let withinRate = frame.opcode == ClientFrame.close || limiter.allow()
         if !withinRate { overRate = true }
         switch frame.opcode {
-        case .text, .binary:
+        case ClientFrame.text, ClientFrame.binary:
             guard fragments == nil else {
                 return connection.close(.protocolError, reason: "a new message began before the last one ended")
             }
             if frame.fin {
-                return receive(frame.unmaskedData, text: frame.opcode == .text)
+                return receive(frame.payload, text: frame.opcode == ClientFrame.text)
             }
-            fragments = frame.unmaskedData
-            fragmentsAreText = frame.opcode == .text
-        case .continuation:
+            fragments = frame.payload
+            fragmentsAreText = frame.opcode == ClientFrame.text
+        case ClientFrame.continuation:
             guard var message = fragments else {
                 return connection.close(.protocolError, reason: "a continuation frame without a message to continue")
             }
-            var more = frame.unmaskedData
+            var more = frame.payload
             guard message.readableBytes + more.readableBytes <= node.configuration.maxFrameBytes else {
                 fragments = nil
                 node.metrics.tooLarge.increment()
@@ -109,15 +139,14 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             } else {
                 fragments = message
             }
-        case .ping:
-            guard frame.fin else { return connection.close(.protocolError, reason: "fragmented control frame") }
+        case ClientFrame.ping:
             guard withinRate else { return strikeOverRate() }
-            connection.pong(frame.unmaskedData)
-        case .pong:
+            connection.pong(frame.payload)
+        case ClientFrame.pong:
             guard withinRate else { return strikeOverRate() }
             connection.heardPong()
-        case .connectionClose:
-            connection.peerClosed(PeerClose(frame.unmaskedData))
+        case ClientFrame.close:
+            connection.peerClosed(PeerClose(frame.payload))
         default:
             connection.close(.protocolError, reason: "unknown opcode")
         }
@@ -162,12 +191,6 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         context.fireUserInboundEventTriggered(event)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? NIOWebSocketError, error == .invalidFrameLength {
-            node.metrics.tooLarge.increment()
-        }
-        context.fireErrorCaught(error)
-    }
 }
 
 /// What the socket hands its client's session: a JSON `Session` or a `StompSession`.

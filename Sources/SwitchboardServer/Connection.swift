@@ -223,9 +223,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             metadata: ["session": "\(session)", "user": "\(user)", "buffered": "\(buffered)"])
         // Policy violation (1008). The close frame would queue behind the backlog the client
         // is not reading, so it is put in front of nothing: the socket is closed right after.
-        var payload = channel.allocator.buffer(capacity: 2)
-        payload.write(webSocketErrorCode: .policyViolation)
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload), promise: nil)
+        channel.writeAndFlush(WireFrame.close(.policyViolation, allocator: channel.allocator), promise: nil)
         channel.close(promise: nil)
     }
 
@@ -241,13 +239,21 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             // What this turn delivered goes out ahead of the close frame; nothing after it.
             self.flushPending()
             guard self.machine.closeRequested() else { return }
-            var payload = self.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-            payload.write(webSocketErrorCode: code)
-            payload.writeString(reason)
-            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload), promise: nil)
+            self.channel.writeAndFlush(WireFrame.close(code, reason: reason, allocator: self.channel.allocator), promise: nil)
             let channel = self.channel
             channel.eventLoop.scheduleTask(in: Self.closeHandshakeTimeout) { channel.close(promise: nil) }
         }
+    }
+
+    /// Closes at once, after a close frame: for a peer whose bytes can no longer be read as
+    /// frames, so no answer to the close frame could be recognised. On the event loop.
+    func abort(_ code: WebSocketErrorCode, reason: String) {
+        eventLoop.preconditionInEventLoop()
+        guard channel.isActive else { return }
+        flushPending()
+        // Our close frame, unless one went out already (then only what is queued).
+        let last = machine.closeRequested() ? WireFrame.close(code, reason: reason, allocator: channel.allocator) : ByteBuffer()
+        channel.writeAndFlush(last).whenComplete { [channel] _ in channel.close(promise: nil) }
     }
 
     /// The peer sent its close frame: answer it with the same code, or 1002 when the frame was
@@ -261,14 +267,14 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         case .shut: return channel.close(promise: nil)
         case .none: return
         }
-        var echo = channel.allocator.buffer(capacity: 2)
-        switch close {
-        case .echo(let code?): echo.writeInteger(code)
-        case .echo(nil): break
-        case .protocolError: echo.write(webSocketErrorCode: .protocolError)
-        }
+        let code: WebSocketErrorCode? =
+            switch close {
+            case .echo(let code?): WebSocketErrorCode(codeNumber: Int(code))
+            case .echo(nil): nil
+            case .protocolError: .protocolError
+            }
         let channel = self.channel
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)).whenComplete { _ in
+        channel.writeAndFlush(WireFrame.close(code, allocator: channel.allocator)).whenComplete { _ in
             channel.close(promise: nil)
         }
     }
@@ -316,16 +322,11 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         flushPending()
     }
 
-    /// A control frame (payload of at most 125 bytes, which NIO's decoder guarantees for what
-    /// a client sent), unmasked, on the same path as every other frame.
+    /// A control frame (a client's ping carries at most 125 bytes: `WebSocketFrameReader`),
+    /// unmasked, on the same path as every other frame.
     private func writeControl(opcode: UInt8, _ payload: ByteBuffer) {
         guard machine.mayWriteControl else { return }
-        var frame = channel.allocator.buffer(capacity: 2 + payload.readableBytes)
-        frame.writeInteger(0x80 | opcode)
-        frame.writeInteger(UInt8(truncatingIfNeeded: payload.readableBytes))
-        var payload = payload
-        frame.writeBuffer(&payload)
-        if wire.write(frame) { controlSinceFlush = true }
+        if wire.write(WireFrame.control(opcode: opcode, payload, allocator: channel.allocator)) { controlSinceFlush = true }
     }
 
     func heardPong() {

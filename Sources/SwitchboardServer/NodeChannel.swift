@@ -47,9 +47,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
             // Decided by `shouldUpgrade`, used by `upgradePipelineHandler`; both on the channel's loop.
             let admitted = NIOLoopBoundBox<WebSocketEndpoint.Admission?>(nil, eventLoop: channel.eventLoop)
             let upgradeAsked = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
-            let upgrader = NIOTypedWebSocketServerUpgrader<Upgraded>(
-                // The largest single frame; a bigger one is answered with 1009 by NIO's decoder.
-                maxFrameSize: node.configuration.maxFrameBytes,
+            let upgrader = WebSocketUpgrader<Upgraded>(
                 shouldUpgrade: { channel, head in
                     upgradeAsked.value = true
                     let promise = channel.eventLoop.makePromise(of: (HTTPHeaders, WebSocketEndpoint.Admission)?.self)
@@ -70,14 +68,11 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                             try ClientSocketHandler.install(on: channel, identity: identity, options: options, node: node)
                             return .client
                         case .clusterLink(let acceptor):
-                            // Links carry larger frames than clients: the decoder is sized for them.
-                            // Safe here, before the first byte: the peer sends nothing until greeted.
+                            // A link is served through NIO's frame codec, sized for link frames.
                             let pipeline = channel.pipeline.syncOperations
-                            let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-                            try pipeline.addHandler(
-                                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: acceptor.maxLinkFrameBytes)),
-                                position: .after(decoder.handler))
-                            pipeline.removeHandler(context: decoder, promise: nil)
+                            try pipeline.addHandler(WebSocketFrameEncoder())
+                            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: acceptor.maxLinkFrameBytes)))
+                            try pipeline.addHandler(WebSocketProtocolErrorHandler())
                             let link = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                             return .clusterLink(link, acceptor)

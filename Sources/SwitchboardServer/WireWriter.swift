@@ -3,26 +3,13 @@ import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
 
-/// Writes whole, already-encoded WebSocket frames straight to the transport.
-///
-/// It sits just on the socket's side of NIO's frame encoder, so a delivery skips the handlers
-/// above it (the async writer's bridge, the encoder) and their per-write wrapping and retains:
-/// the fan-out encodes a frame once and each connection only queues the same bytes. Anything
-/// below it (TLS) still applies. Replies and deliveries take this one path, so they stay in order.
-final class WireWriter: ChannelOutboundHandler, @unchecked Sendable {
-    /// Whatever passes by from above (encoded frames) goes on unchanged.
-    typealias OutboundIn = ByteBuffer
-
-    /// Touched only on the channel's event loop.
-    private var context: ChannelHandlerContext?
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-    }
+/// Writes whole, already-encoded WebSocket frames straight to the transport, from the
+/// client socket's only handler (`ClientSocketHandler`, which lends its context): the fan-out
+/// encodes a frame once and each connection only queues the same bytes. Anything below it (TLS)
+/// still applies. Replies, deliveries and control frames take this one path, so they stay in order.
+final class WireWriter: @unchecked Sendable {
+    /// Touched only on the channel's event loop; nil until the handler is added and after it leaves.
+    var context: ChannelHandlerContext?
 
     /// Queues a frame's bytes; false once the handler has left the pipeline (channel closing).
     func write(_ frame: ByteBuffer) -> Bool {
@@ -38,6 +25,25 @@ final class WireWriter: ChannelOutboundHandler, @unchecked Sendable {
 
 /// An unmasked, final text frame (server to client), header and payload in one buffer.
 enum WireFrame {
+    /// A control frame (close 0x8, ping 0x9, pong 0xA); its payload is cut to the 125 bytes
+    /// a control frame may carry.
+    static func control(opcode: UInt8, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var payload = payload.getSlice(at: payload.readerIndex, length: min(125, payload.readableBytes))!
+        var frame = allocator.buffer(capacity: 2 + payload.readableBytes)
+        frame.writeInteger(0x80 | opcode)
+        frame.writeInteger(UInt8(payload.readableBytes))
+        frame.writeBuffer(&payload)
+        return frame
+    }
+
+    /// A close frame with `code` and a reason (cut to fit a control frame).
+    static func close(_ code: WebSocketErrorCode?, reason: String = "", allocator: ByteBufferAllocator) -> ByteBuffer {
+        var payload = allocator.buffer(capacity: 2 + reason.utf8.count)
+        if let code { payload.write(webSocketErrorCode: code) }
+        payload.writeString(reason)
+        return control(opcode: 0x8, payload, allocator: allocator)
+    }
+
     static func text(_ payload: some Collection<UInt8>, allocator: ByteBufferAllocator) -> ByteBuffer {
         var frame = allocator.buffer(capacity: payload.count + 10)
         writeHeader(length: payload.count, into: &frame)

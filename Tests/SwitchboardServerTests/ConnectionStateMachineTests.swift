@@ -81,17 +81,24 @@ struct ConnectionStateMachineTests {
 
     // MARK: Connection on an EmbeddedChannel
 
-    /// A connection on an embedded channel with the node's write path (the wire writer below the
-    /// frame encoder), and what it has written so far as server frames.
+    /// A connection on an embedded channel with the node's write path (the wire writer, through
+    /// the context of the socket's last handler), and what it has written so far as server frames.
     final class Harness {
+        /// Lends its context to the wire writer, as `ClientSocketHandler` does.
+        final class Lender: ChannelInboundHandler {
+            typealias InboundIn = ByteBuffer
+            let wire: WireWriter
+            init(_ wire: WireWriter) { self.wire = wire }
+            func handlerAdded(context: ChannelHandlerContext) { wire.context = context }
+            func handlerRemoved(context: ChannelHandlerContext) { wire.context = nil }
+        }
+
         let channel = EmbeddedChannel()
         let connection: Connection
 
         init(batch: Bool = false) throws {
             let wire = WireWriter()
-            try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
-            try channel.pipeline.syncOperations.addHandler(
-                wire, position: .before(try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)))
+            try channel.pipeline.syncOperations.addHandler(Lender(wire))
             connection = Connection(
                 session: "s", identity: Identity(user: "alice", rooms: nil, mayBroadcast: false), channel: channel, wire: wire,
                 maxBufferedBytes: 1 << 20,
