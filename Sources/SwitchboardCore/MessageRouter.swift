@@ -38,7 +38,9 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
 
     private struct State {
         var endpoints: [ObjectIdentifier: Endpoint] = [:]
-        var users: [String: [ObjectIdentifier: Endpoint]] = [:]
+        /// A user's connections here, in an array: most users have one, and an array of one
+        /// costs less than a dictionary of one.
+        var users: [String: [Endpoint]] = [:]
         var rooms: [String: Room] = [:]
         var roomsOfEndpoint: [ObjectIdentifier: Set<String>] = [:]
         var commits = RoomCommits()
@@ -63,9 +65,8 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     public func connect(_ endpoint: Endpoint) async throws {
         try await membership.withLock(Self.userKey(endpoint.user)) {
             let first = state.withLock { state -> Bool in
-                let key = ObjectIdentifier(endpoint)
-                state.endpoints[key] = endpoint
-                state.users[endpoint.user, default: [:]][key] = endpoint
+                guard state.endpoints.updateValue(endpoint, forKey: ObjectIdentifier(endpoint)) == nil else { return false }
+                state.users[endpoint.user, default: []].append(endpoint)
                 return state.users[endpoint.user]!.count == 1
             }
             if first {
@@ -93,7 +94,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
                 }
             }
             let lastOfUser = state.withLock { state -> Bool in
-                state.users[endpoint.user]?.removeValue(forKey: key)
+                state.users[endpoint.user]?.removeAll { $0 === endpoint }
                 guard state.users[endpoint.user]?.isEmpty ?? false else { return false }
                 state.users.removeValue(forKey: endpoint.user)
                 return true
@@ -257,7 +258,7 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
                 } else {
                     []
                 }
-            case .user(let user): state.users[user].map { Array($0.values) } ?? []
+            case .user(let user): state.users[user] ?? []
             }
         }
     }

@@ -47,7 +47,7 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         let pipeline = channel.pipeline.syncOperations
         let wire = WireWriter()
         let connection = Connection(
-            session: Identifiers.random(16), identity: identity, channel: channel, wire: wire,
+            session: Identifiers.random(15), identity: identity, channel: channel, wire: wire,
             maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
             options: options)
         if options.stomp {

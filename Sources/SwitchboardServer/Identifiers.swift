@@ -15,8 +15,24 @@ final class Identifiers: Sendable {
         return prefix + String(value, radix: 36)
     }
 
+    /// `length` random characters of a-z0-9, from one 64-bit draw per 11 of them (one system
+    /// call each, not one per character). Up to 15 characters stay inline in the `String`.
     static func random(_ length: Int) -> String {
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
-        return String((0..<length).map { _ in alphabet.randomElement()! })
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789".utf8)
+        var generator = SystemRandomNumberGenerator()
+        var bits: UInt64 = 0
+        var left = 0
+        var characters: [UInt8] = []
+        characters.reserveCapacity(length)
+        for _ in 0..<length {
+            if left == 0 {
+                bits = generator.next()
+                left = 11  // 2^64 is ~138 times 36^11: a draw gives 11 characters, biased under 1 %
+            }
+            characters.append(alphabet[Int(bits % 36)])
+            bits /= 36
+            left -= 1
+        }
+        return String(decoding: characters, as: UTF8.self)
     }
 }

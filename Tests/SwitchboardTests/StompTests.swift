@@ -21,7 +21,7 @@ import Testing
             let connected = try await ws.connect(login: "ann", headers: ["accept-version": "1.1,1.2"])
             #expect(connected["version"] == "1.2")
             #expect(connected["user-name"] == "ann")
-            #expect(connected["session"]?.count == 16)
+            #expect(connected["session"]?.count == 15)
             // `/stomp` needs no subprotocol; a client offering JSON's and STOMP's gets STOMP's.
             let plain = try await StompSocket.open(port: port, path: "/stomp")
             defer { plain.close() }
