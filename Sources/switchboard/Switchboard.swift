@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
 
 @main
 struct Switchboard: AsyncParsableCommand {
@@ -19,11 +17,6 @@ struct Switchboard: AsyncParsableCommand {
     ]
 
     static func main() async {
-        // Tasks run on NIO's event loops, the ones that do the I/O: a task resumed by a socket's
-        // read goes on that loop's thread instead of waking one of the global pool's (4x fewer
-        // context switches per connect-join-close cycle; BENCHMARKS.md). Nothing in the server
-        // blocks a task.
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         let given = Array(CommandLine.arguments.dropFirst())
         let withEnvironment = EnvironmentArguments.merged(
             given, environment: ProcessInfo.processInfo.environment, subcommands: environmentOptions)
