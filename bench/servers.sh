@@ -9,7 +9,8 @@ wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >
 
 # start_servers KIND: two nodes on 18401/18402 (the ceiling is one process on 18400). A KIND
 # ending in -h0 is Switchboard with history off (--history-size 0), for comparison; one ending in
-# -stomp is the same Switchboard with STOMP clients on /stomp.
+# -stomp is the same Switchboard with STOMP clients on /stomp. SB_ARGS adds options to every
+# Switchboard node (e.g. SB_ARGS="--presence-events-limit 1000").
 start_servers() {
   DIALECT=switchboard
   local kind=$1 history="" stomp=""
@@ -17,10 +18,10 @@ start_servers() {
   if [[ $kind == *-h0 ]]; then kind=${kind%-h0}; history="--history-size 0"; fi
   case "$kind" in
     ceiling) $BENCH ceiling --port 18400 >/dev/null 2>&1 & PIDS+=($!); sleep 1; TARGETS=ws://127.0.0.1:18400/ws,ws://127.0.0.1:18400/ws; SERVER_PID=$!;;
-    embedded) $SB cluster --nodes 2 --base-port 18401 --log-level error $history >/dev/null 2>&1 & PIDS+=($!); SERVER_PID=$!
+    embedded) $SB cluster --nodes 2 --base-port 18401 --log-level error ${SB_ARGS:-} $history >/dev/null 2>&1 & PIDS+=($!); SERVER_PID=$!
               wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     redis) redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
-           for i in 1 2; do $SB serve --node-id r$i --port 1840$i --redis redis://127.0.0.1:18409 --log-level error $history >/dev/null 2>&1 & PIDS+=($!); done
+           for i in 1 2; do $SB serve --node-id r$i --port 1840$i --redis redis://127.0.0.1:18409 --log-level error ${SB_ARGS:-} $history >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     centrifuge|socketio|node-ws)
           redis-server --port 18409 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!); sleep 0.5
@@ -43,13 +44,13 @@ start_servers() {
            if [ "$masters" = 1 ]; then redis-cli -p 18420 cluster addslotsrange 0 16383 >/dev/null
            else redis-cli --cluster create $(for i in $(seq 0 $((masters - 1))); do echo 127.0.0.1:$((18420 + i)); done) --cluster-yes >/dev/null; fi
            for _ in $(seq 1 100); do redis-cli -p 18420 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
-           for i in 1 2; do $SB serve --node-id c$i --port 1840$i --redis redis://127.0.0.1:18420 --log-level error $history >/dev/null 2>&1 & PIDS+=($!); done
+           for i in 1 2; do $SB serve --node-id c$i --port 1840$i --redis redis://127.0.0.1:18420 --log-level error ${SB_ARGS:-} $history >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     rabbitmq) start_rabbitmq
-           for i in 1 2; do $SB serve --node-id q$i --port 1840$i --rabbitmq amqp://guest:guest@127.0.0.1:18410 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
+           for i in 1 2; do $SB serve --node-id q$i --port 1840$i --rabbitmq amqp://guest:guest@127.0.0.1:18410 --log-level error ${SB_ARGS:-} --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
            SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     nats) nats-server -a 127.0.0.1 -p 18413 >/dev/null 2>&1 & PIDS+=($!); sleep 0.3
-          for i in 1 2; do $SB serve --node-id s$i --port 1840$i --nats nats://127.0.0.1:18413 --log-level error --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
+          for i in 1 2; do $SB serve --node-id s$i --port 1840$i --nats nats://127.0.0.1:18413 --log-level error ${SB_ARGS:-} --history-size 0 >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
     redis3|mesh3)
           # Three nodes (18401-18403), for the reconnect storm; NODE_PIDS lists them in order. A
@@ -63,7 +64,7 @@ start_servers() {
           fi
           NODE_PIDS=""
           for i in 1 2 3; do
-            $SB serve --node-id s$i --port 1840$i $backplane --heartbeat 5 --log-level error $history >/dev/null 2>&1 & PIDS+=($!)
+            $SB serve --node-id s$i --port 1840$i $backplane --heartbeat 5 --log-level error ${SB_ARGS:-} $history >/dev/null 2>&1 & PIDS+=($!)
             NODE_PIDS=${NODE_PIDS:+$NODE_PIDS,}$!
           done
           SERVER_PID=${PIDS[-3]}; for i in 1 2 3; do wait_ready 1840$i; done
@@ -77,7 +78,7 @@ start_servers() {
           done
           SERVER_PID=${PIDS[-3]}; for i in 1 2 3; do wait_ready 1840$i; done; DIALECT=centrifuge
           TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws,ws://127.0.0.1:18403/ws;;
-    mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!); done
+    mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error ${SB_ARGS:-} >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
   if [ -n "$stomp" ]; then DIALECT=stomp; TARGETS=${TARGETS//\/ws/\/stomp}; fi

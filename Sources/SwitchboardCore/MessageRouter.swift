@@ -290,6 +290,11 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
         state.withLock { $0.users[user]?.count ?? 0 }
     }
 
+    /// Connections subscribed to `room` on this node.
+    public func connectionCount(in room: String) -> Int {
+        state.withLock { $0.rooms[room]?.endpoints.count ?? 0 }
+    }
+
     public func roomCount(of endpoint: Endpoint) -> Int {
         state.withLock { $0.roomsOfEndpoint[ObjectIdentifier(endpoint)]?.count ?? 0 }
     }

@@ -23,6 +23,7 @@ public final class NodeMetrics: Sendable {
     let badHTTPRequests: Tally
     let resumesRecovered: Tally
     let resumesNotRecovered: Tally
+    let presenceEventsWithheld: Tally
 
     init() {
         connectionsOpened = Tally(registry, "connections_opened", "WebSocket sessions opened")
@@ -46,6 +47,9 @@ public final class NodeMetrics: Sendable {
             registry, "resumes_recovered", "Joins and connects with since that got every missed message (recovered:true)")
         resumesNotRecovered = Tally(
             registry, "resumes_not_recovered", "Joins and connects with since answered recovered:false (history gone, wrong epoch)")
+        presenceEventsWithheld = Tally(
+            registry, "presence_events_withheld",
+            "joined/left events not delivered to a room's local subscribers over --presence-events-limit")
         connections = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
@@ -65,7 +69,7 @@ public final class NodeMetrics: Sendable {
         [
             messagesPublished, deliveries, framesReceived, connectionsOpened, connectionsClosed, backplaneEventsReceived,
             badFrames, rateLimited, refusedHandshakes, roomLimitRefusals, tooLarge, slowConsumersClosed, commandsFailed,
-            backplaneEventsRefused, badHTTPRequests, resumesRecovered, resumesNotRecovered,
+            backplaneEventsRefused, badHTTPRequests, resumesRecovered, resumesNotRecovered, presenceEventsWithheld,
         ]
     }
 

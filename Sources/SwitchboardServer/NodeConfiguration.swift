@@ -33,6 +33,10 @@ public struct NodeConfiguration: Sendable {
     public var maxPendingHandshakes: Int = 1000
     /// Rooms one connection may be in; more joins get `forbidden`.
     public var maxRoomsPerConnection: Int = 1000
+    /// A room's `joined`/`left` go to its subscribers on this node only while the node holds at
+    /// most this many of them; 0 (the default, as the protocol says): always. A crowd of n
+    /// joining one room is otherwise announced n²/2 times (docs/PROTOCOL.md, "Large rooms").
+    public var presenceEventsLimit: Int = 0
     /// How client tokens are checked; when set, every WebSocket needs a valid token.
     public var tokens = TokenKeys()
     /// HS256 secret of client tokens (shorthand for `tokens.secret`).
@@ -87,5 +91,6 @@ extension NodeConfiguration {
                 && ratePerSecond >= 1 && handshakeTimeoutSeconds >= 1 && maxPendingHandshakes >= 1 && maxStrikes >= 1,
             "connection, room, rate and handshake limits must be at least 1")
         try check(maxBufferedBytes >= maxFrameBytes, "--max-buffered must be at least --max-frame")
+        try check(presenceEventsLimit >= 0, "--presence-events-limit must be 0 (no limit) or more")
     }
 }

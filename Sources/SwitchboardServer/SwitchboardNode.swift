@@ -164,7 +164,20 @@ final class CountingReceiver: ClusterReceiver {
             }
             return
         }
+        if let room = Self.presenceRoom(event), context.configuration.presenceEventsLimit > 0,
+            context.router.connectionCount(in: room) > context.configuration.presenceEventsLimit
+        {
+            context.metrics.presenceEventsWithheld.increment()
+            return
+        }
         context.router.receive(event)
+    }
+
+    private static func presenceRoom(_ event: ClusterEvent) -> String? {
+        switch event {
+        case .joined(let room, _), .left(let room, _): room
+        case .message: nil
+        }
     }
 
     private let warned = Atomic(false)

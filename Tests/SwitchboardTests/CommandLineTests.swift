@@ -65,6 +65,36 @@ struct CommandLineTests {
         #expect(process.terminationStatus == 0)
     }
 
+    /// `--presence-events-limit 2`: a room's subscribers on the node get `joined`/`left` while
+    /// the node holds at most 2 of them; beyond, the events are withheld (and counted), and
+    /// `presence` still lists everyone.
+    @Test func presenceEventsStopAboveTheLimit() async throws {
+        let node = try await NodeProcess.start("limited", ["serve", "--node-id", "limited", "--presence-events-limit", "2"])
+        defer { node.killNow() }
+        try await node.waitUntilReady()
+        let ann = try await node.connect(user: "ann")
+        let bob = try await node.connect(user: "bob")
+        let cal = try await node.connect(user: "cal")
+        _ = try await ann.client.join("r")
+        _ = try await bob.client.join("r")
+        // Two subscribers here: ann hears bob.
+        try await ann.next("bob's joined") { $0.type == "joined" && $0.user == "bob" }
+        _ = try await cal.client.join("r")
+        // Three: cal's joined is withheld from all three, and counted once.
+        try await eventually("the withheld event counted") { try await node.metric("switchboard_presence_events_withheld_total") == 1 }
+        #expect(try await ann.client.presence("r") == ["ann", "bob", "cal"])
+        #expect(await !ann.received().contains { $0.type == "joined" && $0.user == "cal" })
+        // Back to two: cal's left is delivered again.
+        _ = try await cal.client.leave("r")
+        try await ann.next("cal's left") { $0.type == "left" && $0.user == "cal" }
+        // A limit below 0 is refused with a message that names the option.
+        await #expect {
+            _ = try await NodeProcess.start("negative", ["serve", "--node-id", "negative", "--presence-events-limit", "-1"], port: 1)
+        } throws: { error in
+            (error as? NodeProcess.ExitedEarly)?.output.contains("--presence-events-limit") ?? false
+        }
+    }
+
     @Test func anOpenNodeWarnsOnceAndASecuredOneDoesNot() async throws {
         let open = try await NodeProcess.start("open", ["serve", "--node-id", "open", "--log-level", "warning"])
         defer { open.killNow() }

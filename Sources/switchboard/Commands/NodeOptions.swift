@@ -22,6 +22,8 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "WebSockets this node accepts.") var maxConnections = Self.defaults.maxConnections
     @Option(help: "WebSockets one user may hold on this node.") var maxConnectionsPerUser = Self.defaults.maxConnectionsPerUser
     @Option(help: "Rooms one connection may be in.") var maxRooms = Self.defaults.maxRoomsPerConnection
+    @Option(help: "Subscribers of a room on this node above which its joined/left events are not sent them (0: no limit).")
+    var presenceEventsLimit = Self.defaults.presenceEventsLimit
     @Option(help: "Frames a connection may send at once.") var rateBurst = Self.defaults.rateBurst
     @Option(help: "Frames per second a connection may keep sending.") var ratePerSecond = Self.defaults.ratePerSecond
     @Option(help: "Seconds a connection may take to send a complete request, and an idle keep-alive may last.")
@@ -54,6 +56,7 @@ struct NodeOptions: ParsableArguments {
         configuration.maxConnections = maxConnections
         configuration.maxConnectionsPerUser = maxConnectionsPerUser
         configuration.maxRoomsPerConnection = maxRooms
+        configuration.presenceEventsLimit = presenceEventsLimit
         configuration.rateBurst = rateBurst
         configuration.ratePerSecond = ratePerSecond
         configuration.handshakeTimeoutSeconds = handshakeTimeout
