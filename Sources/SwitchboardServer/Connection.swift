@@ -19,8 +19,8 @@ struct ClientOptions: Sendable {
 /// One client WebSocket held by this node.
 ///
 /// Frames are written straight to the NIO channel on its event loop, never through an awaiting
-/// writer, so a slow socket cannot stall whoever delivers to it. They go through `wire`, below
-/// the frame encoder, as bytes encoded once for every recipient. What the socket has not taken
+/// writer, so a slow socket cannot stall whoever delivers to it. They go through `wire` (the
+/// socket handler's context) as whole frames, encoded once for every recipient. What the socket has not taken
 /// yet stays in NIO's outbound buffer; when that exceeds `maxBufferedBytes` at a flush the
 /// connection is closed (it would otherwise grow without bound) and the others are unaffected.
 ///
