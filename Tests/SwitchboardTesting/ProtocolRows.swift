@@ -59,6 +59,36 @@ package func exerciseProtocolRows(_ nodes: [NodeProcess], assignFrom assigner: N
         #expect(try await carol.message().data == .number("\(n)"))
     }
 
+    // a crowd joins one room at once, and leaves at once: its joins and leaves reach the
+    // backplane in batches (`RoomCommits`); a watcher elsewhere hears each user once each way,
+    // joined before left, and presence ends exact
+    let watcher = try await nodes[1].connect(user: "watcher")
+    try await watcher.client.join("crowd")
+    let crowd = try await withThrowingTaskGroup(of: TestClient.self) { group in
+        for index in 0..<30 {
+            group.addTask {
+                let member = try await nodes[0].connect(user: "crowd-\(index)")
+                _ = try await member.client.join("crowd")
+                return member
+            }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
+    }
+    let names = Set((0..<30).map { "crowd-\($0)" })
+    #expect(Set(try await watcher.client.presence("crowd")) == names.union(["watcher"]))
+    await withTaskGroup(of: Void.self) { group in
+        for member in crowd { group.addTask { await member.client.close() } }
+    }
+    try await eventually("every crowd member's left") {
+        await Set(watcher.received().filter { $0.type == "left" }.compactMap(\.user)) == names
+    }
+    let seen = await watcher.received().filter { $0.room == "crowd" && ($0.type == "joined" || $0.type == "left") }
+    for name in names {
+        #expect(seen.filter { $0.user == name }.map(\.type) == ["joined", "left"], "\(name): \(seen.filter { $0.user == name })")
+    }
+    #expect(try await watcher.client.presence("crowd") == ["watcher"])
+    await watcher.client.close()
+
     // the HTTP API of any node reaches the cluster
     let api = try await http("POST", nodes[2].http("/api/publish"), body: #"{"room":"lobby","data":"api"}"#)
     #expect(api.status == 200)

@@ -46,6 +46,12 @@ struct BadInputTests {
             try await fragmented.sendText(#"{"type":"broadcast","data":""# + String(repeating: "y", count: 2000) + "\"}")
             #expect(await fragmented.closeCode() == 1009)
 
+            // A frame whose header alone says it is too large: refused before its payload comes.
+            let early = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=early")
+            defer { early.close() }
+            try await early.write([0x81, 0xFE, 0x08, 0x00, 1, 2, 3, 4])  // 2048 bytes announced, none sent
+            try await eventually("1009 from the header") { early.receivedClose(code: 1009) }
+
             // A message under the limit, in fragments, is fine. (The client's frame size also
             // bounds what it reads, so it publishes to a room it is not in.)
             let fine = try await cluster.connect(0, user: "fine")
@@ -53,8 +59,8 @@ struct BadInputTests {
             let small = try await SwitchboardClient.connect(to: cluster.ws(0, "user=small"), maxFrameSize: 200)
             try await small.publish("frags", data: "\"" + String(repeating: "z", count: 600) + "\"")
             _ = try await fine.message { $0.from == "small" }
-            try await eventually("both 1009 closes counted") {
-                try await http("GET", cluster.http(0, "/metrics")).body.contains("switchboard_messages_too_large_total 2")
+            try await eventually("the three 1009 closes counted") {
+                try await http("GET", cluster.http(0, "/metrics")).body.contains("switchboard_messages_too_large_total 3")
             }
         }
     }

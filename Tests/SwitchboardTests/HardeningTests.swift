@@ -329,12 +329,43 @@ struct HardeningTests {
                 ("close code 1000 with a reason", RawWebSocket.frame(opcode: 0x8, [0x03, 0xE8] + Array("bye".utf8)), 1000),
                 ("close code 3000", RawWebSocket.frame(opcode: 0x8, [0x0B, 0xB8]), 3000),
                 ("close code 4999", RawWebSocket.frame(opcode: 0x8, [0x13, 0x87]), 4999),
+                // Our frame reader's own refusals: the socket is shut after the close frame.
+                ("a ping of 126 bytes", RawWebSocket.frame(opcode: 0x9, [UInt8](repeating: 1, count: 126)), 1002),
+                ("a fragmented ping", RawWebSocket.frame(opcode: 0x9, [1], fin: false), 1002),
+                ("a 64-bit length with its top bit set", [0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4], 1002),
             ]
             for (what, bytes, code) in cases {
                 let raw = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=rfc")
                 defer { raw.close() }
                 try await raw.write(bytes)
                 try await eventually("\(what) answered with \(code)") { raw.receivedClose(code: code) }
+            }
+        }
+    }
+
+    /// Our handshake (`WebSocketUpgrader`): the RFC 6455 example key gets the RFC's accept value;
+    /// a version other than 13, or two keys, is not upgraded.
+    @Test func theHandshakeFollowsRFC6455() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            func upgrade(_ headers: String) async throws -> RawWebSocket {
+                let raw = try await RawWebSocket.open(port: cluster.ports[0])
+                try await raw.write(
+                    Array("GET /ws?user=shake HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(headers)\r\n".utf8))
+                try await eventually("an answer") { raw.received.contains("\r\n\r\n") || raw.isClosed }
+                return raw
+            }
+            let good = try await upgrade("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+            #expect(good.received.hasPrefix("HTTP/1.1 101"))
+            #expect(good.received.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
+            good.close()
+            for headers in [
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: eA==\r\nSec-WebSocket-Version: 13\r\n",
+                "Sec-WebSocket-Version: 13\r\n",
+            ] {
+                let refused = try await upgrade(headers)
+                #expect(!refused.received.hasPrefix("HTTP/1.1 101"), "\(headers): \(refused.received)")
+                refused.close()
             }
         }
     }
