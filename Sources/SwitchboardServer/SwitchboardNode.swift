@@ -144,7 +144,8 @@ public final class SwitchboardNode: Sendable {
 }
 
 /// Hands what the backplane delivers to the router, counting it: the count shows what crossed
-/// to this node (`switchboard_backplane_events_received_total`).
+/// to this node (`switchboard_backplane_events_received_total`). It drops messages whose data is
+/// not well-formed, and, over `--presence-events-limit`, a large room's `joined`/`left`.
 final class CountingReceiver: ClusterReceiver {
     let context: NodeContext
 

@@ -61,11 +61,6 @@ final class PeerLink: Sendable {
         return reply
     }
 
-    /// Sends a numbered frame and waits until the peer has applied it.
-    func request(timeout: Duration, _ build: (UInt32) -> ByteBuffer) async throws {
-        try await send(timeout: timeout, build).wait()
-    }
-
     /// The peer applied frame `seq`.
     func acked(_ seq: UInt32) {
         let reply = state.withLock { state in
