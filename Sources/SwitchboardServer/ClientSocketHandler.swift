@@ -6,7 +6,7 @@ import SwitchboardProtocol
 /// The NIO end of one client WebSocket, and its only handler: it reads the frames
 /// (`WebSocketFrameReader`), reassembles fragmented messages, answers pings and the close
 /// handshake, notes pongs for the heartbeat, and hands each whole message to the session; its
-/// context is the one the connection writes through (`WireWriter`). It holds no Swift task: an
+/// context is the one the connection writes through (lent to `Connection.context`). It holds no Swift task: an
 /// idle client costs only its objects.
 ///
 /// A frame or message over `maxFrameBytes` closes with 1009 (a frame as soon as its header
@@ -18,7 +18,6 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
     private let connection: Connection
-    private let wire: WireWriter
     /// Nil for a socket refused after the upgrade (bad user name): it is only being closed.
     private let session: (any ClientSession)?
     private let node: NodeContext
@@ -33,9 +32,8 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Some frame of the message being read came over the rate.
     private var overRate = false
 
-    init(connection: Connection, wire: WireWriter, session: (any ClientSession)?, node: NodeContext) {
+    init(connection: Connection, session: (any ClientSession)?, node: NodeContext) {
         self.connection = connection
-        self.wire = wire
         self.session = session
         self.node = node
         self.reader = WebSocketFrameReader(maxFrameBytes: node.configuration.maxFrameBytes)
@@ -45,21 +43,18 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Wires an upgraded channel: this handler, last in the pipeline, reads and writes frames.
     static func install(on channel: any Channel, identity: Identity, options: ClientOptions, node: NodeContext) throws {
         let pipeline = channel.pipeline.syncOperations
-        let wire = WireWriter()
         let connection = Connection(
-            session: Identifiers.random(15), identity: identity, channel: channel, wire: wire,
-            maxBufferedBytes: node.configuration.maxBufferedBytes, metrics: node.metrics, logger: node.logger,
-            options: options)
+            session: Identifiers.random(15), identity: identity, channel: channel, settings: node.connectionSettings, options: options)
         if options.stomp {
             // A STOMP client names itself in CONNECT (StompSession).
             let session = StompSession(connection: connection, node: node, options: options)
-            try pipeline.addHandler(ClientSocketHandler(connection: connection, wire: wire, session: session, node: node))
+            try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node))
             node.heartbeats.watch(connection)
             session.start()
             return
         }
         let session = Name.isValidUser(identity.user) ? Session(connection: connection, node: node) : nil
-        try pipeline.addHandler(ClientSocketHandler(connection: connection, wire: wire, session: session, node: node))
+        try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node))
         node.heartbeats.watch(connection)
         if let session {
             session.start(inboxSince: options.inboxSince)
@@ -74,11 +69,11 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        wire.context = context
+        connection.context = context
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        wire.context = nil
+        connection.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

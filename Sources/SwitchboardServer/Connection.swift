@@ -19,8 +19,10 @@ struct ClientOptions: Sendable {
 /// One client WebSocket held by this node.
 ///
 /// Frames are written straight to the NIO channel on its event loop, never through an awaiting
-/// writer, so a slow socket cannot stall whoever delivers to it. They go through `wire` (the
-/// socket handler's context) as whole frames, encoded once for every recipient. What the socket has not taken
+/// writer, so a slow socket cannot stall whoever delivers to it. They go through `context` (the
+/// socket handler's, lent to it) as whole frames, encoded once for every recipient: replies,
+/// deliveries and control frames take this one path, so they stay in order, and anything below
+/// the handler (TLS) still applies. What the socket has not taken
 /// yet stays in NIO's outbound buffer; when that exceeds `maxBufferedBytes` at a flush the
 /// connection is closed (it would otherwise grow without bound) and the others are unaffected.
 ///
@@ -36,10 +38,14 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// A STOMP client's subscriptions (nil for a JSON client); on the event loop.
     let stomp: StompSubscriptions?
     let channel: any Channel
-    private let wire: WireWriter
-    private let maxBufferedBytes: Int
-    private let metrics: NodeMetrics
-    private let logger: Logger
+    /// The socket handler's context, lent while the handler is in the pipeline (see
+    /// `ClientSocketHandler`); on the event loop.
+    var context: ChannelHandlerContext?
+    /// The node's, shared by every connection: an idle socket does not carry its own copies.
+    private let settings: ConnectionSettings
+    private var metrics: NodeMetrics { settings.metrics }
+    private var logger: Logger { settings.logger }
+    private var maxBufferedBytes: Int { settings.maxBufferedBytes }
 
     private var machine = ConnectionStateMachine()
     /// Streams being resumed, and floors below which a late message is a duplicate.
@@ -54,8 +60,8 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     private var controlSinceFlush = false
 
     init(
-        session: String, identity: Identity, channel: any Channel, wire: WireWriter,
-        maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger, options: ClientOptions = ClientOptions()
+        session: String, identity: Identity, channel: any Channel, settings: ConnectionSettings,
+        options: ClientOptions = ClientOptions()
     ) {
         self.batch = options.batch
         self.stomp = options.stomp ? StompSubscriptions() : nil
@@ -64,10 +70,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
         self.channel = channel
         self.eventLoop = channel.eventLoop
         self.loopID = ObjectIdentifier(channel.eventLoop)
-        self.wire = wire
-        self.maxBufferedBytes = maxBufferedBytes
-        self.metrics = metrics
-        self.logger = logger
+        self.settings = settings
     }
 
     /// Names the client; before the connection is registered with the router only.
@@ -129,7 +132,7 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
             overflow(buffered: buffered)
             return flushed
         }
-        wire.flush()
+        context?.flush()
         return flushed
     }
 
@@ -210,7 +213,8 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
 
     /// Nothing follows our close frame (RFC 6455 5.5.1), and nothing goes to a closed socket.
     private func writeWire(_ frame: ByteBuffer) {
-        guard machine.mayWriteMessages, wire.write(frame) else { return }
+        guard machine.mayWriteMessages, let context else { return }
+        context.write(NIOAny(frame), promise: nil)
         framesSinceFlush += 1
     }
 
@@ -326,7 +330,9 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     /// unmasked, on the same path as every other frame.
     private func writeControl(opcode: UInt8, _ payload: ByteBuffer) {
         guard machine.mayWriteControl else { return }
-        if wire.write(WireFrame.control(opcode: opcode, payload, allocator: channel.allocator)) { controlSinceFlush = true }
+        guard let context else { return }
+        context.write(NIOAny(WireFrame.control(opcode: opcode, payload, allocator: channel.allocator)), promise: nil)
+        controlSinceFlush = true
     }
 
     func heardPong() {
@@ -337,5 +343,18 @@ final class Connection: LocalEndpoint, @unchecked Sendable {
     func closed() {
         machine.socketClosed()
         packed = nil
+    }
+}
+
+/// What every connection of a node reads and none changes: one object per node.
+final class ConnectionSettings: Sendable {
+    let maxBufferedBytes: Int
+    let metrics: NodeMetrics
+    let logger: Logger
+
+    init(maxBufferedBytes: Int, metrics: NodeMetrics, logger: Logger) {
+        self.maxBufferedBytes = maxBufferedBytes
+        self.metrics = metrics
+        self.logger = logger
     }
 }

@@ -21,6 +21,8 @@ final class NodeContext: Sendable {
     let heartbeats: Heartbeats
     /// Client WebSockets admitted and not yet closed, per node and per user.
     let admissions: AdmissionLedger
+    /// Shared by every client connection.
+    let connectionSettings: ConnectionSettings
     /// Poked whenever a connection leaves the router: drain waits on it.
     let connectionLeft = ConditionSignal()
     private let phaseValue = Atomic<UInt8>(NodePhase.starting.rawValue)
@@ -37,6 +39,7 @@ final class NodeContext: Sendable {
         self.heartbeats = Heartbeats(period: .seconds(Int64(configuration.heartbeatSeconds)))
         self.admissions = AdmissionLedger(
             maxConnections: configuration.maxConnections, maxPerUser: configuration.maxConnectionsPerUser)
+        self.connectionSettings = ConnectionSettings(maxBufferedBytes: configuration.maxBufferedBytes, metrics: metrics, logger: logger)
     }
 
     var phase: NodePhase {

@@ -17,25 +17,22 @@ final class SerialInbox<Message: Sendable>: Sendable {
     static var resumeBelow: Int { 16 }
 
     private let state = Mutex(State())
-    private let channel: any Channel
 
-    /// `run` is given with each call, not kept: the inbox holds no reference to its owner, and
-    /// the owner is held only by the task that runs, while it runs.
-    init(channel: any Channel) {
-        self.channel = channel
-    }
+    /// `run` and the socket's `channel` are given with each call, not kept: the inbox holds no
+    /// reference to its owner, and the owner is held only by the task that runs, while it runs.
+    init() {}
 
     /// Runs `first`, then whatever arrived meanwhile. On the event loop, before any `receive`.
-    func start(_ first: @escaping @Sendable () async -> Void, run: @escaping @Sendable (Message) async -> Void) {
+    func start(_ first: @escaping @Sendable () async -> Void, on channel: any Channel, run: @escaping @Sendable (Message) async -> Void) {
         state.withLock { $0.running = true }
         Task {
             await first()
-            await runWaiting(run)
+            await self.runWaiting(run, channel: channel)
         }
     }
 
     /// Takes a message from the socket. On the event loop.
-    func receive(_ message: Message, run: @escaping @Sendable (Message) async -> Void) {
+    func receive(_ message: Message, on channel: any Channel, run: @escaping @Sendable (Message) async -> Void) {
         let (startRunning, pause) = state.withLock { state -> (Bool, Bool) in
             state.waiting.append(message)
             let startRunning = !state.running
@@ -46,17 +43,17 @@ final class SerialInbox<Message: Sendable>: Sendable {
         }
         // Back-pressure: the socket is read again once the session has caught up.
         if pause { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
-        if startRunning { Task { await runWaiting(run) } }
+        if startRunning { Task { await self.runWaiting(run, channel: channel) } }
     }
 
-    private func runWaiting(_ run: @Sendable (Message) async -> Void) async {
-        while let message = next() {
+    private func runWaiting(_ run: @Sendable (Message) async -> Void, channel: any Channel) async {
+        while let message = next(channel) {
             await run(message)
         }
     }
 
     /// The next message, or nil (and the inbox stops running) when none is waiting.
-    private func next() -> Message? {
+    private func next(_ channel: any Channel) -> Message? {
         let (message, resume) = state.withLock { state -> (Message?, Bool) in
             guard !state.waiting.isEmpty else {
                 state.running = false
@@ -69,7 +66,6 @@ final class SerialInbox<Message: Sendable>: Sendable {
             return (message, resume)
         }
         if resume {
-            let channel = self.channel
             channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in channel.read() }
         }
         return message

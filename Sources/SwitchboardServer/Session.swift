@@ -44,7 +44,7 @@ final class Session: Sendable {
         self.connection = connection
         self.node = node
         self.running = Mutex(Running(machine: SessionStateMachine(maxStrikes: node.configuration.maxStrikes)))
-        self.inbox = SerialInbox(channel: connection.channel)
+        self.inbox = SerialInbox()
     }
 
     var logger: Logger { node.logger }
@@ -52,12 +52,12 @@ final class Session: Sendable {
     /// Joins the router and says welcome, before any command runs; with `inboxSince`, the
     /// inbox is resumed from there. On the event loop.
     func start(inboxSince: StreamPosition? = nil) {
-        inbox.start({ await self.connect(inboxSince: inboxSince) }, run: run)
+        inbox.start({ await self.connect(inboxSince: inboxSince) }, on: connection.channel, run: run)
     }
 
     /// Takes a message from the socket. On the event loop.
     func receive(_ message: Inbound) {
-        inbox.receive(message, run: run)
+        inbox.receive(message, on: connection.channel, run: run)
     }
 
     private func connect(inboxSince since: StreamPosition?) async {

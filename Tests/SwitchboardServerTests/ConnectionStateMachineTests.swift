@@ -84,25 +84,24 @@ struct ConnectionStateMachineTests {
     /// A connection on an embedded channel with the node's write path (the wire writer, through
     /// the context of the socket's last handler), and what it has written so far as server frames.
     final class Harness {
-        /// Lends its context to the wire writer, as `ClientSocketHandler` does.
+        /// Lends its context to the connection, as `ClientSocketHandler` does.
         final class Lender: ChannelInboundHandler {
             typealias InboundIn = ByteBuffer
-            let wire: WireWriter
-            init(_ wire: WireWriter) { self.wire = wire }
-            func handlerAdded(context: ChannelHandlerContext) { wire.context = context }
-            func handlerRemoved(context: ChannelHandlerContext) { wire.context = nil }
+            let connection: Connection
+            init(_ connection: Connection) { self.connection = connection }
+            func handlerAdded(context: ChannelHandlerContext) { connection.context = context }
+            func handlerRemoved(context: ChannelHandlerContext) { connection.context = nil }
         }
 
         let channel = EmbeddedChannel()
         let connection: Connection
 
         init(batch: Bool = false) throws {
-            let wire = WireWriter()
-            try channel.pipeline.syncOperations.addHandler(Lender(wire))
             connection = Connection(
-                session: "s", identity: Identity(user: "alice", rooms: nil, mayBroadcast: false), channel: channel, wire: wire,
-                maxBufferedBytes: 1 << 20,
-                metrics: NodeMetrics(), logger: Logger(label: "test"), options: ClientOptions(batch: batch))
+                session: "s", identity: Identity(user: "alice", rooms: nil, mayBroadcast: false), channel: channel,
+                settings: ConnectionSettings(maxBufferedBytes: 1 << 20, metrics: NodeMetrics(), logger: Logger(label: "test")),
+                options: ClientOptions(batch: batch))
+            try channel.pipeline.syncOperations.addHandler(Lender(connection))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
 

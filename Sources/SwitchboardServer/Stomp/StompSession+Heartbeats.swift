@@ -39,7 +39,7 @@ extension StompSession {
                     guard Self.now() - lastHeard.load(ordering: .relaxed) > grace else { return }
                     task.cancel()
                     logger.debug("STOMP client silent past its heart-beat", metadata: ["session": "\(connection.session)"])
-                    inbox.receive(.expired("no heart-beat for \(grace) ms"), run: run)
+                    inbox.receive(.expired("no heart-beat for \(grace) ms"), on: connection.channel, run: run)
                 })
         }
         state.withLock { $0.timers = timers }

@@ -50,7 +50,7 @@ final class StompSession: ClientSession {
         self.connection = connection
         self.node = node
         self.options = options
-        self.inbox = SerialInbox(channel: connection.channel)
+        self.inbox = SerialInbox()
         let limits = StompLimits(maxHeadBytes: 16 << 10, maxHeaders: 64, maxBodyBytes: node.configuration.maxFrameBytes)
         self.state = Mutex(State(parser: StompParser(limits: limits)))
     }
@@ -62,13 +62,13 @@ final class StompSession: ClientSession {
         let timeout = TimeAmount.seconds(Int64(node.configuration.handshakeTimeoutSeconds))
         connection.eventLoop.scheduleTask(in: timeout) { [self] in
             guard state.withLock({ $0.phase == .awaitingConnect }) else { return }
-            inbox.receive(.expired("no CONNECT frame within \(timeout.nanoseconds / 1_000_000_000) s"), run: run)
+            inbox.receive(.expired("no CONNECT frame within \(timeout.nanoseconds / 1_000_000_000) s"), on: connection.channel, run: run)
         }
     }
 
     func receive(_ message: Inbound) {
         lastHeard.store(Self.now(), ordering: .relaxed)
-        inbox.receive(.socket(message), run: run)
+        inbox.receive(.socket(message), on: connection.channel, run: run)
     }
 
     func run(_ message: Message) async {

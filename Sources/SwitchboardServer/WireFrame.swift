@@ -3,26 +3,6 @@ import NIOWebSocket
 import SwitchboardCore
 import SwitchboardProtocol
 
-/// Writes whole, already-encoded WebSocket frames straight to the transport, from the
-/// client socket's only handler (`ClientSocketHandler`, which lends its context): the fan-out
-/// encodes a frame once and each connection only queues the same bytes. Anything below it (TLS)
-/// still applies. Replies, deliveries and control frames take this one path, so they stay in order.
-final class WireWriter: @unchecked Sendable {
-    /// Touched only on the channel's event loop; nil until the handler is added and after it leaves.
-    var context: ChannelHandlerContext?
-
-    /// Queues a frame's bytes; false once the handler has left the pipeline (channel closing).
-    func write(_ frame: ByteBuffer) -> Bool {
-        guard let context else { return false }
-        context.write(NIOAny(frame), promise: nil)
-        return true
-    }
-
-    func flush() {
-        context?.flush()
-    }
-}
-
 /// An unmasked, final text frame (server to client), header and payload in one buffer.
 enum WireFrame {
     /// A control frame (close 0x8, ping 0x9, pong 0xA); its payload is cut to the 125 bytes
