@@ -92,6 +92,8 @@ final class LoopFlusher: @unchecked Sendable {
     let loop: any EventLoop
     private let deliveries: Tally
     private var dirty: [Connection] = []
+    /// The list being flushed: the two swap places each turn, so neither is allocated again.
+    private var flushing: [Connection] = []
 
     init(loop: any EventLoop, deliveries: Tally) {
         self.loop = loop
@@ -109,10 +111,10 @@ final class LoopFlusher: @unchecked Sendable {
     }
 
     private func flushAll() {
-        let flushing = dirty
-        dirty = []
+        swap(&dirty, &flushing)
         var flushed = 0
         for connection in flushing { flushed += connection.flushPending(countsDeliveries: false) }
+        flushing.removeAll(keepingCapacity: true)
         if flushed > 0 { deliveries.increment(by: Int64(flushed)) }
     }
 }

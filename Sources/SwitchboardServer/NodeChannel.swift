@@ -50,10 +50,20 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
             let upgrader = WebSocketUpgrader<Upgraded>(
                 shouldUpgrade: { channel, head in
                     upgradeAsked.value = true
+                    let request: HTTPRequest
+                    do {
+                        request = try HTTPRequest(head, secure: false, splitCookie: false)
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                    // Most upgrades are decided here, on the loop; the rest on a task.
+                    if let decision = WebSocketEndpoint.admitAtOnce(request, channel: channel, node: node) {
+                        admitted.value = decision.1
+                        return channel.eventLoop.makeSucceededFuture(decision.0)
+                    }
                     let promise = channel.eventLoop.makePromise(of: (HTTPHeaders, WebSocketEndpoint.Admission)?.self)
                     promise.completeWithTask {
-                        let request = try HTTPRequest(head, secure: false, splitCookie: false)
-                        return await WebSocketEndpoint.admit(request, channel: channel, node: node)
+                        await WebSocketEndpoint.admit(request, channel: channel, node: node)
                     }
                     return promise.futureResult.map { decision in
                         admitted.value = decision?.1

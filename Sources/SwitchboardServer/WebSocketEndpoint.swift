@@ -21,6 +21,24 @@ enum WebSocketEndpoint {
         case clusterLink(any ClusterLinkAcceptor)
     }
 
+    /// The common case, decided on the event loop without a task: an upgrade to `/ws` or `/stomp`
+    /// that needs no token checked, no cluster origin looked up and no refusal answered. Nil
+    /// when it needs any of those: then `admit` decides (and, for a refusal, answers).
+    static func admitAtOnce(_ request: HTTPRequest, channel: any Channel, node: NodeContext) -> (HTTPHeaders, Admission)? {
+        let target = RequestTarget(request.path ?? "/")
+        guard target.path == "/ws" || target.path == "/stomp", node.phase != .draining, node.tokens == nil else { return nil }
+        if let origin = request.headerFields[.origin], let allowed = node.configuration.allowedOrigins, !allowed.contains(origin) {
+            return nil
+        }
+        let (headers, stomp) = negotiate(request, path: target.path)
+        if stomp { return (headers, stompClient(request, query: target.query)) }
+        guard let options = clientOptions(target.query) else { return nil }
+        let identity = Identity(user: target.query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil, mayBroadcast: true)
+        // A refusal reserves nothing: `admit` asks again and answers it.
+        guard node.admissions.reserve(identity.user, on: channel) == nil else { return nil }
+        return (headers, .client(identity, options))
+    }
+
     /// The headers to answer an admitted upgrade with, and whom it admits; nil when refused
     /// (a refusal with a reason has been answered already, as JSON).
     static func admit(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
@@ -28,38 +46,19 @@ enum WebSocketEndpoint {
         let (path, query) = (target.path, target.query)
         if path == "/cluster" { return await clusterLink(request, channel: channel, node: node) }
         guard path == "/ws" || path == "/stomp", node.phase != .draining else { return nil }
-        var headers = HTTPHeaders()
-        let offered = request.headerFields[values: .secWebSocketProtocol]
-            .flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingCharacters(in: .whitespaces) }
-        let stomp = stompSubprotocols.first(where: offered.contains)
-        if let stomp {
-            headers.add(name: "Sec-WebSocket-Protocol", value: stomp)
-        } else if offered.contains(subprotocol), path == "/ws" {
-            headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
-        }
+        let (headers, stomp) = negotiate(request, path: path)
         if let origin = request.headerFields[.origin], await !node.originAllowed(origin) {
             node.metrics.refusedHandshakes.increment()
             await JSONResponse.refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
             return nil
         }
-        if stomp != nil || path == "/stomp" {
-            // Who it is comes with CONNECT (StompSession), which may also carry the token.
-            var options = ClientOptions(stomp: true)
-            options.upgradeToken = bearerToken(request) ?? query["token"]
-            options.upgradeUser = query["user"]
-            return (headers, .client(Identity(user: "", rooms: [], mayBroadcast: false), options))
-        }
-        var options = ClientOptions(batch: query["batch"] == "1")
-        if let since = query["since"] {
-            guard let position = ClientRequest.inboxSince(since) else {
-                node.metrics.refusedHandshakes.increment()
-                await JSONResponse.refuse(
-                    channel, status: .badRequest, code: "bad_request",
-                    message: "since must be EPOCH:OFFSET, as in the inbox of an earlier welcome")
-                return nil
-            }
-            options.inboxSince = position
+        if stomp { return (headers, stompClient(request, query: query)) }
+        guard let options = clientOptions(query) else {
+            node.metrics.refusedHandshakes.increment()
+            await JSONResponse.refuse(
+                channel, status: .badRequest, code: "bad_request",
+                message: "since must be EPOCH:OFFSET, as in the inbox of an earlier welcome")
+            return nil
         }
         let identity: Identity
         if let tokens = node.tokens {
@@ -91,6 +90,40 @@ enum WebSocketEndpoint {
             return nil
         }
         return (headers, .client(identity, options))
+    }
+
+    /// The subprotocol to answer with, and whether the client speaks STOMP: on `/stomp`, or
+    /// when it offers a STOMP subprotocol (the highest offered wins).
+    private static func negotiate(_ request: HTTPRequest, path: String) -> (HTTPHeaders, stomp: Bool) {
+        var headers = HTTPHeaders()
+        let offered = request.headerFields[values: .secWebSocketProtocol]
+            .flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        let stomp = stompSubprotocols.first(where: offered.contains)
+        if let stomp {
+            headers.add(name: "Sec-WebSocket-Protocol", value: stomp)
+        } else if offered.contains(subprotocol), path == "/ws" {
+            headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
+        }
+        return (headers, stomp != nil || path == "/stomp")
+    }
+
+    /// A STOMP client: who it is comes with CONNECT (StompSession), which may also carry the token.
+    private static func stompClient(_ request: HTTPRequest, query: [String: String]) -> Admission {
+        var options = ClientOptions(stomp: true)
+        options.upgradeToken = bearerToken(request) ?? query["token"]
+        options.upgradeUser = query["user"]
+        return .client(Identity(user: "", rooms: [], mayBroadcast: false), options)
+    }
+
+    /// A JSON client's options from the query; nil when `since` is not a position.
+    private static func clientOptions(_ query: [String: String]) -> ClientOptions? {
+        var options = ClientOptions(batch: query["batch"] == "1")
+        if let since = query["since"] {
+            guard let position = ClientRequest.inboxSince(since) else { return nil }
+            options.inboxSince = position
+        }
+        return options
     }
 
     /// `GET /cluster`: a peer's link, for a backplane that takes links, admitted only with its
