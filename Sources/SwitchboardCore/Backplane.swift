@@ -79,6 +79,10 @@ public protocol Backplane: Sendable {
     /// trips as the backplane can. The router sends a room's changes this way, a batch at a time
     /// (see `MessageRouter`). When it throws, any prefix of the changes may have taken effect.
     func roomChanged(_ room: String, _ changes: [RoomChange]) async throws
+    /// `roomChanged`, and with `thenRead` the room's stream top read after the changes, in the
+    /// same round trip where the backplane can (a join's `ok` carries the top). Nil when it was
+    /// not read: the caller reads it itself. A failed read does not fail the changes.
+    func roomChanged(_ room: String, _ changes: [RoomChange], thenRead: Bool) async throws -> StreamRead?
 
     /// Users in `room`, cluster-wide, sorted.
     func members(of room: String) async throws -> [String]
@@ -146,6 +150,12 @@ extension Backplane {
             case .left(let user): try await roomLeft(room, user: user)
             }
         }
+    }
+
+    /// The changes, and no read: the caller reads the top itself.
+    public func roomChanged(_ room: String, _ changes: [RoomChange], thenRead: Bool) async throws -> StreamRead? {
+        try await roomChanged(room, changes)
+        return nil
     }
 
     /// A backplane with no background work of its own waits to be cancelled.

@@ -110,6 +110,12 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     /// returns, every message published to the room from any node reaches the connection.
     @discardableResult
     public func join(_ endpoint: Endpoint, room: String) async throws -> Bool {
+        try await join(endpoint, room: room, readingTop: false).changed
+    }
+
+    /// `join`; with `readingTop`, the room's stream top is read after the join's batch, in the
+    /// same round trip where the backplane can (`top` nil: not read, the caller reads it).
+    public func join(_ endpoint: Endpoint, room: String, readingTop: Bool) async throws -> (changed: Bool, top: StreamRead?) {
         let key = ObjectIdentifier(endpoint)
         return try await commit(in: room) { state in
             guard state.endpoints[key] != nil, state.roomsOfEndpoint[key, default: []].insert(room).inserted else { return nil }
@@ -119,7 +125,8 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
             state.rooms[room]!.connectionsPerUser[endpoint.user] = count
             // A later connection of the same user still waits for the batch that carries the
             // first one's join: the node is interested in the room only from then on.
-            return RoomCommits.Entry(change: count == 1 ? .joined(user: endpoint.user) : nil, joining: key, user: endpoint.user)
+            return RoomCommits.Entry(
+                change: count == 1 ? .joined(user: endpoint.user) : nil, joining: key, user: endpoint.user, wantsTop: readingTop)
         }
     }
 
@@ -131,38 +138,42 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
             guard state.roomsOfEndpoint[key]?.remove(room) != nil else { return nil }
             let last = Self.remove(key, user: endpoint.user, from: room, in: &state)
             return RoomCommits.Entry(change: last ? .left(user: endpoint.user) : nil, joining: nil, user: endpoint.user)
-        }
+        }.changed
     }
 
     /// Makes a membership change here (`change` returns nil when there is none) and, in the
     /// same step, queues it for the room's next batch to the backplane; returns once that batch
-    /// is answered. Returns whether there was a change.
-    private func commit(in room: String, _ change: (inout State) -> RoomCommits.Entry?) async throws -> Bool {
+    /// is answered. Returns whether there was a change, and the room's top when an entry asked
+    /// for it and its batch read it.
+    private func commit(in room: String, _ change: (inout State) -> RoomCommits.Entry?) async throws -> (changed: Bool, top: StreamRead?) {
         var changed = false
         let turn = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RoomCommits.Turn, any Error>) in
             let now = state.withLock { state -> RoomCommits.Turn? in
-                guard let entry = change(&state) else { return .done }
+                guard let entry = change(&state) else { return .done(nil) }
                 changed = true
                 // A leave that changes no presence has nothing to wait for.
-                if entry.change == nil && entry.joining == nil { return .done }
+                if entry.change == nil && entry.joining == nil { return .done(nil) }
                 if state.commits.claim(room) { return .send(entry, []) }
                 state.commits.wait(RoomCommits.Waiter(entry: entry, continuation: continuation), for: room)
                 return nil
             }
             if let now { continuation.resume(returning: now) }
         }
-        if case .send(let entry, let behind) = turn {
-            try await send(entry, then: behind, in: room)
+        switch turn {
+        case .send(let entry, let behind): return (changed, try await send(entry, then: behind, in: room))
+        case .done(let top): return (changed, top)
         }
-        return changed
     }
 
     /// Sends one batch of a room's changes, settles everyone in it, and hands the turn on.
-    private func send(_ first: RoomCommits.Entry, then behind: [RoomCommits.Waiter], in room: String) async throws {
+    /// Returns the room's top when the batch read it (a join in it asked for it).
+    private func send(_ first: RoomCommits.Entry, then behind: [RoomCommits.Waiter], in room: String) async throws -> StreamRead? {
         let changes = ([first.change] + behind.map(\.entry.change)).compactMap { $0 }
+        let readsTop = first.wantsTop || behind.contains { $0.entry.wantsTop }
         var failure: (any Error)?
+        var top: StreamRead?
         if !changes.isEmpty {
-            do { try await backplane.roomChanged(room, changes) } catch { failure = error }
+            do { top = try await backplane.roomChanged(room, changes, thenRead: readsTop) } catch { failure = error }
         }
         let next = state.withLock { state in
             var next = state.commits.finish(room)
@@ -184,10 +195,11 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
             return next
         }
         for waiter in behind {
-            if let failure { waiter.continuation.resume(throwing: failure) } else { waiter.continuation.resume(returning: .done) }
+            if let failure { waiter.continuation.resume(throwing: failure) } else { waiter.continuation.resume(returning: .done(top)) }
         }
         if let head = next.first { head.continuation.resume(returning: .send(head.entry, Array(next.dropFirst()))) }
         if let failure { throw failure }
+        return top
     }
 
     private static func userKey(_ user: String) -> String { "user " + user }

@@ -9,8 +9,8 @@
 struct RoomCommits {
     /// What a waiting change is told when the batch before it is settled.
     enum Turn: Sendable {
-        /// Its batch was answered.
-        case done
+        /// Its batch was answered; with the room's top when the batch read it.
+        case done(StreamRead?)
         /// It is first in line: it sends its entry (as it stands now) and then those of the
         /// waiters that came after it.
         case send(Entry, [Waiter])
@@ -29,6 +29,8 @@ struct RoomCommits {
         var change: RoomChange?
         var joining: ObjectIdentifier?
         var user: String
+        /// A join that wants the room's top: the batch reads it after its changes.
+        var wantsTop = false
     }
 
     /// A room with an entry has a batch out; the array is who waits for it.

@@ -16,8 +16,10 @@ extension Session {
         }
         let stream = Address.room(room)
         connection.hold(stream)
+        // A plain join's top may come with its batch (one round trip); a resume reads its own.
+        let joined: StreamRead?
         do {
-            try await node.router.join(connection, room: room)
+            joined = try await node.router.join(connection, room: room, readingTop: since == nil).top
         } catch {
             connection.resume(stream, reply: ServerFrame.error(Self.failure(error, to: id)), replay: [], top: nil)
             connection.forget(stream)
@@ -26,7 +28,11 @@ extension Session {
         }
         let read: StreamRead
         do {
-            read = try await node.router.backplane.read(stream, after: since?.offset, limit: since == nil ? 0 : history.size)
+            if let joined {
+                read = joined
+            } else {
+                read = try await node.router.backplane.read(stream, after: since?.offset, limit: since == nil ? 0 : history.size)
+            }
         } catch {
             // The store is away (its outage is logged once by the backplane): the join stands,
             // as local work goes on, but without a position; a resume is answered honestly.

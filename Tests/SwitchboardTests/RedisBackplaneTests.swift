@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import RESP
+import RedisBackplane
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
@@ -121,6 +123,29 @@ struct RedisBackplaneTests {
         }
     }
 
+    /// A join's batch reads the room's top behind its presence writes (one round trip, the
+    /// join's `ok` carries the top): the same top a read finds, one further after a message.
+    @Test func aJoinsBatchReadsTheRoomsTopBehindItsChanges() async throws {
+        try await withRedis { redis in
+            let backplane = RedisBackplane(
+                configuration: .init(redis: .init(host: "127.0.0.1", port: redis.port), heartbeat: .seconds(5)),
+                logger: Logger(label: "test"))
+            let running = Task { await backplane.run() }
+            defer { running.cancel() }
+            try await backplane.join(node: NodeInfo(id: "n1", url: "ws://127.0.0.1:1/ws"), receiver: IgnoringReceiver())
+            let first = try #require(try await backplane.roomChanged("r", [.joined(user: "a")], thenRead: true))
+            #expect(first.top == (try await backplane.read(.room("r"), after: nil, limit: 0)).top)
+            try await backplane.publish(
+                Envelope(id: "m1", from: "a", address: .room("r"), data: RawJSON("1"), timestamp: wallClockMilliseconds()))
+            let second = try #require(try await backplane.roomChanged("r", [.joined(user: "b"), .left(user: "a")], thenRead: true))
+            #expect(second.top == StreamPosition(epoch: first.top.epoch, offset: first.top.offset + 1))
+            #expect(second.messages.isEmpty)
+            // Not asked: not read.
+            #expect(try await backplane.roomChanged("r", [.left(user: "b")], thenRead: false) == nil)
+            await backplane.leave()
+        }
+    }
+
     @Test func anOutageIsLoggedOnceNotPerMessage() async throws {
         try await withRedis { redis in
             let node = try await NodeProcess.start("logged", redis: redis.url, logLevel: "notice")
@@ -187,4 +212,9 @@ struct RedisBackplaneTests {
         try await bob.client.publish("r", data: "\"hello early\"")
         _ = try await alice.message { $0.data == .string("hello early") }
     }
+}
+
+/// Takes the backplane's events and does nothing with them.
+private final class IgnoringReceiver: ClusterReceiver {
+    func receive(_ event: ClusterEvent) {}
 }

@@ -34,15 +34,9 @@ extension RedisBackplane {
     }
 
     public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
-        let history = configuration.history
-        guard history.isOn else { throw HistoryError.unsupported }
+        guard configuration.history.isOn else { throw HistoryError.unsupported }
         let reply: RESPValue
-        let command =
-            script(\.read, HistoryScripts.read) + [
-                "2", RESPArgument(names.streamMeta(stream)),
-                RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
-                RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
-            ]
+        let command = readCommand(stream, after: after, limit: limit)
         do {
             reply = try await commands.send(command)
         } catch RedisError.server(let message) {
@@ -51,6 +45,35 @@ extension RedisBackplane {
             guard message.hasPrefix("NOSCRIPT") else { throw failure }
             reply = try await commands.send(Self.withScriptText(command, HistoryScripts.read))
         }
+        return try parseRead(reply, of: stream)
+    }
+
+    /// Queues a read of `stream`'s top now, behind what is queued on the command connection;
+    /// the returned call waits for it: nil when it failed (the caller then reads with `read`,
+    /// which also retries a flushed script with its text).
+    func queueTopRead(_ stream: Address) -> (@Sendable () async -> StreamRead?)? {
+        guard let reply = try? commands.enqueue(readCommand(stream, after: nil, limit: 0)) else { return nil }
+        return {
+            guard let value = try? await reply.get() else { return nil }
+            if case .error(let message) = value {
+                _ = self.failure(message)
+                return nil
+            }
+            return try? self.parseRead(value, of: stream)
+        }
+    }
+
+    private func readCommand(_ stream: Address, after: Int64?, limit: Int) -> [RESPArgument] {
+        let history = configuration.history
+        return script(\.read, HistoryScripts.read) + [
+            "2", RESPArgument(names.streamMeta(stream)),
+            RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
+            RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),
+        ]
+    }
+
+    private func parseRead(_ reply: RESPValue, of stream: Address) throws -> StreamRead {
+        let history = configuration.history
         guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let top = parts[1].int else {
             throw RedisError.server("unexpected reply to the history read: \(reply)")
         }

@@ -284,10 +284,16 @@ public final class RedisBackplane: Backplane {
         try await roomChanged(room, [.left(user: user)])
     }
 
-    /// The whole batch in one round trip: each change's registry entry and presence script
-    /// (which announces it), in order. The room's channel is subscribed before, when the batch
-    /// makes it this node's room, and unsubscribed after, when it leaves none here.
     public func roomChanged(_ room: String, _ changes: [RoomChange]) async throws {
+        _ = try await roomChanged(room, changes, thenRead: false)
+    }
+
+    /// The whole batch in one round trip: each change's registry entry and presence script
+    /// (which announces it), in order, and with `thenRead` the room's history read behind them
+    /// (its top, for the joins' `ok`). The room's channel is subscribed before, when the batch
+    /// makes it this node's room, so the read comes after the subscription took effect; it is
+    /// unsubscribed after, when the batch leaves none here.
+    public func roomChanged(_ room: String, _ changes: [RoomChange], thenRead: Bool) async throws -> StreamRead? {
         let (first, last) = state.withLock { state -> (Bool, Bool) in
             let before = state.local.rooms[room] != nil
             for change in changes { state.local.apply(change.delta(in: room)) }
@@ -296,6 +302,7 @@ public final class RedisBackplane: Backplane {
             return (!before && after, before && !after)
         }
         if first { try await subscriber.subscribe(names.channel(.room(room))) }
+        var top: StreamRead?
         try await tolerateOutage {
             var commands: [[RESPArgument]] = []
             commands.reserveCapacity(2 * changes.count)
@@ -313,9 +320,14 @@ public final class RedisBackplane: Backplane {
                     commands.append(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
                 }
             }
-            try await self.pipelined(commands)
+            let replies = try commands.map { try self.commands.enqueue($0) }
+            // Queued behind the batch: one round trip for both. A failed read leaves `top` nil.
+            let reading = thenRead && self.history.keeps(.room(room)) ? self.queueTopRead(.room(room)) : nil
+            try await Self.settle(replies)
+            top = await reading?()
         }
         if last { try await subscriber.unsubscribe(names.channel(.room(room))) }
+        return top
     }
 
     public func members(of room: String) async throws -> [String] {
@@ -451,7 +463,12 @@ public final class RedisBackplane: Backplane {
     /// (one round trip); an error reply throws, as `send` does.
     @discardableResult
     private func pipelined(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
-        let replies = try commands.map { try self.commands.enqueue($0) }
+        try await Self.settle(commands.map { try self.commands.enqueue($0) })
+    }
+
+    /// Waits for queued replies; an error reply throws, as `send` does.
+    @discardableResult
+    private static func settle(_ replies: [EventLoopFuture<RESPValue>]) async throws -> [RESPValue] {
         var values: [RESPValue] = []
         for reply in replies {
             let value = try await reply.get()
