@@ -69,6 +69,10 @@ public protocol Backplane: Sendable {
 
     /// The first connection of `user` opened on this node.
     func userOnline(_ user: String) async throws
+    /// `userOnline`, and with `thenRead` the top of the user's inbox read after it, in the same
+    /// round trip where the backplane can (the welcome carries the top). Nil when it was not
+    /// read: the caller reads it itself. A failed read does not fail `userOnline`.
+    func userOnline(_ user: String, thenRead: Bool) async throws -> StreamRead?
     /// The last connection of `user` on this node closed.
     func userOffline(_ user: String) async throws
     /// The first connection of `user` on this node joined `room`.
@@ -150,6 +154,12 @@ extension Backplane {
             case .left(let user): try await roomLeft(room, user: user)
             }
         }
+    }
+
+    /// Online, and no read: the caller reads the top itself.
+    public func userOnline(_ user: String, thenRead: Bool) async throws -> StreamRead? {
+        try await userOnline(user)
+        return nil
     }
 
     /// The changes, and no read: the caller reads the top itself.

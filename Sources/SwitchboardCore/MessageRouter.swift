@@ -62,18 +62,21 @@ public final class MessageRouter<Delivery: LocalDelivery>: ClusterReceiver, Send
     // MARK: Membership
 
     /// Registers a new connection. When it returns, a message to its user from any node reaches it.
-    public func connect(_ endpoint: Endpoint) async throws {
-        try await membership.withLock(Self.userKey(endpoint.user)) {
+    /// With `readingInbox`, the top of the user's inbox comes back when the backplane read it in
+    /// the same round trip as the user's registration (nil: the caller reads it).
+    @discardableResult
+    public func connect(_ endpoint: Endpoint, readingInbox: Bool = false) async throws -> StreamRead? {
+        let inbox = try await membership.withLock(Self.userKey(endpoint.user)) { () async throws -> StreamRead? in
             let first = state.withLock { state -> Bool in
                 guard state.endpoints.updateValue(endpoint, forKey: ObjectIdentifier(endpoint)) == nil else { return false }
                 state.users[endpoint.user, default: []].append(endpoint)
                 return state.users[endpoint.user]!.count == 1
             }
-            if first {
-                try await backplane.userOnline(endpoint.user)
-            }
+            guard first else { return nil }
+            return try await backplane.userOnline(endpoint.user, thenRead: readingInbox)
         }
         await backplane.report(load)
+        return inbox
     }
 
     /// Removes a connection and everything it joined. Safe to call more than once.

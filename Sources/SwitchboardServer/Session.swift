@@ -65,8 +65,10 @@ final class Session: Sendable {
         let inbox = Address.user(connection.user)
         // The inbox's live messages wait until its top (and any replay) is known.
         if history.isOn { connection.hold(inbox) }
+        // A plain connect's inbox top may come with its registration (one round trip).
+        let registered: StreamRead?
         do {
-            try await node.router.connect(connection)
+            registered = try await node.router.connect(connection, readingInbox: history.isOn && since == nil)
         } catch {
             logger.warning("could not register a connection", metadata: ["error": "\(error)"])
             running.withLock { $0.machine.registrationFailed() }
@@ -80,7 +82,12 @@ final class Session: Sendable {
         var recovered: Bool? = since.map { _ in false }
         if history.isOn {
             do {
-                let read = try await node.router.backplane.read(inbox, after: since?.offset, limit: since == nil ? 0 : history.size)
+                let read: StreamRead
+                if let registered {
+                    read = registered
+                } else {
+                    read = try await node.router.backplane.read(inbox, after: since?.offset, limit: since == nil ? 0 : history.size)
+                }
                 let recovers = since.map(read.recovers) ?? false
                 if since != nil { recovered = recovers }
                 resumed = (recovers ? read.after(since!.offset) : [], read.top)

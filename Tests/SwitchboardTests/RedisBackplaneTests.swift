@@ -125,6 +125,7 @@ struct RedisBackplaneTests {
 
     /// A join's batch reads the room's top behind its presence writes (one round trip, the
     /// join's `ok` carries the top): the same top a read finds, one further after a message.
+    /// A user's registration reads its inbox's top likewise (the welcome carries it).
     @Test func aJoinsBatchReadsTheRoomsTopBehindItsChanges() async throws {
         try await withRedis { redis in
             let backplane = RedisBackplane(
@@ -142,6 +143,10 @@ struct RedisBackplaneTests {
             #expect(second.messages.isEmpty)
             // Not asked: not read.
             #expect(try await backplane.roomChanged("r", [.left(user: "b")], thenRead: false) == nil)
+            // A user's registration reads its inbox's top the same way.
+            let inbox = try #require(try await backplane.userOnline("c", thenRead: true))
+            #expect(inbox.top == (try await backplane.read(.user("c"), after: nil, limit: 0)).top)
+            #expect(try await backplane.userOnline("d", thenRead: false) == nil)
             await backplane.leave()
         }
     }

@@ -250,14 +250,26 @@ public final class RedisBackplane: Backplane {
     // MARK: Presence
 
     public func userOnline(_ user: String) async throws {
+        _ = try await userOnline(user, thenRead: false)
+    }
+
+    /// Subscribes the user's channel, then registers the user; with `thenRead`, the inbox's
+    /// history read rides behind the registration (one round trip), after the subscription
+    /// took effect.
+    public func userOnline(_ user: String, thenRead: Bool) async throws -> StreamRead? {
         state.withLock { _ = $0.local.apply(.online(user: user)) }
         try await subscriber.subscribe(names.channel(.user(user)))
+        var inbox: StreamRead?
         try await tolerateOutage {
-            try await self.pipelined([
+            let replies = try [
                 ["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
                 ["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
-            ])
+            ].map { try self.commands.enqueue($0) }
+            let reading = thenRead && self.history.keeps(.user(user)) ? self.queueTopRead(.user(user)) : nil
+            try await Self.settle(replies)
+            inbox = await reading?()
         }
+        return inbox
     }
 
     public func userOffline(_ user: String) async throws {
