@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# What one churn cycle (connect, join, close; `switchboard-bench churn`) costs the servers, in
+# measures steadier than cycles per second on a noisy machine: each server process's CPU per
+# cycle (from /proc), and for the Redis kinds Redis's commands per cycle (INFO commandstats, its
+# scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
+# node under heaptrack (apt-get install -y heaptrack).
+#   bench/churn-cost.sh redis            # 10 s, 20 workers
+#   bench/churn-cost.sh centrifuge 5
+#   SB=/tmp/old-switchboard bench/churn-cost.sh redis    # an earlier build, for a before/after
+#   ALLOCS=1 bench/churn-cost.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:-redis} seconds=${2:-10}
+swift build -c release --product switchboard >/dev/null
+swift build -c release --product switchboard-bench >/dev/null
+SB=${SB:-.build/release/switchboard}
+BENCH=.build/release/switchboard-bench
+ulimit -n 20000 2>/dev/null || true
+source bench/servers.sh
+cycles_of() { sed 's/.*"cycles":\([0-9]*\).*/\1/' <<<"$1"; }
+
+if [ "${ALLOCS:-}" = 1 ]; then
+  command -v heaptrack >/dev/null || { echo "heaptrack is needed: apt-get install -y heaptrack" >&2; exit 1; }
+  data=$(mktemp -d /tmp/switchboard-heaptrack.XXXXXX)
+  heaptrack -o "$data/trace" "$SB" serve --port 18401 --log-level error >/dev/null 2>&1 &
+  wrapper=$!
+  wait_ready 18401
+  node=$(pgrep -f "^$SB serve --port 18401" | head -1)
+  out=$($BENCH churn --targets ws://127.0.0.1:18401/ws,ws://127.0.0.1:18401/ws --label embedded --workers 20 --duration "$seconds" | grep '^{')
+  kill "$node"; wait "$wrapper" 2>/dev/null || true
+  calls=$(heaptrack_print -f "$data"/trace*.zst 2>/dev/null | grep '^calls to allocation functions' | tail -1 | sed 's/.*: \([0-9]*\).*/\1/')
+  rm -rf "$data"
+  echo "cycles $(cycles_of "$out"), allocations per cycle (startup included) $((calls / $(cycles_of "$out")))"
+  exit 0
+fi
+
+start_servers "$kind"
+[[ $kind == redis* || $DIALECT == centrifuge || $kind == socketio || $kind == node-ws ]] && redis-cli -p 18409 config resetstat >/dev/null
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A before
+for pid in "${PIDS[@]}"; do before[$pid]=$(ticks "$pid"); done
+out=$($BENCH churn --targets "$TARGETS" --label "$kind" --dialect "$DIALECT" --workers 20 --duration "$seconds" | grep '^{')
+echo "$out"
+cycles=$(cycles_of "$out")
+for pid in "${PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || continue
+  ms=$(( ($(ticks "$pid") - ${before[$pid]}) * 1000 / $(getconf CLK_TCK) ))
+  echo "$(cat /proc/$pid/comm) ($pid): $(awk -v ms="$ms" -v c="$cycles" 'BEGIN { printf "%.3f", ms / c }') ms CPU per cycle"
+done
+if redis-cli -p 18409 ping >/dev/null 2>&1; then
+  calls=$(redis-cli -p 18409 info commandstats | grep -o 'calls=[0-9]*' | cut -d= -f2 | paste -sd+ | bc)
+  echo "redis: $(awk -v n="$calls" -v c="$cycles" 'BEGIN { printf "%.1f", n / c }') commands per cycle"
+fi
+stop_servers
