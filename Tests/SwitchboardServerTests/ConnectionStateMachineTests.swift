@@ -81,8 +81,8 @@ struct ConnectionStateMachineTests {
 
     // MARK: Connection on an EmbeddedChannel
 
-    /// A connection on an embedded channel with the node's write path (the wire writer, through
-    /// the context of the socket's last handler), and what it has written so far as server frames.
+    /// A connection on an embedded channel with the node's write path (the context of the
+    /// socket's last handler, lent to the connection), and what it has written so far as server frames.
     final class Harness {
         /// Lends its context to the connection, as `ClientSocketHandler` does.
         final class Lender: ChannelInboundHandler {

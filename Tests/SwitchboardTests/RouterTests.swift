@@ -140,6 +140,8 @@ struct RoomBatchTests {
         struct Refused: Error {}
         private struct Gate {
             var batches: [[RoomChange]] = []
+            /// Whether each batch was asked to read the room's top.
+            var reads: [Bool] = []
             var held: [CheckedContinuation<Bool, Never>] = []
         }
         let base: EmbeddedBackplane
@@ -148,6 +150,7 @@ struct RoomBatchTests {
         init(_ base: EmbeddedBackplane) { self.base = base }
 
         var batches: [[RoomChange]] { gate.withLock { $0.batches } }
+        var reads: [Bool] { gate.withLock { $0.reads } }
         var heldCount: Int { gate.withLock { $0.held.count } }
 
         /// Lets the oldest held batch through, or fails it.
@@ -170,6 +173,16 @@ struct RoomBatchTests {
                 case .left(let user): try await base.roomLeft(room, user: user)
                 }
             }
+        }
+
+        /// Asked to read, a batch answers with a top of its own: offset = its number.
+        func roomChanged(_ room: String, _ changes: [RoomChange], thenRead: Bool) async throws -> StreamRead? {
+            let number = gate.withLock { gate in
+                gate.reads.append(thenRead)
+                return gate.reads.count
+            }
+            try await roomChanged(room, changes)
+            return thenRead ? StreamRead(top: StreamPosition(epoch: "e", offset: Int64(number)), messages: []) : nil
         }
 
         func publish(_ envelope: Envelope) async throws { try await base.publish(envelope) }
@@ -211,6 +224,39 @@ struct RoomBatchTests {
         let task = Task { try await router.join(endpoint, room: "r") }
         try await eventually("the join of \(endpoint.user) is queued") { router.isMember(endpoint, of: "r") }
         return task
+    }
+
+    /// `startJoin`, asking for the room's top.
+    func startJoinReadingTop(
+        _ router: MessageRouter<RouterTests.Collecting>, _ endpoint: Endpoint
+    ) async throws -> Task<StreamRead?, any Error> {
+        let task = Task { try await router.join(endpoint, room: "r", readingTop: true).top }
+        try await eventually("the join of \(endpoint.user) is queued") { router.isMember(endpoint, of: "r") }
+        return task
+    }
+
+    /// A batch reads the room's top once, after its changes, when any join in it asks, and hands
+    /// that top to each join that asked; a join whose batch changed nothing gets none (its
+    /// session reads the top itself).
+    @Test(.timeLimit(.minutes(1))) func aBatchReadsTheTopOnceForTheJoinsThatAsk() async throws {
+        let (router, backplane) = try await makeRouter()
+        let endpoints = try await connected(router, ["u0", "u1", "u2", "u3", "u0"])
+        let first = try await startJoin(router, endpoints[0])
+        try await eventually("the first batch is out") { backplane.heldCount == 1 }
+        let asking1 = try await startJoinReadingTop(router, endpoints[1])
+        let quiet = try await startJoin(router, endpoints[2])
+        let asking3 = try await startJoinReadingTop(router, endpoints[3])
+        backplane.release()
+        _ = try await first.value
+        try await eventually("the second batch is out") { backplane.heldCount == 1 }
+        backplane.release()
+        #expect(try await asking1.value == StreamRead(top: StreamPosition(epoch: "e", offset: 2), messages: []))
+        #expect(try await asking3.value == StreamRead(top: StreamPosition(epoch: "e", offset: 2), messages: []))
+        #expect(try await quiet.value)
+        #expect(backplane.reads == [false, true])
+        // u0's second connection changes no presence: no batch goes out, so no top comes back.
+        #expect(try await router.join(endpoints[4], room: "r", readingTop: true).top == nil)
+        #expect(backplane.reads == [false, true])
     }
 
     @Test(.timeLimit(.minutes(1))) func joinsWhileABatchIsOutGoTogetherInOrder() async throws {

@@ -48,22 +48,7 @@ extension RedisBackplane {
         return try parseRead(reply, of: stream)
     }
 
-    /// Queues a read of `stream`'s top now, behind what is queued on the command connection;
-    /// the returned call waits for it: nil when it failed (the caller then reads with `read`,
-    /// which also retries a flushed script with its text).
-    func queueTopRead(_ stream: Address) -> (@Sendable () async -> StreamRead?)? {
-        guard let reply = try? commands.enqueue(readCommand(stream, after: nil, limit: 0)) else { return nil }
-        return {
-            guard let value = try? await reply.get() else { return nil }
-            if case .error(let message) = value {
-                _ = self.failure(message)
-                return nil
-            }
-            return try? self.parseRead(value, of: stream)
-        }
-    }
-
-    private func readCommand(_ stream: Address, after: Int64?, limit: Int) -> [RESPArgument] {
+    func readCommand(_ stream: Address, after: Int64?, limit: Int) -> [RESPArgument] {
         let history = configuration.history
         return script(\.read, HistoryScripts.read) + [
             "2", RESPArgument(names.streamMeta(stream)),
@@ -72,7 +57,7 @@ extension RedisBackplane {
         ]
     }
 
-    private func parseRead(_ reply: RESPValue, of stream: Address) throws -> StreamRead {
+    func parseRead(_ reply: RESPValue, of stream: Address) throws -> StreamRead {
         let history = configuration.history
         guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let top = parts[1].int else {
             throw RedisError.server("unexpected reply to the history read: \(reply)")

@@ -261,13 +261,11 @@ public final class RedisBackplane: Backplane {
         try await subscriber.subscribe(names.channel(.user(user)))
         var inbox: StreamRead?
         try await tolerateOutage {
-            let replies = try [
-                ["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
-                ["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
-            ].map { try self.commands.enqueue($0) }
-            let reading = thenRead && self.history.keeps(.user(user)) ? self.queueTopRead(.user(user)) : nil
-            try await Self.settle(replies)
-            inbox = await reading?()
+            inbox = try await self.pipelined(
+                [
+                    ["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
+                    ["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
+                ], thenReadingTopOf: thenRead ? .user(user) : nil)
         }
         return inbox
     }
@@ -332,11 +330,7 @@ public final class RedisBackplane: Backplane {
                     commands.append(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
                 }
             }
-            let replies = try commands.map { try self.commands.enqueue($0) }
-            // Queued behind the batch: one round trip for both. A failed read leaves `top` nil.
-            let reading = thenRead && self.history.keeps(.room(room)) ? self.queueTopRead(.room(room)) : nil
-            try await Self.settle(replies)
-            top = await reading?()
+            top = try await self.pipelined(commands, thenReadingTopOf: thenRead ? .room(room) : nil)
         }
         if last { try await subscriber.unsubscribe(names.channel(.room(room))) }
         return top
@@ -472,22 +466,23 @@ public final class RedisBackplane: Backplane {
     }
 
     /// Sends commands back to back on the command connection and waits for all their replies
-    /// (one round trip); an error reply throws, as `send` does.
+    /// (one round trip); an error reply throws, as `send` does. With `stream` (and history
+    /// kept for it), that stream's top is read behind the commands,
+    /// in the same round trip; nil when it was not read or the read failed (the caller then
+    /// reads with `read`, which also sends a flushed script's text again).
     @discardableResult
-    private func pipelined(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
-        try await Self.settle(commands.map { try self.commands.enqueue($0) })
-    }
-
-    /// Waits for queued replies; an error reply throws, as `send` does.
-    @discardableResult
-    private static func settle(_ replies: [EventLoopFuture<RESPValue>]) async throws -> [RESPValue] {
-        var values: [RESPValue] = []
+    private func pipelined(_ commands: [[RESPArgument]], thenReadingTopOf stream: Address? = nil) async throws -> StreamRead? {
+        let replies = try commands.map { try self.commands.enqueue($0) }
+        let read = stream.flatMap { history.keeps($0) ? try? self.commands.enqueue(readCommand($0, after: nil, limit: 0)) : nil }
         for reply in replies {
-            let value = try await reply.get()
-            if case .error(let message) = value { throw RedisError.server(message) }
-            values.append(value)
+            if case .error(let message) = try await reply.get() { throw RedisError.server(message) }
         }
-        return values
+        guard let stream, let value = try? await read?.get() else { return nil }
+        if case .error(let message) = value {
+            _ = failure(message)  // NOSCRIPT: the next read sends the script's text
+            return nil
+        }
+        return try? parseRead(value, of: stream)
     }
 
     /// Runs registry writes; an outage is not an error here (they are written again on reconnect).
