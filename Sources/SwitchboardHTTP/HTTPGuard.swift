@@ -34,9 +34,10 @@ package struct HTTPGuardChannel<Base: ServerChildChannel>: ServerChildChannel {
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }.flatMapThrowing { value in
-            let pipeline = channel.pipeline.syncOperations
-            let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try pipeline.addHandler(HTTPErrorResponder(limits: limits), position: .after(decoder))
+            // A base that sets up its HTTP decoder later (on its first bytes) calls `guardDecoder` then.
+            if (try? channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)) != nil {
+                try limits.guardDecoder(of: channel)
+            }
             return value
         }
     }
@@ -67,6 +68,13 @@ package final class HandshakeLimits: Sendable {
         self.maxPending = maxPending
         self.refused = refused
         self.badRequest = badRequest
+    }
+
+    /// Puts the error responder right after the channel's HTTP request decoder.
+    package func guardDecoder(of channel: any Channel) throws {
+        let pipeline = channel.pipeline.syncOperations
+        let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        try pipeline.addHandler(HTTPErrorResponder(limits: self), position: .after(decoder))
     }
 
     /// Decoder limits that make NIO's parser stop at `maxRequestHead` (the URL counts too).

@@ -47,8 +47,13 @@ package enum JSONResponse {
 
 /// The token of `Authorization: Bearer <token>`, if the request has one.
 package func bearerToken(_ request: HTTPRequest) -> String? {
-    guard let header = request.headerFields[.authorization], header.hasPrefix("Bearer ") else { return nil }
-    return String(header.dropFirst("Bearer ".count))
+    bearerToken(authorization: request.headerFields[.authorization])
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+package func bearerToken(authorization: String?) -> String? {
+    guard let authorization, authorization.hasPrefix("Bearer ") else { return nil }
+    return String(authorization.dropFirst("Bearer ".count))
 }
 
 /// Compares a secret in time that depends only on the lengths, never on where the bytes differ.

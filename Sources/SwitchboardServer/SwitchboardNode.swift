@@ -92,7 +92,7 @@ public final class SwitchboardNode: Sendable {
             refused: { [context] in context.metrics.refusedHandshakes.increment() },
             badRequest: { [context] in context.metrics.badHTTPRequests.increment() })
         let server = HTTPServerBuilder { [context] responder in
-            let guarded = HTTPGuardChannel(base: NodeChannel(responder: responder, node: context), limits: limits)
+            let guarded = HTTPGuardChannel(base: NodeChannel(responder: responder, node: context, limits: limits), limits: limits)
             guard let tls = configuration.tls else { return guarded }
             return try TLSChannel(guarded, tlsConfiguration: tls)
         }

@@ -24,10 +24,10 @@ enum WebSocketEndpoint {
     /// The common case, decided on the event loop without a task: an upgrade to `/ws` or `/stomp`
     /// that needs no token checked, no cluster origin looked up and no refusal answered. Nil
     /// when it needs any of those: then `admit` decides (and, for a refusal, answers).
-    static func admitAtOnce(_ request: HTTPRequest, channel: any Channel, node: NodeContext) -> (HTTPHeaders, Admission)? {
-        let target = RequestTarget(request.path ?? "/")
+    static func admitAtOnce(_ request: UpgradeRequest, channel: any Channel, node: NodeContext) -> (HTTPHeaders, Admission)? {
+        let target = request.target
         guard target.path == "/ws" || target.path == "/stomp", node.phase != .draining, node.tokens == nil else { return nil }
-        if let origin = request.headerFields[.origin], let allowed = node.configuration.allowedOrigins, !allowed.contains(origin) {
+        if let origin = request.origin, let allowed = node.configuration.allowedOrigins, !allowed.contains(origin) {
             return nil
         }
         let (headers, stomp) = negotiate(request, path: target.path)
@@ -41,13 +41,12 @@ enum WebSocketEndpoint {
 
     /// The headers to answer an admitted upgrade with, and whom it admits; nil when refused
     /// (a refusal with a reason has been answered already, as JSON).
-    static func admit(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
-        let target = RequestTarget(request.path ?? "/")
-        let (path, query) = (target.path, target.query)
+    static func admit(_ request: UpgradeRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
+        let (path, query) = (request.target.path, request.target.query)
         if path == "/cluster" { return await clusterLink(request, channel: channel, node: node) }
         guard path == "/ws" || path == "/stomp", node.phase != .draining else { return nil }
         let (headers, stomp) = negotiate(request, path: path)
-        if let origin = request.headerFields[.origin], await !node.originAllowed(origin) {
+        if let origin = request.origin, await !node.originAllowed(origin) {
             node.metrics.refusedHandshakes.increment()
             await JSONResponse.refuse(channel, status: .forbidden, code: "forbidden", message: "origin \(origin) is not allowed")
             return nil
@@ -63,7 +62,7 @@ enum WebSocketEndpoint {
         let identity: Identity
         if let tokens = node.tokens {
             do {
-                identity = try await tokens.identity(fromToken: bearerToken(request) ?? query["token"])
+                identity = try await tokens.identity(fromToken: request.bearerToken ?? query["token"])
             } catch {
                 node.metrics.refusedHandshakes.increment()
                 await JSONResponse.refuse(channel, status: .unauthorized, code: "unauthorized", message: error.message)
@@ -94,9 +93,9 @@ enum WebSocketEndpoint {
 
     /// The subprotocol to answer with, and whether the client speaks STOMP: on `/stomp`, or
     /// when it offers a STOMP subprotocol (the highest offered wins).
-    private static func negotiate(_ request: HTTPRequest, path: String) -> (HTTPHeaders, stomp: Bool) {
+    private static func negotiate(_ request: UpgradeRequest, path: String) -> (HTTPHeaders, stomp: Bool) {
         var headers = HTTPHeaders()
-        let offered = request.headerFields[values: .secWebSocketProtocol]
+        let offered = request.protocols
             .flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
         let stomp = stompSubprotocols.first(where: offered.contains)
@@ -109,9 +108,9 @@ enum WebSocketEndpoint {
     }
 
     /// A STOMP client: who it is comes with CONNECT (StompSession), which may also carry the token.
-    private static func stompClient(_ request: HTTPRequest, query: [String: String]) -> Admission {
+    private static func stompClient(_ request: UpgradeRequest, query: [String: String]) -> Admission {
         var options = ClientOptions(stomp: true)
-        options.upgradeToken = bearerToken(request) ?? query["token"]
+        options.upgradeToken = request.bearerToken ?? query["token"]
         options.upgradeUser = query["user"]
         return .client(Identity(user: "", rooms: [], mayBroadcast: false), options)
     }
@@ -128,9 +127,9 @@ enum WebSocketEndpoint {
 
     /// `GET /cluster`: a peer's link, for a backplane that takes links, admitted only with its
     /// secret.
-    static func clusterLink(_ request: HTTPRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
+    static func clusterLink(_ request: UpgradeRequest, channel: any Channel, node: NodeContext) async -> (HTTPHeaders, Admission)? {
         guard let acceptor = node.router.backplane as? any ClusterLinkAcceptor else { return nil }
-        let given = Array((bearerToken(request) ?? "").utf8)
+        let given = Array((request.bearerToken ?? "").utf8)
         guard constantTimeEqual(given, Array(acceptor.linkSecret.utf8)) else {
             node.metrics.refusedHandshakes.increment()
             node.logger.warning("refused a cluster link without the cluster secret")
@@ -138,5 +137,29 @@ enum WebSocketEndpoint {
             return nil
         }
         return (HTTPHeaders(), .clusterLink(acceptor))
+    }
+}
+
+/// What admission reads of an upgrade request, whichever parser read it: NIO's, or ours for a
+/// plain client upgrade (`UpgradeHead`).
+struct UpgradeRequest: Sendable {
+    var target: RequestTarget
+    var origin: String?
+    /// Each `Sec-WebSocket-Protocol` value as sent (comma-separated lists).
+    var protocols: [String]
+    var bearerToken: String?
+
+    init(_ request: HTTPRequest) {
+        target = RequestTarget(request.path ?? "/")
+        origin = request.headerFields[.origin]
+        protocols = request.headerFields[values: .secWebSocketProtocol]
+        bearerToken = SwitchboardHTTP.bearerToken(request)
+    }
+
+    init(_ head: UpgradeHead) {
+        target = RequestTarget(head.target)
+        origin = head.origin
+        protocols = head.protocols
+        bearerToken = SwitchboardHTTP.bearerToken(authorization: head.authorization)
     }
 }

@@ -303,4 +303,30 @@ struct BadInputTests {
             #expect(raw.received.hasPrefix("HTTP/1.1 400"))
         }
     }
+
+    /// A plain upgrade is read by the node's own reader (`UpgradeHead`): its head may come in
+    /// pieces, and frames sent right behind it in the same segment are the client's first.
+    @Test func aPlainUpgradeMayComeInPiecesOrWithItsFirstFrame() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let head = Array(
+                ("GET /ws?user=split HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").utf8)
+            let pieces = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { pieces.close() }
+            // Four pieces: inside the request line, inside a header, between the blank line's CR and LF.
+            for piece in [head[..<6], head[6..<60], head[60..<(head.count - 1)], head[(head.count - 1)...]] {
+                try await pieces.write(Array(piece))
+            }
+            try await eventually("a welcome after a head in pieces") { pieces.textFrames.contains { $0.contains("welcome") } }
+            #expect(pieces.received.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"))
+
+            let together = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { together.close() }
+            let join = RawWebSocket.frame(opcode: 0x1, Array(#"{"type":"join","room":"r","id":"first"}"#.utf8))
+            try await together.write(head + join)
+            try await eventually("the join sent with the head answered") { together.textFrames.contains { $0.contains(#""id":"first""#) } }
+            #expect(together.textFrames.first?.contains("welcome") == true)
+            #expect(together.textFrames.contains { $0.contains(#""type":"ok""#) && $0.contains(#""id":"first""#) })
+        }
+    }
 }

@@ -1,5 +1,4 @@
 import Crypto
-import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
@@ -17,8 +16,6 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     /// Sets the pipeline up once the 101 is flushed; what the peer sent meanwhile waits for it.
     let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
-    static var acceptGUID: String { "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" }
-
     func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders)
         -> EventLoopFuture<HTTPHeaders>
     {
@@ -27,7 +24,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         guard keys.count == 1, versions.count == 1, versions[0] == "13" else {
             return channel.eventLoop.makeFailedFuture(NIOWebSocketUpgradeError.invalidUpgradeHeader)
         }
-        let accept = Self.accept(key: String(keys[0]))
+        let accept = WebSocketAccept.value(key: String(keys[0]))
         return shouldUpgrade(channel, upgradeRequest).flatMapThrowing { extra in
             guard var headers = extra else { throw NIOWebSocketUpgradeError.unsupportedWebSocketTarget }
             headers.replaceOrAdd(name: "Upgrade", value: "websocket")
@@ -40,9 +37,41 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
         upgradePipelineHandler(channel, upgradeRequest)
     }
+}
 
-    /// `Sec-WebSocket-Accept`: the base64 SHA-1 of the client's key and the protocol's GUID.
-    static func accept(key: String) -> String {
-        Data(Insecure.SHA1.hash(data: Data((key + acceptGUID).utf8))).base64EncodedString()
+/// `Sec-WebSocket-Accept` (RFC 6455 4.2.2): the base64 SHA-1 of the client's key and the
+/// protocol's GUID.
+enum WebSocketAccept {
+    static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    static func value(key: String) -> String {
+        var out = ByteBuffer()
+        write(key: key, into: &out)
+        return String(buffer: out)
     }
+
+    /// Writes the value into `buffer` (28 bytes), with no intermediate copies.
+    static func write(key: String, into buffer: inout ByteBuffer) {
+        var hasher = Insecure.SHA1()
+        var key = key
+        key.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        var guid = guid
+        guid.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        hasher.finalize().withUnsafeBytes { digest in
+            // 20 bytes: six groups of three, then two bytes and one pad.
+            var index = 0
+            while index < digest.count {
+                let left = digest.count - index
+                let b0 = UInt32(digest[index]), b1 = left > 1 ? UInt32(digest[index + 1]) : 0, b2 = left > 2 ? UInt32(digest[index + 2]) : 0
+                let group = b0 << 16 | b1 << 8 | b2
+                buffer.writeInteger(alphabet[Int(group >> 18 & 63)])
+                buffer.writeInteger(alphabet[Int(group >> 12 & 63)])
+                buffer.writeInteger(left > 1 ? alphabet[Int(group >> 6 & 63)] : UInt8(ascii: "="))
+                buffer.writeInteger(left > 2 ? alphabet[Int(group & 63)] : UInt8(ascii: "="))
+                index += 3
+            }
+        }
+    }
+
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 }
