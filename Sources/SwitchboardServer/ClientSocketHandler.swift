@@ -31,30 +31,40 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     private var limiter: RateLimiter
     /// Some frame of the message being read came over the rate.
     private var overRate = false
+    /// Whether this handler gives the user's admission back when it leaves the pipeline (an
+    /// upgrade decided on the loop), rather than a close callback (see `AdmissionLedger`).
+    private let releasesAdmission: Bool
 
-    init(connection: Connection, session: (any ClientSession)?, node: NodeContext) {
+    init(connection: Connection, session: (any ClientSession)?, node: NodeContext, releasesAdmission: Bool) {
         self.connection = connection
         self.session = session
         self.node = node
+        self.releasesAdmission = releasesAdmission
         self.reader = WebSocketFrameReader(maxFrameBytes: node.configuration.maxFrameBytes)
         self.limiter = RateLimiter(burst: node.configuration.rateBurst, perSecond: node.configuration.ratePerSecond)
     }
 
     /// Wires an upgraded channel: this handler, last in the pipeline, reads and writes frames.
-    static func install(on channel: any Channel, identity: Identity, options: ClientOptions, node: NodeContext) throws {
+    /// From here on the handler owns the socket's place under the node's cap (`SocketCap`), and
+    /// with `releasesAdmission` the user's reserved admission; it gives both back when it leaves
+    /// the pipeline. If this throws, it owns neither.
+    static func install(
+        on channel: any Channel, identity: Identity, options: ClientOptions, node: NodeContext, releasesAdmission: Bool = false
+    ) throws {
         let pipeline = channel.pipeline.syncOperations
         let connection = Connection(
             session: Identifiers.random(15), identity: identity, channel: channel, settings: node.connectionSettings, options: options)
         if options.stomp {
             // A STOMP client names itself in CONNECT (StompSession).
             let session = StompSession(connection: connection, node: node, options: options)
-            try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node))
+            try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node, releasesAdmission: false))
             node.heartbeats.watch(connection)
             session.start()
             return
         }
         let session = Name.isValidUser(identity.user) ? Session(connection: connection, node: node) : nil
-        try pipeline.addHandler(ClientSocketHandler(connection: connection, session: session, node: node))
+        try pipeline.addHandler(
+            ClientSocketHandler(connection: connection, session: session, node: node, releasesAdmission: releasesAdmission))
         node.heartbeats.watch(connection)
         if let session {
             session.start(inboxSince: options.inboxSince)
@@ -74,6 +84,8 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         connection.context = nil
+        node.sockets.give()
+        if releasesAdmission { node.admissions.release(connection.user) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -14,6 +14,7 @@ public final class NodeMetrics: Sendable {
     let deliveries: Tally
     let slowConsumersClosed: Tally
     let connections: Gauge
+    let tcpConnections: Gauge
     let backplaneEventsReceived: Tally
     let commandsFailed: Tally
     let refusedHandshakes: Tally
@@ -53,6 +54,10 @@ public final class NodeMetrics: Sendable {
         connections = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 namespace: "switchboard", metricName: "connections", unitName: "", helpText: "Open WebSocket sessions"))
+        tcpConnections = registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                namespace: "switchboard", metricName: "tcp_connections", unitName: "",
+                helpText: "Open TCP connections of every kind, capped at --max-connections + 256"))
     }
 
     /// Counts the outcome of a resume; nil (no `since`) counts nothing.

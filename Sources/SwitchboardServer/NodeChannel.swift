@@ -43,6 +43,13 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Over the cap: closed at once (a failed setup alone would leave it open: NIO's
+            // async server only drops its value).
+            guard node.sockets.take() else {
+                node.metrics.refusedHandshakes.increment()
+                channel.close(promise: nil)
+                throw ChannelError.inappropriateOperationForState
+            }
             // Each socket keeps its receive buffer between reads: start it small (NIO's default
             // is 2 KiB), since most sockets are idle subscribers; it grows for a busy sender.
             try channel.syncOptions?.setOption(
@@ -130,9 +137,14 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     func handle(value: Value, logger: Logger) async {
+        // The connection's place under the socket cap: given back here, unless a client
+        // socket's handler took it over.
+        var ownsSocket = true
+        defer { if ownsSocket { node.sockets.give() } }
         do {
             switch try await value.upgraded.get() {
             case .client:
+                ownsSocket = false
                 return  // its handlers serve it from here on
             case .clusterLink(let link, let acceptor):
                 try await acceptor.serveLink(link, logger: logger)

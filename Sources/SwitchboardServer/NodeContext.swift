@@ -21,6 +21,8 @@ final class NodeContext: Sendable {
     let heartbeats: Heartbeats
     /// Client WebSockets admitted and not yet closed, per node and per user.
     let admissions: AdmissionLedger
+    /// Every open TCP connection, capped 256 above the WebSocket limit.
+    let sockets: SocketCap
     /// Shared by every client connection.
     let connectionSettings: ConnectionSettings
     /// Poked whenever a connection leaves the router: drain waits on it.
@@ -39,6 +41,7 @@ final class NodeContext: Sendable {
         self.heartbeats = Heartbeats(period: .seconds(Int64(configuration.heartbeatSeconds)))
         self.admissions = AdmissionLedger(
             maxConnections: configuration.maxConnections, maxPerUser: configuration.maxConnectionsPerUser)
+        self.sockets = SocketCap(limit: configuration.maxConnections + 256, gauge: metrics.tcpConnections)
         self.connectionSettings = ConnectionSettings(maxBufferedBytes: configuration.maxBufferedBytes, metrics: metrics, logger: logger)
     }
 

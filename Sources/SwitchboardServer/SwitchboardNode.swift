@@ -101,9 +101,9 @@ public final class SwitchboardNode: Sendable {
             server: server,
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
-                backlog: 4096,
-                // Headroom above the WebSocket cap for HTTP calls; never past the process's files.
-                availableConnectionsDelegate: .maximum(configuration.maxConnections + 256, logger: context.logger)),
+                backlog: 4096),
+            // The accept cap is the node's own (`SocketCap`, in NodeChannel): Hummingbird's
+            // holds a close callback per connection, which idle sockets would pay for.
             onServerRunning: { [self] channel in await self.started(channel) },
             logger: context.logger)
     }

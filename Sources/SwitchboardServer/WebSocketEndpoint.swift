@@ -25,6 +25,17 @@ enum WebSocketEndpoint {
     /// that needs no token checked, no cluster origin looked up and no refusal answered. Nil
     /// when it needs any of those: then `admit` decides (and, for a refusal, answers).
     static func admitAtOnce(_ request: UpgradeRequest, channel: any Channel, node: NodeContext) -> (HTTPHeaders, Admission)? {
+        guard let decision = decideAtOnce(request, node: node) else { return nil }
+        // A refusal reserves nothing: `admit` asks again and answers it.
+        if case .client(let identity, let options) = decision.1, !options.stomp {
+            guard node.admissions.reserve(identity.user, on: channel) == nil else { return nil }
+        }
+        return decision
+    }
+
+    /// `admitAtOnce` without the reservation, which the caller makes (a JSON client's; a STOMP
+    /// client's waits for its CONNECT).
+    static func decideAtOnce(_ request: UpgradeRequest, node: NodeContext) -> (HTTPHeaders, Admission)? {
         let target = request.target
         guard target.path == "/ws" || target.path == "/stomp", node.phase != .draining, node.tokens == nil else { return nil }
         if let origin = request.origin, let allowed = node.configuration.allowedOrigins, !allowed.contains(origin) {
@@ -34,8 +45,6 @@ enum WebSocketEndpoint {
         if stomp { return (headers, stompClient(request, query: target.query)) }
         guard let options = clientOptions(target.query) else { return nil }
         let identity = Identity(user: target.query["user"] ?? "anon-" + Identifiers.random(12), rooms: nil, mayBroadcast: true)
-        // A refusal reserves nothing: `admit` asks again and answers it.
-        guard node.admissions.reserve(identity.user, on: channel) == nil else { return nil }
         return (headers, .client(identity, options))
     }
 

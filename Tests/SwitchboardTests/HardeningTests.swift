@@ -228,6 +228,48 @@ struct HardeningTests {
         }
     }
 
+    /// The accept cap (`--max-connections` + 256 TCP connections of any kind): every way a
+    /// connection ends gives its place back, and one over the cap is closed at once.
+    @Test func theSocketCapGivesPlacesBackAndClosesWhatIsOverIt() async throws {
+        try await withCluster(nodes: 1, configure: { $0.maxConnections = 2 }) { cluster in
+            let port = cluster.ports[0]
+            let cap = 2 + 256
+            // Counted with requests that close their connection when answered (no keep-alive).
+            func open() async throws -> Int {
+                let reply = try await rawRequest(port, "GET", "/metrics", body: [])
+                let line = reply.split(separator: "\n").first { $0.hasPrefix("switchboard_tcp_connections ") }
+                return Double(line?.split(separator: " ").last ?? "").map { Int($0) } ?? -1
+            }
+            for round in 0..<5 {
+                let client = try await RawWebSocket.welcomed(port: port, path: "/ws?user=u\(round)")
+                client.close()
+                let stomp = try await RawWebSocket.connect(port: port, path: "/stomp")
+                try await eventually("a STOMP upgrade") { stomp.received.hasPrefix("HTTP/1.1 101") }
+                stomp.close()
+                let refused = try await RawWebSocket.connect(port: port, path: "/ws?since=nonsense")
+                try await eventually("a refused upgrade answered") { refused.received.hasPrefix("HTTP/1.1 400") }
+                refused.close()
+                _ = try await rawRequest(port, "GET", "/healthz", body: [])
+                try await RawWebSocket.open(port: port).close()
+            }
+            // Only the counting request itself is left.
+            try await eventually("every place given back") { try await open() == 1 }
+            var held: [RawWebSocket] = []
+            defer { for socket in held { socket.close() } }
+            for _ in 0..<(cap - 1) { held.append(try await RawWebSocket.open(port: port)) }
+            #expect(try await open() == cap)  // with the counting request
+            // Two more: at most one fits (the counting request may not have given its place
+            // back yet), so one of them is closed at once.
+            let more = [try await RawWebSocket.open(port: port), try await RawWebSocket.open(port: port)]
+            defer { for socket in more { socket.close() } }
+            try await eventually("a connection over the cap closed") { more.contains { $0.isClosed } }
+            #expect(held.allSatisfy { !$0.isClosed }, "the ones under the cap stay open")
+            for socket in held + more { socket.close() }
+            held = []
+            try await eventually("the places given back") { try await open() == 1 }
+        }
+    }
+
     // MARK: 6. Forged hub hello
 
     @Test func aForgedHelloCannotTakeALiveNodesIDAtTheHub() async throws {

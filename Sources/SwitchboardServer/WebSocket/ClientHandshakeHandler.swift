@@ -46,15 +46,21 @@ final class ClientHandshakeHandler: ChannelInboundHandler, RemovableChannelHandl
             handOver(context, bytes)
         case .head(let head, let length):
             guard head.asksForWebSocket, head.version == "13", let key = head.key, !key.isEmpty,
-                let (headers, admission) = WebSocketEndpoint.admitAtOnce(UpgradeRequest(head), channel: context.channel, node: node),
+                let (headers, admission) = WebSocketEndpoint.decideAtOnce(UpgradeRequest(head), node: node),
                 case .client(let identity, let options) = admission
             else { return handOver(context, bytes) }
+            // A JSON client's place is reserved now, and given back by its socket handler; a
+            // refusal goes to NIO's pipeline, where `admit` answers it.
+            let reserves = !options.stomp
+            if reserves, node.admissions.reserve(identity.user) != nil { return handOver(context, bytes) }
             decided = true
             context.writeAndFlush(NIOAny(Self.response(key: key, headers: headers, allocator: context.channel.allocator)), promise: nil)
             RequestDeadlineHandler.of(context.channel)?.upgraded()
             do {
-                try ClientSocketHandler.install(on: context.channel, identity: identity, options: options, node: node)
+                try ClientSocketHandler.install(
+                    on: context.channel, identity: identity, options: options, node: node, releasesAdmission: reserves)
             } catch {
+                if reserves { node.admissions.release(identity.user) }
                 upgraded.fail(error)
                 context.close(promise: nil)
                 return
