@@ -135,15 +135,32 @@ package struct UpgradeHead: Equatable, Sendable {
 
     /// Whether `name` is `lowercase` in any case.
     private static func named(_ name: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
-        guard name.count == lowercase.utf8CodeUnitCount else { return false }
-        let expected = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-        return zip(name, expected).allSatisfy { ($0 | 0x20) == $1 || $0 == $1 }
+        named(name, UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount))
     }
 
-    /// Whether a comma-separated header value lists `token`, in any case.
-    private static func lists(_ value: String?, _ token: String) -> Bool {
-        guard let value else { return false }
-        return value.split(separator: ",").contains { $0.trimmingBlanks().lowercased() == token }
+    /// Whether `bytes` are `lowercase` (letters, digits and `-`) in any case.
+    private static func named(_ bytes: UnsafeRawBufferPointer, _ lowercase: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count == lowercase.count else { return false }
+        return zip(bytes, lowercase).allSatisfy { $0 == $1 || (($0 | 0x20) == $1 && $1 >= UInt8(ascii: "a") && $1 <= UInt8(ascii: "z")) }
+    }
+
+    /// Whether a comma-separated header value lists `token` (lowercase), in any case.
+    private static func lists(_ value: String?, _ token: StaticString) -> Bool {
+        guard var value else { return false }
+        let expected = UnsafeRawBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
+        return value.withUTF8 { bytes in
+            var start = 0
+            while start <= bytes.count {
+                var end = start
+                while end < bytes.count, bytes[end] != UInt8(ascii: ",") { end += 1 }
+                var first = start, last = end
+                while first < last, isBlank(bytes[first]) { first += 1 }
+                while last > first, isBlank(bytes[last - 1]) { last -= 1 }
+                if named(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[first..<last]), expected) { return true }
+                start = end + 1
+            }
+            return false
+        }
     }
 
     private static func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
@@ -197,14 +214,5 @@ package struct UpgradeHead: Equatable, Sendable {
             }
             return line
         }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingBlanks() -> Substring {
-        var result = self[...]
-        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-        return result
     }
 }
