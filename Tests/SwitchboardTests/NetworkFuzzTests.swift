@@ -81,16 +81,8 @@ struct NetworkFuzzTests {
         let noise = Array(" \r\n\0:;,=?&%/HTTP1.GETPOSTws".utf8) + [0xFF, 0x7F]
         var inputs = corpus
         Corpus.forBudget(maxRounds: 300) { _ in
-            var bytes = corpus.randomElement(using: &generator)!
-            for _ in 0..<Int.random(in: 1...4, using: &generator) where !bytes.isEmpty {
-                let at = Int.random(in: 0..<bytes.count, using: &generator)
-                switch Int.random(in: 0...2, using: &generator) {
-                case 0: bytes[at] = noise.randomElement(using: &generator)!
-                case 1: bytes.insert(noise.randomElement(using: &generator)!, at: at)
-                default: bytes.removeSubrange(at..<min(bytes.count, at + Int.random(in: 1...8, using: &generator)))
-                }
-            }
-            inputs.append(bytes)
+            let bytes = corpus.randomElement(using: &generator)!
+            inputs.append(Corpus.mutate(bytes, edits: 1...4, noise: noise, longestCut: 8, using: &generator))
         }
         for port in [node.port, hub.port] {
             for chunk in stride(from: 0, to: inputs.count, by: 50) {
@@ -196,6 +188,23 @@ enum Corpus {
             body(round)
             round += 1
         }
+    }
+
+    /// `bytes` with a few random edits: a byte replaced or inserted from `noise`, or a run of up
+    /// to `longestCut` bytes cut out.
+    static func mutate(
+        _ bytes: [UInt8], edits: ClosedRange<Int>, noise: [UInt8], longestCut: Int, using generator: inout some RandomNumberGenerator
+    ) -> [UInt8] {
+        var bytes = bytes
+        for _ in 0..<Int.random(in: edits, using: &generator) where !bytes.isEmpty {
+            let at = Int.random(in: 0..<bytes.count, using: &generator)
+            switch Int.random(in: 0...2, using: &generator) {
+            case 0: bytes[at] = noise.randomElement(using: &generator)!
+            case 1: bytes.insert(noise.randomElement(using: &generator)!, at: at)
+            default: bytes.removeSubrange(at..<min(bytes.count, at + Int.random(in: 1...longestCut, using: &generator)))
+            }
+        }
+        return bytes
     }
 
     /// The file's entries: its lines, without blank ones and `#` comments.

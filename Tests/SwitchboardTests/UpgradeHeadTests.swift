@@ -93,17 +93,10 @@ struct UpgradeHeadTests {
         let noise = Array(" \t\r\n\0:;,=?&%/<>HTTP1.GETUpgradewebsocket".utf8) + [0xFF, 0x7F, 0xC3]
         var read = 0
         Corpus.forBudget { round in
-            var bytes = round < corpus.count ? corpus[round] : corpus.randomElement(using: &generator)!
-            if round >= corpus.count {
-                for _ in 0..<Int.random(in: 1...3, using: &generator) where !bytes.isEmpty {
-                    let at = Int.random(in: 0..<bytes.count, using: &generator)
-                    switch Int.random(in: 0...2, using: &generator) {
-                    case 0: bytes[at] = noise.randomElement(using: &generator)!
-                    case 1: bytes.insert(noise.randomElement(using: &generator)!, at: at)
-                    default: bytes.removeSubrange(at..<min(bytes.count, at + Int.random(in: 1...4, using: &generator)))
-                    }
-                }
-            }
+            let bytes =
+                round < corpus.count
+                ? corpus[round]
+                : Corpus.mutate(corpus.randomElement(using: &generator)!, edits: 1...3, noise: noise, longestCut: 4, using: &generator)
             guard case .head(let head, let length) = UpgradeHead.parse(bytes) else { return }
             read += 1
             #expect(
