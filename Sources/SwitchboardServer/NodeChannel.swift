@@ -50,15 +50,23 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                 channel.close(promise: nil)
                 throw ChannelError.inappropriateOperationForState
             }
-            // Each socket keeps its receive buffer between reads: start it small (NIO's default
-            // is 2 KiB), since most sockets are idle subscribers; it grows for a busy sender.
-            try channel.syncOptions?.setOption(
-                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
             let upgraded = channel.eventLoop.makePromise(of: Upgraded.self)
-            let handshake = ClientHandshakeHandler(node: node, upgraded: upgraded) { channel in
-                try self.configureHTTP(channel, logger: logger)
+            do {
+                // Each socket keeps its receive buffer between reads: start it small (NIO's default
+                // is 2 KiB), since most sockets are idle subscribers; it grows for a busy sender.
+                try channel.syncOptions?.setOption(
+                    ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
+                let handshake = ClientHandshakeHandler(node: node, upgraded: upgraded) { channel in
+                    try self.configureHTTP(channel, logger: logger)
+                }
+                try channel.pipeline.syncOperations.addHandler(handshake)
+            } catch {
+                // No `handle` will run for it: give its place back here.
+                upgraded.fail(error)
+                node.sockets.give()
+                channel.close(promise: nil)
+                throw error
             }
-            try channel.pipeline.syncOperations.addHandler(handshake)
             return Value(upgraded: upgraded.futureResult, channel: channel)
         }
     }
