@@ -329,4 +329,20 @@ struct BadInputTests {
             #expect(together.textFrames.contains { $0.contains(#""type":"ok""#) && $0.contains(#""id":"first""#) })
         }
     }
+
+    /// A client that stops sending (half-closes) before its head is whole gets NIO's answer at
+    /// once, whether the head began like an upgrade or not: the node's own reader hands it over
+    /// rather than waiting for the handshake timeout (set far away here).
+    @Test func aHeadCutShortByTheClientIsAnsweredAtOnce() async throws {
+        try await withCluster(nodes: 1, configure: { $0.handshakeTimeoutSeconds = 120 }) { cluster in
+            for head in ["GET /healthz HTTP/1.1\r\nHost: x\r\n", "GET /ws?user=a HTTP/1.1\r\nUpgrade: websocket\r\n"] {
+                let socket = try await RawWebSocket.open(port: cluster.ports[0])
+                defer { socket.close() }
+                try await socket.write(Array(head.utf8))
+                try await socket.channel.close(mode: .output)
+                try await eventually("\(head.debugDescription) answered and closed", timeout: .seconds(20)) { socket.isClosed }
+                #expect(socket.received.hasPrefix("HTTP/1.1 400"), "\(socket.received.prefix(40))")
+            }
+        }
+    }
 }
