@@ -129,6 +129,12 @@ public final class RedisClient: Sendable {
         return connection.enqueue(arguments)
     }
 
+    /// Sends the commands back to back on the current connection (see `RedisConnection.pipeline`).
+    public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
+        guard let connection = state.withLock({ $0.connection }) else { throw RedisError.unavailable }
+        return try await connection.pipeline(commands)
+    }
+
     /// The current connection, if any.
     public var connection: RedisConnection? { state.withLock { $0.connection } }
 

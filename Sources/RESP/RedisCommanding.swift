@@ -14,6 +14,9 @@ public protocol RedisCommanding: Sendable {
     /// Queues a command behind those queued before it (to the same slot, on a cluster) and
     /// returns its reply to come, error replies included.
     func enqueue(_ arguments: [RESPArgument]) throws -> EventLoopFuture<RESPValue>
+    /// Sends the commands back to back (each behind those before it to its slot, on a cluster)
+    /// and returns their replies, error replies included.
+    func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue]
     /// Loads a script where it may run (every master of a cluster); returns its SHA1.
     func loadScript(_ text: String) async throws -> String
 }
@@ -29,6 +32,17 @@ public protocol RedisSubscribing: Sendable {
     func unsubscribe(_ channel: String) async throws
     /// Returns once every subscription sent so far is in effect.
     func barrier() async throws
+}
+
+extension RedisCommanding {
+    /// Each command's future awaited in turn (a cluster's commands may go to several masters).
+    public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
+        let replies = try commands.map { try enqueue($0) }
+        var values: [RESPValue] = []
+        values.reserveCapacity(replies.count)
+        for reply in replies { values.append(try await reply.get()) }
+        return values
+    }
 }
 
 extension RedisClient: RedisCommanding {

@@ -52,18 +52,41 @@ public final class RedisConnection: Sendable {
     /// Sends a command and returns its reply; an error reply throws `RedisError.server`.
     @discardableResult
     public func send(_ arguments: [RESPArgument]) async throws -> RESPValue {
-        let reply = try await sendRaw(arguments, expectsReply: true)
+        let reply = try await pipeline([arguments])[0]
         if case .error(let message) = reply { throw RedisError.server(message) }
         return reply
     }
 
     /// Writes a command whose answer comes as a push (SUBSCRIBE and friends in RESP3).
     func sendWithoutReply(_ arguments: [RESPArgument]) async throws {
-        _ = try await sendRaw(arguments, expectsReply: false)
+        _ = try await withUnsafeThrowingContinuation { continuation in
+            enqueue([arguments], expectsReply: false) { continuation.resume(with: $0) }
+        }
     }
 
-    private func sendRaw(_ arguments: [RESPArgument], expectsReply: Bool) async throws -> RESPValue {
-        try await enqueue(arguments, expectsReply: expectsReply).get()
+    /// Sends the commands back to back and returns their replies, error replies included, in
+    /// one round trip; a lost connection or a timeout throws. The task waiting here is resumed
+    /// once, by the last reply, on no other hop: awaiting each command's future would hop to
+    /// the event loop once per command (a future's callbacks are added there).
+    public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
+        guard !commands.isEmpty else { return [] }
+        return try await withUnsafeThrowingContinuation { continuation in
+            enqueue(commands) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Queues commands behind those queued before them (from this thread); `completion` is
+    /// called once, on the event loop, with all their replies or the first failure. Without
+    /// `expectsReply` (SUBSCRIBE and friends), a command is done once written.
+    public func enqueue(
+        _ commands: [[RESPArgument]], expectsReply: Bool = true,
+        completion: @escaping @Sendable (Result<[RESPValue], any Error>) -> Void
+    ) {
+        let batch = ReplyBatch(count: commands.count, completion: completion)
+        schedule(
+            commands.enumerated().map { index, arguments in
+                OutboundCommand(arguments: arguments, expectsReply: expectsReply, reply: .batch(batch, index))
+            })
     }
 
     /// Queues a command behind those queued before it (from this thread) and returns its reply
@@ -71,15 +94,18 @@ public final class RedisConnection: Sendable {
     /// the event loop is busy go out together, in one write: under load, one wake-up of the
     /// loop and one system call carry many commands.
     public func enqueue(_ arguments: [RESPArgument], expectsReply: Bool = true) -> EventLoopFuture<RESPValue> {
-        let loop = channel.eventLoop
-        let promise = loop.makePromise(of: RESPValue.self)
-        if outbox.add(OutboundCommand(arguments: arguments, expectsReply: expectsReply, promise: promise)) {
-            let handler = self.handler
-            let outbox = self.outbox
-            let timeout = commandTimeout
-            loop.execute { handler.send(outbox.takeAll(), timeout: timeout) }
-        }
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        schedule([OutboundCommand(arguments: arguments, expectsReply: expectsReply, reply: .promise(promise))])
         return promise.futureResult
+    }
+
+    /// Only the first command after a drain wakes the event loop.
+    private func schedule(_ commands: [OutboundCommand]) {
+        guard outbox.add(commands) else { return }
+        let handler = self.handler
+        let outbox = self.outbox
+        let timeout = commandTimeout
+        channel.eventLoop.execute { handler.send(outbox.takeAll(), timeout: timeout) }
     }
 
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
@@ -94,7 +120,7 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
     private struct Pending {
-        let promise: EventLoopPromise<RESPValue>
+        let reply: ReplyTarget
         let deadline: NIODeadline
     }
 
@@ -119,24 +145,29 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
     /// (SUBSCRIBE and friends) is done once written.
     func send(_ commands: [OutboundCommand], timeout: TimeAmount) {
         guard let context, !closed else {
-            for command in commands { command.promise.fail(RedisError.connectionClosed) }
+            for command in commands { command.reply.fail(RedisError.connectionClosed) }
             return
         }
         var out = context.channel.allocator.buffer(capacity: 64 * commands.count)
         let deadline = NIODeadline.now() + timeout
-        var written: [EventLoopPromise<RESPValue>] = []
+        var written: [ReplyTarget] = []
         for command in commands {
             RESPEncoder.encode(command.arguments, into: &out)
             if command.expectsReply {
-                pending.append(Pending(promise: command.promise, deadline: deadline))
+                pending.append(Pending(reply: command.reply, deadline: deadline))
             } else {
-                written.append(command.promise)
+                written.append(command.reply)
             }
         }
         let write = context.writeAndFlush(NIOAny(out))
         if !written.isEmpty {
             write.whenComplete { [written] result in
-                for promise in written { promise.completeWith(result.map { .null }) }
+                for reply in written {
+                    switch result {
+                    case .success: reply.succeed(.null)
+                    case .failure(let error): reply.fail(error)
+                    }
+                }
             }
         }
         armDeadline(context: context)
@@ -178,7 +209,7 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
         if let onPush, Self.isPush(value) {
             onPush(value)
         } else if let next = pending.popFirst() {
-            next.promise.succeed(value)
+            next.reply.succeed(value)
         } else {
             // A reply nobody asked for: the stream is out of step; start over.
             failAll(RESPProtocolError(message: "unexpected reply"))
@@ -205,7 +236,7 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
         deadlineTimer?.cancel()
         deadlineTimer = nil
         while let next = pending.popFirst() {
-            next.promise.fail(error)
+            next.reply.fail(error)
         }
     }
 
@@ -224,7 +255,57 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
 struct OutboundCommand: Sendable {
     let arguments: [RESPArgument]
     let expectsReply: Bool
-    let promise: EventLoopPromise<RESPValue>
+    let reply: ReplyTarget
+}
+
+/// Where a command's reply goes: its own promise, or its place in a batch.
+enum ReplyTarget: Sendable {
+    case promise(EventLoopPromise<RESPValue>)
+    case batch(ReplyBatch, Int)
+
+    func succeed(_ value: RESPValue) {
+        switch self {
+        case .promise(let promise): promise.succeed(value)
+        case .batch(let batch, let index): batch.succeed(index, value)
+        }
+    }
+
+    func fail(_ error: any Error) {
+        switch self {
+        case .promise(let promise): promise.fail(error)
+        case .batch(let batch, _): batch.fail(error)
+        }
+    }
+}
+
+/// The replies of commands queued together, handed over in one call once the last is in (or
+/// at the first failure). Used only on the connection's event loop, after the queueing thread
+/// handed it over through the outbox's lock.
+final class ReplyBatch: @unchecked Sendable {
+    private var replies: [RESPValue]
+    private var remaining: Int
+    private var completion: (@Sendable (Result<[RESPValue], any Error>) -> Void)?
+
+    init(count: Int, completion: @escaping @Sendable (Result<[RESPValue], any Error>) -> Void) {
+        replies = Array(repeating: .null, count: count)
+        remaining = count
+        self.completion = completion
+    }
+
+    func succeed(_ index: Int, _ value: RESPValue) {
+        replies[index] = value
+        remaining -= 1
+        if remaining == 0, let completion {
+            self.completion = nil
+            completion(.success(replies))
+        }
+    }
+
+    func fail(_ error: any Error) {
+        guard let completion else { return }
+        self.completion = nil
+        completion(.failure(error))
+    }
 }
 
 /// Commands queued for the event loop, in the order they were queued. `add` says whether the
@@ -232,10 +313,12 @@ struct OutboundCommand: Sendable {
 final class RESPOutbox: Sendable {
     private let queue = Mutex<[OutboundCommand]>([])
 
-    func add(_ command: OutboundCommand) -> Bool {
+    /// Whether the queue was empty before: the caller then schedules a drain.
+    func add(_ commands: [OutboundCommand]) -> Bool {
         queue.withLock {
-            $0.append(command)
-            return $0.count == 1
+            let wasEmpty = $0.isEmpty
+            $0.append(contentsOf: commands)
+            return wasEmpty
         }
     }
 

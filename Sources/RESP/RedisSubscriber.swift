@@ -44,7 +44,8 @@ public final class RedisSubscriber: Sendable {
     private struct Waiter {
         let id: UInt64
         let continuation: CheckedContinuation<Void, any Error>
-        let timer: Scheduled<Void>
+        /// Armed once the command is written.
+        var timer: Scheduled<Void>?
     }
 
     /// `stream`, when given, is shared with other subscribers (one per shard of a cluster): its
@@ -111,7 +112,8 @@ public final class RedisSubscriber: Sendable {
     }
 
     /// Writes the (un)subscription and waits for the server's confirmation push, at most
-    /// `confirmationTimeout`. No task is made for it: joins and leaves are the churn's hot path.
+    /// `confirmationTimeout` from the write. No task is made for it, and nothing here wakes
+    /// the event loop but the write itself: joins and leaves are the churn's hot path.
     private func confirmed(kind: String, channel: String, command: RESPArgument, on connection: RedisConnection) async throws {
         let key = kind + " " + channel
         let id = state.withLock { state -> UInt64 in
@@ -119,14 +121,26 @@ public final class RedisSubscriber: Sendable {
             return state.lastWaiter
         }
         let loop = connection.channel.eventLoop
-        let timeout = TimeAmount(confirmationTimeout)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let timer = loop.scheduleTask(in: timeout) { self.resume(key, id: id, with: .failure(RedisError.timedOut)) }
-            state.withLock { $0.confirmations[key, default: []].append(Waiter(id: id, continuation: continuation, timer: timer)) }
-            connection.enqueue([command, RESPArgument(channel)], expectsReply: false).whenFailure { error in
-                self.resume(key, id: id, with: .failure(error))
+            state.withLock { $0.confirmations[key, default: []].append(Waiter(id: id, continuation: continuation)) }
+            connection.enqueue([[command, RESPArgument(channel)]], expectsReply: false) { written in
+                // On the event loop, right after the write: the confirmation is read later.
+                switch written {
+                case .success: self.armTimeout(key, id: id, on: loop)
+                case .failure(let error): self.resume(key, id: id, with: .failure(error))
+                }
             }
         }
+    }
+
+    private func armTimeout(_ key: String, id: UInt64, on loop: any EventLoop) {
+        let timer = loop.scheduleTask(in: TimeAmount(confirmationTimeout)) { self.resume(key, id: id, with: .failure(RedisError.timedOut)) }
+        let waiting = state.withLock { state -> Bool in
+            guard let index = state.confirmations[key]?.firstIndex(where: { $0.id == id }) else { return false }
+            state.confirmations[key]![index].timer = timer
+            return true
+        }
+        if !waiting { timer.cancel() }
     }
 
     /// Resumes the waiters of `key` (only the one numbered `id`, if given).
@@ -139,7 +153,7 @@ public final class RedisSubscriber: Sendable {
             return [waiter]
         }
         for waiter in waiters {
-            waiter.timer.cancel()
+            waiter.timer?.cancel()
             waiter.continuation.resume(with: result)
         }
     }
@@ -150,7 +164,7 @@ public final class RedisSubscriber: Sendable {
             return state.confirmations.values.flatMap { $0 }
         }
         for waiter in all {
-            waiter.timer.cancel()
+            waiter.timer?.cancel()
             waiter.continuation.resume(throwing: error)
         }
     }

@@ -151,6 +151,41 @@ struct RedisClientTests {
         }
     }
 
+    /// A pipeline's replies come back together and in order, error replies among them as
+    /// values; batches from many tasks at once each get their own; a batch whose connection
+    /// stops answering throws, once, with the timeout.
+    @Test func aPipelineAnswersItsCommandsTogether() async throws {
+        try await withRedis { redis in
+            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            defer { Task { await connection.close() } }
+            let replies = try await connection.pipeline([["SET", "p", "1"], ["INCR", "p"], ["HGET", "p", "x"], ["GET", "p"]])
+            #expect(replies.count == 4)
+            #expect(replies[0] == .simpleString("OK") && replies[1] == .integer(2) && replies[3].string == "2")
+            guard case .error(let message) = replies[2] else {
+                Issue.record("HGET on a string answered \(replies[2])")
+                return
+            }
+            #expect(message.hasPrefix("WRONGTYPE"))
+            #expect(try await connection.pipeline([]).isEmpty)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for caller in 0..<20 {
+                    group.addTask {
+                        let key = RESPArgument("batch:\(caller)")
+                        let replies = try await connection.pipeline((0..<50).map { ["RPUSH", key, RESPArgument($0)] })
+                        #expect(replies == (1...50).map { .integer(Int64($0)) }, "RPUSH answers the list's new length")
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let slow = try await RedisConnection.connect(
+                host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout, commandTimeout: .milliseconds(300))
+            defer { Task { await pauser.close() } }
+            try await pauser.send(["CLIENT", "PAUSE", "1500", "ALL"])
+            await #expect(throws: RedisError.timedOut) { try await slow.pipeline([["GET", "a"], ["GET", "b"], ["GET", "c"]]) }
+        }
+    }
+
     /// Subscriptions made while the subscriber's connection is coming up are all in effect once
     /// it is: none falls between the channels it subscribes again and the connection being
     /// offered (a Redis Cluster node lost about 300 of 20000 that way when a shard's subscriber

@@ -472,12 +472,12 @@ public final class RedisBackplane: Backplane {
     /// reads with `read`, which also sends a flushed script's text again).
     @discardableResult
     private func pipelined(_ commands: [[RESPArgument]], thenReadingTopOf stream: Address? = nil) async throws -> StreamRead? {
-        let replies = try commands.map { try self.commands.enqueue($0) }
-        let read = stream.flatMap { history.keeps($0) ? try? self.commands.enqueue(readCommand($0, after: nil, limit: 0)) : nil }
-        for reply in replies {
-            if case .error(let message) = try await reply.get() { throw RedisError.server(message) }
+        let read = stream.flatMap { history.keeps($0) ? readCommand($0, after: nil, limit: 0) : nil }
+        let replies = try await self.commands.pipeline(read.map { commands + [$0] } ?? commands)
+        for reply in replies.prefix(commands.count) {
+            if case .error(let message) = reply { throw RedisError.server(message) }
         }
-        guard let stream, let value = try? await read?.get() else { return nil }
+        guard let stream, read != nil, let value = replies.last else { return nil }
         if case .error(let message) = value {
             _ = failure(message)  // NOSCRIPT: the next read sends the script's text
             return nil
