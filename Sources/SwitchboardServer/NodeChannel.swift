@@ -32,7 +32,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     struct Value: ServerChildChannelValue {
-        let upgraded: EventLoopFuture<Upgraded>
+        let upgraded: UpgradeOutcome
         let channel: any Channel
     }
 
@@ -50,7 +50,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                 channel.close(promise: nil)
                 throw ChannelError.inappropriateOperationForState
             }
-            let upgraded = channel.eventLoop.makePromise(of: Upgraded.self)
+            let upgraded = UpgradeOutcome()
             do {
                 // Each socket keeps its receive buffer between reads: start it small (NIO's default
                 // is 2 KiB), since most sockets are idle subscribers; it grows for a busy sender.
@@ -67,7 +67,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
                 channel.close(promise: nil)
                 throw error
             }
-            return Value(upgraded: upgraded.futureResult, channel: channel)
+            return Value(upgraded: upgraded, channel: channel)
         }
     }
 
@@ -150,7 +150,7 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
         var ownsSocket = true
         defer { if ownsSocket { node.sockets.give() } }
         do {
-            switch try await value.upgraded.get() {
+            switch try await value.upgraded.value() {
             case .client:
                 ownsSocket = false
                 return  // its handlers serve it from here on

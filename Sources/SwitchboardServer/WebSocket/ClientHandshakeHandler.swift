@@ -16,14 +16,14 @@ final class ClientHandshakeHandler: ChannelInboundHandler, RemovableChannelHandl
     typealias InboundOut = ByteBuffer
 
     private let node: NodeContext
-    private let upgraded: EventLoopPromise<NodeChannel.Upgraded>
+    private let upgraded: UpgradeOutcome
     private let httpPipeline: (any Channel) throws -> EventLoopFuture<NodeChannel.Upgraded>
     /// A head that came in pieces, until its blank line.
     private var buffered: ByteBuffer?
     private var decided = false
 
     init(
-        node: NodeContext, upgraded: EventLoopPromise<NodeChannel.Upgraded>,
+        node: NodeContext, upgraded: UpgradeOutcome,
         httpPipeline: @escaping (any Channel) throws -> EventLoopFuture<NodeChannel.Upgraded>
     ) {
         self.node = node
@@ -94,7 +94,7 @@ final class ClientHandshakeHandler: ChannelInboundHandler, RemovableChannelHandl
         decided = true
         buffered = nil
         do {
-            try httpPipeline(context.channel).cascade(to: upgraded)
+            upgraded.settle(by: try httpPipeline(context.channel))
         } catch {
             upgraded.fail(error)
             context.close(promise: nil)
