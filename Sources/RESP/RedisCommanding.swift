@@ -24,7 +24,8 @@ public protocol RedisCommanding: Sendable {
 /// What a subscriber to channels needs, over one Redis (`RedisSubscriber`) or a Redis Cluster
 /// (`RedisClusterSubscriber`, one connection per shard).
 public protocol RedisSubscribing: Sendable {
-    var events: AsyncStream<RedisSubscriberEvent> { get }
+    /// Where what arrives goes: `sink.stream`, or a handler named with `sink.deliver(to:)`.
+    var sink: SubscriberEvents { get }
     func run() async
     func stop() async
     func waitUntilConnected() async

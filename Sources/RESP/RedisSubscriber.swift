@@ -19,9 +19,9 @@ public enum RedisSubscriberEvent: Sendable, Hashable {
 /// A subscriber connection: keeps a set of channels subscribed, across reconnects, and delivers
 /// what arrives on them, and each reconnection, as an `AsyncStream`. Sharded pub/sub (SSUBSCRIBE, Redis 7) by default.
 public final class RedisSubscriber: Sendable {
-    public let events: AsyncStream<RedisSubscriberEvent>
-    private let continuation: AsyncStream<RedisSubscriberEvent>.Continuation
-    private let ownsStream: Bool
+    /// What arrives, in order: into `events`, or to a handler (`deliver(to:)`).
+    public let sink: SubscriberEvents
+    private let ownsSink: Bool
     public let client: RedisClient
     private let sharded: Bool
     private let confirmationTimeout: Duration
@@ -48,15 +48,15 @@ public final class RedisSubscriber: Sendable {
         var timer: Scheduled<Void>?
     }
 
-    /// `stream`, when given, is shared with other subscribers (one per shard of a cluster): its
+    /// `sink`, when given, is shared with other subscribers (one per shard of a cluster): its
     /// events go there directly, and it is left open when this one ends.
     public init(
         configuration: RedisClient.Configuration, sharded: Bool = true, logger: Logger,
-        sharing stream: (AsyncStream<RedisSubscriberEvent>, AsyncStream<RedisSubscriberEvent>.Continuation)? = nil,
+        sharing sink: SubscriberEvents? = nil,
         confirmationTimeout: Duration = .seconds(5), onDropped: @escaping @Sendable (String) -> Void = { _ in }
     ) {
-        (events, continuation) = stream ?? AsyncStream.makeStream(of: RedisSubscriberEvent.self)
-        ownsStream = stream == nil
+        self.sink = sink ?? SubscriberEvents()
+        ownsSink = sink == nil
         self.onDropped = onDropped
         self.sharded = sharded
         self.confirmationTimeout = confirmationTimeout
@@ -78,12 +78,14 @@ public final class RedisSubscriber: Sendable {
 
     public func run() async {
         await client.run()
-        if ownsStream { continuation.finish() }
+        if ownsSink { sink.finish() }
     }
 
     public func stop() async {
         await client.stop()
     }
+
+    public var events: AsyncStream<RedisSubscriberEvent> { sink.stream }
 
     public var channels: Set<String> { state.withLock { $0.channels } }
 
@@ -171,7 +173,7 @@ public final class RedisSubscriber: Sendable {
 
     private func resubscribe(on connection: RedisConnection) async throws {
         // Before the first subscription: every message after this is the new connection's.
-        continuation.yield(.resubscribing)
+        sink.emit(.resubscribing)
         let channels = state.withLock { state in
             state.connection = connection
             return state.channels
@@ -191,7 +193,7 @@ public final class RedisSubscriber: Sendable {
         switch kind {
         case "message", "smessage":
             guard let channel = parts[1].string, let payload = parts[2].bytes else { return }
-            continuation.yield(.message(RedisMessage(channel: channel, payload: payload)))
+            sink.emit(.message(RedisMessage(channel: channel, payload: payload)))
         case "sunsubscribe":
             guard let channel = parts[1].string else { return }
             let key = kind + " " + channel

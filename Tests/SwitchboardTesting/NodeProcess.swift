@@ -21,9 +21,11 @@ package final class NodeProcess: Sendable {
     }
 
     /// Starts the node and waits for its `listening on` line.
-    package static func start(_ nodeID: String, redis: String, heartbeat: Int = 5, logLevel: String = "warning") async throws -> NodeProcess
-    {
-        try await start(nodeID, ["serve", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel])
+    package static func start(
+        _ nodeID: String, redis: String, heartbeat: Int = 5, logLevel: String = "warning", options: [String] = []
+    ) async throws -> NodeProcess {
+        try await start(
+            nodeID, ["serve", "--node-id", nodeID, "--redis", redis, "--heartbeat", "\(heartbeat)", "--log-level", logLevel] + options)
     }
 
     /// Any `switchboard` subcommand with these arguments, on a free port (or `port`). A port
@@ -158,12 +160,14 @@ package final class NodeProcess: Sendable {
 }
 
 /// A redis-server and `count` nodes on it; everything is stopped afterwards.
-package func withRedisNodes(_ count: Int = 3, heartbeat: Int = 5, _ body: (RedisServer, [NodeProcess]) async throws -> Void) async throws {
+package func withRedisNodes(
+    _ count: Int = 3, heartbeat: Int = 5, options: [String] = [], _ body: (RedisServer, [NodeProcess]) async throws -> Void
+) async throws {
     try await withRedis { redis in
         var nodes: [NodeProcess] = []
         do {
             for index in 1...count {
-                nodes.append(try await NodeProcess.start("n\(index)", redis: redis.url, heartbeat: heartbeat))
+                nodes.append(try await NodeProcess.start("n\(index)", redis: redis.url, heartbeat: heartbeat, options: options))
             }
             for node in nodes { try await node.waitUntilReady() }
             try await body(redis, nodes)

@@ -1,12 +1,13 @@
 import Foundation
 import Logging
-import RESP
-import RedisBackplane
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
 import SwitchboardTesting
 import Testing
+
+@testable import RESP
+@testable import RedisBackplane
 
 /// Three `switchboard serve --redis` processes on a real redis-server.
 @Suite("Redis backplane, three processes")
@@ -222,4 +223,45 @@ struct RedisBackplaneTests {
 /// Takes the backplane's events and does nothing with them.
 private final class IgnoringReceiver: ClusterReceiver {
     func receive(_ event: ClusterEvent) {}
+}
+
+/// The order the Redis backplane hands subscription messages on in, around a backfill.
+@Suite("Redis delivery gate")
+struct DeliveryGateTests {
+    static func message(_ n: Int) -> RedisMessage { RedisMessage(channel: "c", payload: [UInt8(n)]) }
+
+    @Test func messagesPassWhileOpenAndWaitForTheBackfillWhileFilling() {
+        var gate = DeliveryGate()
+        var passed = gate.arrived(Self.message(1))
+        #expect(passed, "open: handed on at once")
+        var step = gate.next()
+        #expect(step.isDone, "nothing to do without a backfill")
+        var starts = gate.resubscribing()
+        #expect(starts, "the first loss starts a backfill")
+        passed = gate.arrived(Self.message(2)) || gate.arrived(Self.message(3))
+        #expect(!passed, "held during the backfill")
+        starts = gate.resubscribing()
+        #expect(!starts, "a second loss meanwhile starts no backfill of its own")
+        passed = gate.arrived(Self.message(4))
+        #expect(!passed)
+        // After the backfill: what was held, in order, then the second backfill, then open.
+        step = gate.next()
+        #expect(step.delivered == [Self.message(2), Self.message(3), Self.message(4)])
+        step = gate.next()
+        #expect(step.isBackfill)
+        passed = gate.arrived(Self.message(5))
+        #expect(!passed, "still held until the runner is done")
+        step = gate.next()
+        #expect(step.delivered == [Self.message(5)])
+        step = gate.next()
+        #expect(step.isDone)
+        passed = gate.arrived(Self.message(6))
+        #expect(passed, "open again")
+    }
+}
+
+extension DeliveryGate.Step {
+    var isDone: Bool { if case .done = self { true } else { false } }
+    var isBackfill: Bool { if case .backfill = self { true } else { false } }
+    var delivered: [RedisMessage]? { if case .deliver(let messages) = self { messages } else { nil } }
 }

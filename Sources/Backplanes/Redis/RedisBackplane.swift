@@ -52,6 +52,7 @@ public final class RedisBackplane: Backplane {
     let subscriber: any RedisSubscribing
     let logger: Logger
     private let state = Mutex(State())
+    private let gate = Mutex(DeliveryGate())
     /// SHA1s of the history scripts once loaded (`SCRIPT LOAD`), so that a publish sends
     /// `EVALSHA` and not the script's text.
     let loadedScripts = Mutex<(append: String, read: String)?>(nil)
@@ -99,6 +100,7 @@ public final class RedisBackplane: Backplane {
                 })
         }
         box.withLock { $0 = self }
+        subscriber.sink.deliver(to: { event in box.withLock { $0 }?.arrived(event) })
     }
 
     private var nodeID: String { state.withLock { $0.node?.id ?? "" } }
@@ -110,13 +112,12 @@ public final class RedisBackplane: Backplane {
 
     // MARK: Running, joining and leaving
 
-    /// The two connections (each reconnecting by itself), the pump from the subscriptions to
-    /// the node, and the heartbeat, until cancelled.
+    /// The two connections (each reconnecting by itself) and the heartbeat, until cancelled.
+    /// What the subscriptions receive is handled on their connection's event loop (`arrived`).
     public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.commands.run() }
             group.addTask { await self.subscriber.run() }
-            group.addTask { await self.pumpMessages() }
             group.addTask { await self.heartbeats() }
             await untilCancelled()
             await commands.stop()
@@ -183,25 +184,53 @@ public final class RedisBackplane: Backplane {
         }
     }
 
-    private func pumpMessages() async {
-        for await event in subscriber.events {
-            guard case .message(let message) = event else {
-                await backfill()
-                continue
+    /// An event from the subscriptions, on their connection's event loop. Every delivery holds
+    /// the gate's lock, so that deliveries from several connections (the old one's last, a
+    /// cluster's shards) and from a backfill never interleave between a message's acceptance
+    /// and its hand-over.
+    private func arrived(_ event: RedisSubscriberEvent) {
+        switch event {
+        case .message(let message):
+            gate.withLock { gate in
+                if gate.arrived(message) { deliver(message) }
             }
-            let me = nodeID
-            guard let address = names.address(ofChannel: message.channel),
-                let (event, origin, sequenced) = WireEvent.decode(message.payload, address: address)
-            else {
-                logger.warning("dropped a malformed record from Redis", metadata: ["channel": "\(message.channel)"])
-                continue
-            }
-            // Our own unsequenced messages were delivered locally already; presence events and
-            // sequenced messages were not.
-            if case .message = event, origin == me, !sequenced { continue }
-            if case .message(let envelope) = event, let position = envelope.position, !accept(position, of: address) { continue }
-            state.withLock { $0.receiver }?.receive(event)
+        case .resubscribing:
+            guard gate.withLock({ $0.resubscribing() }) else { return }
+            Task { await self.restore() }
         }
+    }
+
+    /// Fills in what the lost subscriptions missed, then hands on what arrived meanwhile, in
+    /// order, before the gate opens again.
+    private func restore() async {
+        var again = true
+        while again {
+            await backfill()
+            again = gate.withLock { gate -> Bool in
+                while true {
+                    switch gate.next() {
+                    case .deliver(let messages): for message in messages { deliver(message) }
+                    case .backfill: return true
+                    case .done: return false
+                    }
+                }
+            }
+        }
+    }
+
+    private func deliver(_ message: RedisMessage) {
+        let me = nodeID
+        guard let address = names.address(ofChannel: message.channel),
+            let (event, origin, sequenced) = WireEvent.decode(message.payload, address: address)
+        else {
+            logger.warning("dropped a malformed record from Redis", metadata: ["channel": "\(message.channel)"])
+            return
+        }
+        // Our own unsequenced messages were delivered locally already; presence events and
+        // sequenced messages were not.
+        if case .message = event, origin == me, !sequenced { return }
+        if case .message(let envelope) = event, let position = envelope.position, !accept(position, of: address) { return }
+        state.withLock { $0.receiver }?.receive(event)
     }
 
     /// Whether a sequenced message is new to this node (and it is now the last seen).
@@ -235,9 +264,13 @@ public final class RedisBackplane: Backplane {
                 lost.append(stream)
                 continue
             }
-            for envelope in read.after(last.offset) where accept(envelope.position!, of: stream) {
-                state.withLock { $0.receiver }?.receive(.message(envelope))
-                filled += 1
+            filled += gate.withLock { _ in
+                var delivered = 0
+                for envelope in read.after(last.offset) where accept(envelope.position!, of: stream) {
+                    state.withLock { $0.receiver }?.receive(.message(envelope))
+                    delivered += 1
+                }
+                return delivered
             }
         }
         if filled > 0 { logger.notice("delivered \(filled) message(s) published while the subscriptions were being restored") }

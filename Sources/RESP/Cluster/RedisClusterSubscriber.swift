@@ -9,10 +9,10 @@ import Synchronization
 /// channels by itself, with an `sunsubscribe` of its own, told apart from ours) or a master
 /// fails over (a new map), they are subscribed again on their new owner, and a `.resubscribing`
 /// event says that messages may have been missed meanwhile. Every shard's messages come out of
-/// one `events` stream.
+/// one sink (`events`, or a handler).
 public final class RedisClusterSubscriber: RedisSubscribing {
-    public let events: AsyncStream<RedisSubscriberEvent>
-    private let continuation: AsyncStream<RedisSubscriberEvent>.Continuation
+    public let sink = SubscriberEvents()
+    public var events: AsyncStream<RedisSubscriberEvent> { sink.stream }
     private let commands: RedisClusterClient
     private let logger: Logger
 
@@ -26,21 +26,20 @@ public final class RedisClusterSubscriber: RedisSubscribing {
     }
 
     private let state = Mutex(State())
-    /// Each shard subscriber's run (their events go straight into `events`), as child tasks of `run`.
+    /// Each shard subscriber's run (their events go straight into `sink`), as child tasks of `run`.
     private let jobs = BackgroundJobs()
     /// Poked, with `droppedSome` set, when a server dropped a channel.
     private let moved = ConditionSignal()
     private let droppedSome = Mutex(false)
 
     public init(commands: RedisClusterClient, logger: Logger) {
-        (events, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
         self.commands = commands
         self.logger = logger
     }
 
     public func run() async {
         await jobs.run(alongside: { await self.keepFollowingTheMap() })
-        continuation.finish()
+        sink.finish()
     }
 
     public func stop() async {
@@ -114,7 +113,7 @@ public final class RedisClusterSubscriber: RedisSubscribing {
         logger[metadataKey: "redis.shard"] = "\(node)"
         let shard = RedisSubscriber(
             configuration: RedisClient.Configuration(host: node.host, port: node.port), sharded: true, logger: logger,
-            sharing: (events, continuation), onDropped: { [weak self] channel in self?.dropped(channel, by: node) })
+            sharing: sink, onDropped: { [weak self] channel in self?.dropped(channel, by: node) })
         state.shards[node] = shard
         jobs.spawn { await shard.run() }
         return shard
@@ -165,7 +164,7 @@ public final class RedisClusterSubscriber: RedisSubscribing {
                 if moved > 0 { logger.notice("moving \(moved) subscription(s) to their slots' new masters") }
                 for channel in misplaced.keys { try? await place(channel) }
                 // Whatever was published to them meanwhile was not received here.
-                if moved > 0 { continuation.yield(.resubscribing) }
+                if moved > 0 { sink.emit(.resubscribing) }
             }
             if map.masters != lastMasters {
                 lastMasters = map.masters
