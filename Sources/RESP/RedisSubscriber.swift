@@ -17,7 +17,8 @@ public enum RedisSubscriberEvent: Sendable, Hashable {
 }
 
 /// A subscriber connection: keeps a set of channels subscribed, across reconnects, and delivers
-/// what arrives on them, and each reconnection, as an `AsyncStream`. Sharded pub/sub (SSUBSCRIBE, Redis 7) by default.
+/// what arrives on them, and each reconnection, to its sink (`events`, or a handler called on
+/// the connection's event loop). Sharded pub/sub (SSUBSCRIBE, Redis 7) by default.
 public final class RedisSubscriber: Sendable {
     /// What arrives, in order: into `events`, or to a handler (`deliver(to:)`).
     public let sink: SubscriberEvents
