@@ -121,6 +121,17 @@ struct RedisBackplaneTests {
                 try await alice.client.request(.publish(room: "r", data: RawJSON("\"flushed\""))).type == "ok"
             }
             _ = try await bob.message { $0.data == .string("flushed") }
+            // Presence's scripts too: the first join after a flush runs its script again with
+            // the text, at once, and is announced once; so is the leave.
+            _ = try await operator_.send(["SCRIPT", "FLUSH"])
+            let carol = try await nodes[1].connect(user: "carol")
+            try await carol.client.join("r")
+            #expect(try await alice.client.presence("r") == ["alice", "bob", "carol"])
+            _ = try await alice.next("joined carol") { $0.type == "joined" && $0.user == "carol" }
+            _ = try await operator_.send(["SCRIPT", "FLUSH"])
+            _ = try await carol.client.leave("r")
+            _ = try await alice.next("left carol") { $0.type == "left" && $0.user == "carol" }
+            #expect(try await alice.client.presence("r") == ["alice", "bob"])
         }
     }
 

@@ -7,50 +7,53 @@ import SwitchboardCore
 extension RedisBackplane {
     public var history: HistoryPolicy { configuration.history }
 
-    /// `EVALSHA sha` once the script is loaded on this connection's server, `EVAL text` before.
-    func script(_ which: KeyPath<(append: String, read: String), String>, _ text: String) -> [RESPArgument] {
-        if let sha = loadedScripts.withLock({ $0?[keyPath: which] }) { return ["EVALSHA", RESPArgument(sha)] }
-        return ["EVAL", RESPArgument(text)]
+    /// `EVALSHA sha` while the server holds the script, `EVAL text` otherwise.
+    func script(_ which: RedisScript) -> [RESPArgument] {
+        loadedScripts.withLock { $0.command(which) }
     }
 
     /// `EVAL text` for a command made as `EVALSHA sha`.
-    static func withScriptText(_ command: [RESPArgument], _ text: String) -> [RESPArgument] {
-        guard command.first == "EVALSHA" else { return command }
-        return ["EVAL", RESPArgument(text)] + command.dropFirst(2)
+    func withScriptText(_ command: [RESPArgument]) -> [RESPArgument] {
+        loadedScripts.withLock { $0.withText(command) }
     }
 
     /// An error reply; `NOSCRIPT` (someone flushed the scripts) sends the text again from now on.
     func failure(_ message: String) -> RedisError {
-        if message.hasPrefix("NOSCRIPT") { loadedScripts.withLock { $0 = nil } }
+        if message.hasPrefix("NOSCRIPT") { loadedScripts.withLock { $0.lost() } }
         return RedisError.server(message)
     }
 
-    /// Loads both scripts with `load` (SCRIPT LOAD on one Redis, on every master of a cluster).
+    /// Loads the scripts with `load` (SCRIPT LOAD on one Redis, on every master of a cluster):
+    /// presence's always, history's when it is on.
     func loadScripts(using load: @Sendable (String) async throws -> String) async throws {
-        guard configuration.history.isOn else { return }
-        let append = try await load(HistoryScripts.append)
-        let read = try await load(HistoryScripts.read)
-        loadedScripts.withLock { $0 = (append, read) }
+        var shas: [RedisScript: String] = [:]
+        for script in RedisScript.allCases where !script.isHistory || configuration.history.isOn {
+            shas[script] = try await load(script.text)
+        }
+        loadedScripts.withLock { $0.loaded(shas) }
+    }
+
+    /// Sends a command that may run a script; one the server no longer holds goes again with
+    /// its text, at once.
+    func sendScript(_ command: [RESPArgument], using send: ([RESPArgument]) async throws -> RESPValue) async throws -> RESPValue {
+        do {
+            return try await send(command)
+        } catch RedisError.server(let message) {
+            let failure = failure(message)
+            guard message.hasPrefix("NOSCRIPT") else { throw failure }
+            return try await send(withScriptText(command))
+        }
     }
 
     public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {
         guard configuration.history.isOn else { throw HistoryError.unsupported }
-        let reply: RESPValue
-        let command = readCommand(stream, after: after, limit: limit)
-        do {
-            reply = try await commands.send(command)
-        } catch RedisError.server(let message) {
-            let failure = failure(message)
-            // A server without the script: the text, once more, now.
-            guard message.hasPrefix("NOSCRIPT") else { throw failure }
-            reply = try await commands.send(Self.withScriptText(command, HistoryScripts.read))
-        }
+        let reply = try await sendScript(readCommand(stream, after: after, limit: limit), using: commands.send)
         return try parseRead(reply, of: stream)
     }
 
     func readCommand(_ stream: Address, after: Int64?, limit: Int) -> [RESPArgument] {
         let history = configuration.history
-        return script(\.read, HistoryScripts.read) + [
+        return script(.read) + [
             "2", RESPArgument(names.streamMeta(stream)),
             RESPArgument(names.streamLog(stream)), RESPArgument(StreamPosition.newEpoch()),
             RESPArgument(history.lifetimeSeconds * 1000), RESPArgument(after.map(String.init) ?? ""), RESPArgument(limit),

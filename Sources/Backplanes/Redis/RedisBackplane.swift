@@ -53,9 +53,9 @@ public final class RedisBackplane: Backplane {
     let logger: Logger
     private let state = Mutex(State())
     private let gate = Mutex(DeliveryGate())
-    /// SHA1s of the history scripts once loaded (`SCRIPT LOAD`), so that a publish sends
-    /// `EVALSHA` and not the script's text.
-    let loadedScripts = Mutex<(append: String, read: String)?>(nil)
+    /// The scripts' SHA1s once loaded (`SCRIPT LOAD`), so that commands send `EVALSHA` and not
+    /// the scripts' text.
+    let loadedScripts = Mutex(LoadedScripts())
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -88,7 +88,7 @@ public final class RedisBackplane: Backplane {
                 configuration: configuration.redis, logger: commandsLogger,
                 onConnect: { connection in
                     let backplane = box.withLock { $0 }
-                    // The history scripts are loaded first, so every command after may name them.
+                    // The scripts are loaded first, so every command after may name them.
                     try await backplane?.loadScripts(using: { text in
                         guard let sha = try await connection.send(["SCRIPT", "LOAD", RESPArgument(text)]).string else {
                             throw RedisError.server("SCRIPT LOAD did not answer a SHA")
@@ -162,7 +162,7 @@ public final class RedisBackplane: Backplane {
         let command: [RESPArgument]
         if history.keeps(envelope.address) {
             command =
-                script(\.append, HistoryScripts.append) + [
+                script(.append) + [
                     "3", RESPArgument(names.streamMeta(envelope.address)),
                     RESPArgument(names.streamLog(envelope.address)), channel,
                     RESPArgument(bytes: WireEvent.encodeUnsequenced(envelope, origin: nodeID)),
@@ -180,7 +180,7 @@ public final class RedisBackplane: Backplane {
             // A server without the script (flushed, or a replica just promoted in a cluster):
             // the text goes once more, now.
             guard message.hasPrefix("NOSCRIPT") else { throw failure }
-            try await self.commands.send(Self.withScriptText(command, HistoryScripts.append))
+            try await self.commands.send(self.withScriptText(command))
         }
     }
 
@@ -355,11 +355,11 @@ public final class RedisBackplane: Backplane {
                     commands.append(["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
                     commands.append(
                         self.presenceCommand(
-                            PresenceScripts.enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)))
+                            .enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)))
                 case .left(let user):
                     commands.append(
                         self.presenceCommand(
-                            PresenceScripts.exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)))
+                            .exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)))
                     commands.append(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
                 }
             }
@@ -425,7 +425,7 @@ public final class RedisBackplane: Backplane {
         for (room, members) in rooms {
             for user in members {
                 _ = try await send(["SADD", RESPArgument(names.nodeRooms(node.id)), RESPArgument(room + "|" + user)])
-                _ = try await send(presenceCommand(PresenceScripts.enter, room, user: user, node: node.id, announcing: nil))
+                _ = try await sendScript(presenceCommand(.enter, room, user: user, node: node.id, announcing: nil), using: send)
             }
         }
     }
@@ -471,9 +471,9 @@ public final class RedisBackplane: Backplane {
         for entry in roomEntries.compactMap(\.string) {
             let parts = entry.split(separator: "|", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
-            try await commands.send(
-                presenceCommand(PresenceScripts.exit, parts[0], user: parts[1], node: id, announcing: .left(room: parts[0], user: parts[1]))
-            )
+            _ = try await sendScript(
+                presenceCommand(.exit, parts[0], user: parts[1], node: id, announcing: .left(room: parts[0], user: parts[1])),
+                using: commands.send)
         }
         for user in (try await commands.send(["SMEMBERS", RESPArgument(names.nodeUsers(id))]).elements ?? []).compactMap(\.string) {
             try await commands.send(["SREM", RESPArgument(names.userNodes(user)), RESPArgument(id)])
@@ -486,7 +486,7 @@ public final class RedisBackplane: Backplane {
 
     /// Runs a presence script for "user|node" in `room`; with `announcing`, the script publishes
     /// that event to the room's channel if it changes who is in the room.
-    private func presenceCommand(_ script: String, _ room: String, user: String, node: String, announcing event: ClusterEvent?)
+    private func presenceCommand(_ script: RedisScript, _ room: String, user: String, node: String, announcing event: ClusterEvent?)
         -> [RESPArgument]
     {
         var keys = [RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room))]
@@ -495,7 +495,7 @@ public final class RedisBackplane: Backplane {
             keys.append(RESPArgument(names.channel(event.address)))
             arguments.append(RESPArgument(bytes: WireEvent.encode(event, origin: nodeID)))
         }
-        return ["EVAL", RESPArgument(script), RESPArgument(keys.count)] + keys + arguments
+        return self.script(script) + [RESPArgument(keys.count)] + keys + arguments
     }
 
     /// Sends commands back to back on the command connection and waits for all their replies
@@ -507,8 +507,17 @@ public final class RedisBackplane: Backplane {
     private func pipelined(_ commands: [[RESPArgument]], thenReadingTopOf stream: Address? = nil) async throws -> StreamRead? {
         let read = stream.flatMap { history.keeps($0) ? readCommand($0, after: nil, limit: 0) : nil }
         let replies = try await self.commands.pipeline(read.map { commands + [$0] } ?? commands)
-        for reply in replies.prefix(commands.count) {
-            if case .error(let message) = reply { throw RedisError.server(message) }
+        var again: [[RESPArgument]] = []
+        for (command, reply) in zip(commands, replies) {
+            guard case .error(let message) = reply else { continue }
+            let failure = failure(message)
+            // A script the server no longer holds did not run: it goes again with its text,
+            // now, before this batch is done (a user's changes stay in order).
+            guard message.hasPrefix("NOSCRIPT") else { throw failure }
+            again.append(withScriptText(command))
+        }
+        for reply in try await self.commands.pipeline(again) {
+            if case .error(let message) = reply { throw failure(message) }
         }
         guard let stream, read != nil, let value = replies.last else { return nil }
         if case .error(let message) = value {
