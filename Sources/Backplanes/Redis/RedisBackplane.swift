@@ -53,6 +53,8 @@ public final class RedisBackplane: Backplane {
     let logger: Logger
     private let state = Mutex(State())
     private let gate = Mutex(DeliveryGate())
+    /// Backfills after lost subscriptions, as child tasks of `run`.
+    private let jobs = BackgroundJobs()
     /// The scripts' SHA1s once loaded (`SCRIPT LOAD`), so that commands send `EVALSHA` and not
     /// the scripts' text.
     let loadedScripts = Mutex(LoadedScripts())
@@ -112,14 +114,17 @@ public final class RedisBackplane: Backplane {
 
     // MARK: Running, joining and leaving
 
-    /// The two connections (each reconnecting by itself) and the heartbeat, until cancelled.
-    /// What the subscriptions receive is handled on their connection's event loop (`arrived`).
+    /// The two connections (each reconnecting by itself), the heartbeat and any backfill, until
+    /// cancelled. What the subscriptions receive is handled on their connection's event loop
+    /// (`arrived`).
     public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.commands.run() }
             group.addTask { await self.subscriber.run() }
             group.addTask { await self.heartbeats() }
+            group.addTask { await self.jobs.run() }
             await untilCancelled()
+            jobs.finish()
             await commands.stop()
             await subscriber.stop()
             group.cancelAll()
@@ -196,7 +201,7 @@ public final class RedisBackplane: Backplane {
             }
         case .resubscribing:
             guard gate.withLock({ $0.resubscribing() }) else { return }
-            Task { await self.restore() }
+            jobs.spawn { await self.restore() }
         }
     }
 
