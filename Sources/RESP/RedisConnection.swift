@@ -59,9 +59,7 @@ public final class RedisConnection: Sendable {
 
     /// Writes a command whose answer comes as a push (SUBSCRIBE and friends in RESP3).
     func sendWithoutReply(_ arguments: [RESPArgument]) async throws {
-        _ = try await withUnsafeThrowingContinuation { continuation in
-            enqueue([arguments], expectsReply: false) { continuation.resume(with: $0) }
-        }
+        _ = try await replies([arguments], expectsReply: false)
     }
 
     /// Sends the commands back to back and returns their replies, error replies included, in
@@ -69,9 +67,13 @@ public final class RedisConnection: Sendable {
     /// once, by the last reply, on no other hop: awaiting each command's future would hop to
     /// the event loop once per command (a future's callbacks are added there).
     public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
+        try await replies(commands, expectsReply: true)
+    }
+
+    private func replies(_ commands: [[RESPArgument]], expectsReply: Bool) async throws -> [RESPValue] {
         guard !commands.isEmpty else { return [] }
         return try await withUnsafeThrowingContinuation { continuation in
-            enqueue(commands) { continuation.resume(with: $0) }
+            enqueue(commands, expectsReply: expectsReply) { continuation.resume(with: $0) }
         }
     }
 

@@ -1,6 +1,8 @@
 import Logging
 import NIOCore
+import NIOPosix
 import SwitchboardTesting
+import Synchronization
 import Testing
 
 @testable import RESP
@@ -290,6 +292,42 @@ struct RedisClientTests {
 
             try await subscriber.unsubscribe("sb:{r:lobby}")
             #expect(try await publisher.send(["SPUBLISH", "sb:{r:lobby}", "three"]) == .integer(0))
+        }
+    }
+
+    /// With a handler named on its sink, a subscriber hands every event to it on the
+    /// connection's event loop, in order, the reconnection's `.resubscribing` included.
+    @Test func aSinksHandlerGetsEveryEventOnTheEventLoop() async throws {
+        try await withRedis { redis in
+            let subscriber = RedisSubscriber(configuration: redis.configuration, logger: logger)
+            let seen = Mutex<[(RedisSubscriberEvent, onLoop: Bool)]>([])
+            subscriber.sink.deliver(to: { event in
+                seen.withLock { $0.append((event, MultiThreadedEventLoopGroup.currentEventLoop != nil)) }
+            })
+            let publisher = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let running = Task { await subscriber.run() }
+            defer {
+                Task {
+                    await publisher.close(); await subscriber.stop(); await running.value
+                }
+            }
+            await subscriber.waitUntilConnected()
+            try await subscriber.subscribe("sb:{r:sink}")
+            for text in ["one", "two"] { try await publisher.send(["SPUBLISH", "sb:{r:sink}", RESPArgument(text)]) }
+            try await eventually("both messages handled") { seen.withLock { $0.count } == 3 }
+            // The subscription connection is dropped: the handler is told, then gets what follows.
+            try await publisher.send(["CLIENT", "KILL", "TYPE", "pubsub"])
+            try await eventually("the subscription to be back") {
+                (try await publisher.send(["PUBSUB", "SHARDNUMSUB", "sb:{r:sink}"]).elements?.last?.int) == 1
+            }
+            try await publisher.send(["SPUBLISH", "sb:{r:sink}", "three"])
+            try await eventually("the third message handled") { seen.withLock { $0.count } == 5 }
+            let events = seen.withLock { $0 }
+            let message = { (text: String) in RedisSubscriberEvent.message(RedisMessage(channel: "sb:{r:sink}", payload: Array(text.utf8)))
+            }
+            #expect(events.map(\.0) == [.resubscribing, message("one"), message("two"), .resubscribing, message("three")])
+            let messagesOnLoop = events.filter { $0.0 != .resubscribing }.allSatisfy(\.onLoop)
+            #expect(messagesOnLoop, "messages come on the loop")
         }
     }
 

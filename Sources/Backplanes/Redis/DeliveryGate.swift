@@ -25,6 +25,7 @@ struct DeliveryGate {
     /// Whether to hand `message` on now (false: it is held for the backfill's end).
     mutating func arrived(_ message: RedisMessage) -> Bool {
         guard case .filling(var held, let again) = state else { return true }
+        state = .open  // lets go of the array, so that the append does not copy it
         held.append(message)
         state = .filling(held: held, again: again)
         return false

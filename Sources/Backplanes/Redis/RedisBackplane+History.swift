@@ -39,10 +39,16 @@ extension RedisBackplane {
         do {
             return try await send(command)
         } catch RedisError.server(let message) {
-            let failure = failure(message)
-            guard message.hasPrefix("NOSCRIPT") else { throw failure }
-            return try await send(withScriptText(command))
+            return try await send(scriptAgain(command, after: message))
         }
+    }
+
+    /// After an error reply to `command`: with `NOSCRIPT` (the script did not run), the command
+    /// to send again, with the script's text; any other error is thrown.
+    func scriptAgain(_ command: [RESPArgument], after message: String) throws -> [RESPArgument] {
+        let failure = failure(message)
+        guard message.hasPrefix("NOSCRIPT") else { throw failure }
+        return withScriptText(command)
     }
 
     public func read(_ stream: Address, after: Int64?, limit: Int) async throws -> StreamRead {

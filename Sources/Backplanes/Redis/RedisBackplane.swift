@@ -181,11 +181,9 @@ public final class RedisBackplane: Backplane {
         return PendingPublish {
             let value = try await reply.get().get()
             guard case .error(let message) = value else { return }
-            let failure = self.failure(message)
             // A server without the script (flushed, or a replica just promoted in a cluster):
             // the text goes once more, now.
-            guard message.hasPrefix("NOSCRIPT") else { throw failure }
-            try await self.commands.send(self.withScriptText(command))
+            try await self.commands.send(self.scriptAgain(command, after: message))
         }
     }
 
@@ -514,12 +512,9 @@ public final class RedisBackplane: Backplane {
         let replies = try await self.commands.pipeline(read.map { commands + [$0] } ?? commands)
         var again: [[RESPArgument]] = []
         for (command, reply) in zip(commands, replies) {
-            guard case .error(let message) = reply else { continue }
-            let failure = failure(message)
             // A script the server no longer holds did not run: it goes again with its text,
             // now, before this batch is done (a user's changes stay in order).
-            guard message.hasPrefix("NOSCRIPT") else { throw failure }
-            again.append(withScriptText(command))
+            if case .error(let message) = reply { again.append(try scriptAgain(command, after: message)) }
         }
         for reply in try await self.commands.pipeline(again) {
             if case .error(let message) = reply { throw failure(message) }
