@@ -80,7 +80,7 @@ package final class RedisClusterServers: @unchecked Sendable {
 
     /// `INFO section` of one server, as fields.
     package func info(_ port: Int, section: String = "cluster") async throws -> [String: String] {
-        let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port)
+        let connection = try await RedisConnection.local(port: port)
         defer { Task { await connection.close() } }
         let command: [RESPArgument] = section == "cluster" ? ["CLUSTER", "INFO"] : ["INFO", RESPArgument(section)]
         let text = try await connection.send(command).string ?? ""

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import RESP
 
 /// A real redis-server on a free port, as a subprocess of the test.
@@ -18,7 +19,11 @@ package final class RedisServer: @unchecked Sendable {
     }
 
     package var url: String { "redis://127.0.0.1:\(port)" }
-    package var configuration: RedisClient.Configuration { RedisClient.Configuration(host: "127.0.0.1", port: port) }
+    package var configuration: RedisClient.Configuration {
+        var configuration = RedisClient.Configuration(host: "127.0.0.1", port: port)
+        configuration.connectTimeout = .seconds(10)  // see `RedisConnection.local`
+        return configuration
+    }
 
     /// Starts (or restarts) the server on the same port and waits until it answers PING.
     package func start() async throws {
@@ -35,7 +40,7 @@ package final class RedisServer: @unchecked Sendable {
     /// Waits until a redis-server on `port` answers PING.
     package static func waitUntilAnswering(port: Int) async throws {
         try await eventually("redis-server \(port) to answer", timeout: .seconds(20)) {
-            guard let connection = try? await RedisConnection.connect(host: "127.0.0.1", port: port) else { return false }
+            guard let connection = try? await RedisConnection.local(port: port) else { return false }
             defer { Task { await connection.close() } }
             return (try? await connection.send(["PING"])) == .simpleString("PONG")
         }
@@ -74,4 +79,13 @@ package func withRedis(_ body: (RedisServer) async throws -> Void) async throws 
         throw error
     }
     try await server.stop()
+}
+
+extension RedisConnection {
+    /// A test's own connection to a local redis-server. The connect timeout is generous: on a
+    /// fully loaded CI machine a plain connect once took over 2 s, and that is not what a test is
+    /// about.
+    package static func local(port: Int, commandTimeout: TimeAmount = .seconds(5)) async throws -> RedisConnection {
+        try await connect(host: "127.0.0.1", port: port, connectTimeout: .seconds(10), commandTimeout: commandTimeout)
+    }
 }

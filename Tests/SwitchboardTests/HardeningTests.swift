@@ -186,7 +186,7 @@ struct HardeningTests {
         try await withRedisNodes(1) { redis, nodes in
             let reader = try await nodes[0].connect(user: "reader")
             try await reader.client.join("lobby")
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let connection = try await RedisConnection.local(port: redis.port)
             defer { Task { await connection.close() } }
             func string(_ text: String) -> [UInt8] { [0, UInt8(text.utf8.count)] + Array(text.utf8) }
             func record(_ data: [UInt8]) -> [UInt8] {

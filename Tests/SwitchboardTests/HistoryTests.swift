@@ -167,7 +167,7 @@ struct HistoryTests {
             let bob = try await nodes[1].connect(user: "bob")
             let start = try #require(try await bob.client.join("fill").top)
             let alice = try await nodes[0].connect(user: "alice")
-            let operator_ = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let operator_ = try await RedisConnection.local(port: redis.port)
             defer { Task { await operator_.close() } }
             let publishing = Task {
                 for n in 0..<300 {

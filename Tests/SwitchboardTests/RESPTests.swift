@@ -97,9 +97,6 @@ struct RESPParserTests {
 // and beside them, under a fully loaded CI machine, a plain connect once took over 2 s.
 @Suite("RESP client against a real redis-server", .serialized)
 struct RedisClientTests {
-    /// Generous: a connect that waits on a loaded machine is not what these tests are about.
-    static let connectTimeout = TimeAmount.seconds(10)
-
     var logger: Logger {
         var logger = Logger(label: "redis-test")
         logger.logLevel = .critical
@@ -108,7 +105,7 @@ struct RedisClientTests {
 
     @Test func commandsPipeliningAndErrors() async throws {
         try await withRedis { redis in
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let connection = try await RedisConnection.local(port: redis.port)
             defer { Task { await connection.close() } }
             #expect(try await connection.send(["SET", "k", "v"]) == .simpleString("OK"))
             #expect(try await connection.send(["GET", "k"]).string == "v")
@@ -134,7 +131,7 @@ struct RedisClientTests {
     /// each caller's commands keep their order, and every reply reaches its own command.
     @Test func commandsQueuedFromManyTasksKeepEachCallersOrder() async throws {
         try await withRedis { redis in
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let connection = try await RedisConnection.local(port: redis.port)
             defer { Task { await connection.close() } }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for caller in 0..<20 {
@@ -158,7 +155,7 @@ struct RedisClientTests {
     /// stops answering throws, once, with the timeout.
     @Test func aPipelineAnswersItsCommandsTogether() async throws {
         try await withRedis { redis in
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let connection = try await RedisConnection.local(port: redis.port)
             defer { Task { await connection.close() } }
             let replies = try await connection.pipeline([["SET", "p", "1"], ["INCR", "p"], ["HGET", "p", "x"], ["GET", "p"]])
             #expect(replies.count == 4)
@@ -179,9 +176,8 @@ struct RedisClientTests {
                 }
                 try await group.waitForAll()
             }
-            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
-            let slow = try await RedisConnection.connect(
-                host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout, commandTimeout: .milliseconds(300))
+            let pauser = try await RedisConnection.local(port: redis.port)
+            let slow = try await RedisConnection.local(port: redis.port, commandTimeout: .milliseconds(300))
             defer { Task { await pauser.close() } }
             try await pauser.send(["CLIENT", "PAUSE", "1500", "ALL"])
             await #expect(throws: RedisError.timedOut) { try await slow.pipeline([["GET", "a"], ["GET", "b"], ["GET", "c"]]) }
@@ -212,7 +208,7 @@ struct RedisClientTests {
             if subscriber.isConnected { afterConnected += 1 }
         }
         try await subscriber.barrier()
-        let probe = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+        let probe = try await RedisConnection.local(port: redis.port)
         defer { Task { await probe.close() } }
         let reply = try await probe.send(["PUBSUB", "SHARDNUMSUB"] + late.map { RESPArgument($0) })
         // A flat list of name, count (RESP2 on this connection).
@@ -237,8 +233,8 @@ struct RedisClientTests {
             await subscriber.waitUntilConnected()
             var iterator = subscriber.events.makeAsyncIterator()
             #expect(await iterator.next() == .resubscribing, "the first connection's own start")
-            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
-            let publisher = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let pauser = try await RedisConnection.local(port: redis.port)
+            let publisher = try await RedisConnection.local(port: redis.port)
             defer {
                 Task {
                     await pauser.close(); await publisher.close()
@@ -304,7 +300,7 @@ struct RedisClientTests {
             subscriber.sink.deliver(to: { event in
                 seen.withLock { $0.append((event, MultiThreadedEventLoopGroup.currentEventLoop != nil)) }
             })
-            let publisher = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
+            let publisher = try await RedisConnection.local(port: redis.port)
             let running = Task { await subscriber.run() }
             defer {
                 Task {
@@ -333,9 +329,8 @@ struct RedisClientTests {
 
     @Test func aCommandWithoutAnAnswerTimesOutAndDropsTheConnection() async throws {
         try await withRedis { redis in
-            let pauser = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout)
-            let slow = try await RedisConnection.connect(
-                host: "127.0.0.1", port: redis.port, connectTimeout: Self.connectTimeout, commandTimeout: .milliseconds(300))
+            let pauser = try await RedisConnection.local(port: redis.port)
+            let slow = try await RedisConnection.local(port: redis.port, commandTimeout: .milliseconds(300))
             defer { Task { await pauser.close() } }
             try await pauser.send(["CLIENT", "PAUSE", "3000", "ALL"])
             // The pause lasts 3 s: an answer would come then, so the throw is the timeout's.

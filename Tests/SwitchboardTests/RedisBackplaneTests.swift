@@ -114,7 +114,7 @@ struct RedisBackplaneTests {
             try await nodes[0].waitUntilReady()
             // Someone flushes Redis's scripts: a publish may be refused once (NOSCRIPT), then
             // the node sends the script's text again and publishing works.
-            let operator_ = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let operator_ = try await RedisConnection.local(port: redis.port)
             defer { Task { await operator_.close() } }
             _ = try await operator_.send(["SCRIPT", "FLUSH"])
             try await eventually("publishing to work after SCRIPT FLUSH") {
@@ -195,7 +195,7 @@ struct RedisBackplaneTests {
             let bob = try await nodes[1].connect(user: "bob")
             _ = try await nodes[2].connect(user: "carol")
             try await bob.client.join("quiet")
-            let probe = try await RedisConnection.connect(host: "127.0.0.1", port: redis.port)
+            let probe = try await RedisConnection.local(port: redis.port)
             defer { Task { await probe.close() } }
             #expect(try await probe.send(["PUBSUB", "SHARDNUMSUB", "sb:{r:quiet}"]).elements?.last?.int == 1)
 

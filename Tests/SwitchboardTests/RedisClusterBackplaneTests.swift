@@ -122,7 +122,7 @@ struct RedisClusterBackplaneTests {
     /// The port of the master that serves `key`'s slot.
     /// Waits until the master's replica has acknowledged everything the master has written.
     static func waitUntilReplicated(master port: Int) async throws {
-        let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port)
+        let connection = try await RedisConnection.local(port: port)
         defer { Task { await connection.close() } }
         try await eventually("the replica of \(port) to catch up") {
             let info = try await connection.send(["INFO", "replication"]).string ?? ""
@@ -140,7 +140,7 @@ struct RedisClusterBackplaneTests {
     static func master(of key: String, in servers: RedisClusterServers) async throws -> Int {
         let slot = ClusterSlot.of(key)
         for port in try await servers.masters() {
-            let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port)
+            let connection = try await RedisConnection.local(port: port)
             defer { Task { await connection.close() } }
             let reply = try await connection.send(["CLUSTER", "SLOTS"])
             if let map = ClusterSlotMap(clusterSlots: reply, fallbackHost: "127.0.0.1"), let owner = map.owner(ofSlot: slot) {
@@ -153,7 +153,7 @@ struct RedisClusterBackplaneTests {
     /// Moves one slot by hand, as `redis-cli --cluster reshard` does for many: IMPORTING on the
     /// target, MIGRATING on the source, its keys MIGRATEd, then every master told its new owner.
     static func migrate(slot: Int, from source: Int, to target: Int, in servers: RedisClusterServers) async throws {
-        func connect(_ port: Int) async throws -> RedisConnection { try await RedisConnection.connect(host: "127.0.0.1", port: port) }
+        func connect(_ port: Int) async throws -> RedisConnection { try await RedisConnection.local(port: port) }
         let from = try await connect(source), to = try await connect(target)
         defer {
             Task {

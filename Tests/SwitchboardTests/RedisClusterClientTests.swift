@@ -88,7 +88,7 @@ struct RedisClusterClientTests {
             for n in 0..<300 { #expect(try await client.send(["GET", RESPArgument("key:\(n)")]).string == "\(n)") }
             var perMaster: [Int] = []
             for port in try await servers.masters() {
-                let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port)
+                let connection = try await RedisConnection.local(port: port)
                 perMaster.append(Int(try await connection.send(["DBSIZE"]).int ?? 0))
                 await connection.close()
             }
@@ -102,7 +102,7 @@ struct RedisClusterClientTests {
             let masters = try await servers.masters()
             let source = masters[0], target = masters[1]
             let ids = try await [source, target].asyncMap { port in
-                let connection = try await RedisConnection.connect(host: "127.0.0.1", port: port)
+                let connection = try await RedisConnection.local(port: port)
                 defer { Task { await connection.close() } }
                 return try await connection.send(["CLUSTER", "MYID"]).string ?? ""
             }
