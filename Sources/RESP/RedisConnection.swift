@@ -224,11 +224,13 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
         switch value {
         case .push: return true
         case .array(let values):
-            guard let kind = values.first?.string else { return false }
-            return [
-                "message", "smessage", "pmessage", "subscribe", "ssubscribe", "psubscribe", "unsubscribe", "sunsubscribe", "punsubscribe",
-            ]
-            .contains(kind)
+            // A switch, not an array literal's `contains`: this runs for every message a
+            // subscriber receives, and the literal was an allocation each time.
+            switch values.first?.string {
+            case "message", "smessage", "pmessage", "subscribe", "ssubscribe", "psubscribe", "unsubscribe", "sunsubscribe", "punsubscribe":
+                return true
+            default: return false
+            }
         default: return false
         }
     }
