@@ -119,7 +119,6 @@ struct RedisClusterBackplaneTests {
         }
     }
 
-    /// The port of the master that serves `key`'s slot.
     /// Waits until the master's replica has acknowledged everything the master has written.
     static func waitUntilReplicated(master port: Int) async throws {
         let connection = try await RedisConnection.local(port: port)
@@ -137,6 +136,7 @@ struct RedisClusterBackplaneTests {
         }
     }
 
+    /// The port of the master that serves `key`'s slot.
     static func master(of key: String, in servers: RedisClusterServers) async throws -> Int {
         let slot = ClusterSlot.of(key)
         for port in try await servers.masters() {
@@ -153,8 +153,7 @@ struct RedisClusterBackplaneTests {
     /// Moves one slot by hand, as `redis-cli --cluster reshard` does for many: IMPORTING on the
     /// target, MIGRATING on the source, its keys MIGRATEd, then every master told its new owner.
     static func migrate(slot: Int, from source: Int, to target: Int, in servers: RedisClusterServers) async throws {
-        func connect(_ port: Int) async throws -> RedisConnection { try await RedisConnection.local(port: port) }
-        let from = try await connect(source), to = try await connect(target)
+        let from = try await RedisConnection.local(port: source), to = try await RedisConnection.local(port: target)
         defer {
             Task {
                 await from.close()
@@ -173,7 +172,7 @@ struct RedisClusterBackplaneTests {
                     + keys.compactMap(\.bytes).map { RESPArgument(bytes: $0) })
         }
         for port in try await servers.masters() {
-            let connection = try await connect(port)
+            let connection = try await RedisConnection.local(port: port)
             try await connection.send(["CLUSTER", "SETSLOT", RESPArgument(slot), "NODE", RESPArgument(targetID)])
             await connection.close()
         }
