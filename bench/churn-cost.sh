@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one churn cycle (connect, join, close; `switchboard-bench churn`) costs the servers, in
 # measures steadier than cycles per second on a noisy machine: each server process's CPU per
-# cycle (from /proc), and for the Redis kinds Redis's commands per cycle (INFO commandstats, its
+# cycle (from /proc), split into user and system time, and for the Redis kinds Redis's commands per cycle (INFO commandstats, its
 # scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
 # node under heaptrack (apt-get install -y heaptrack).
 #   bench/churn-cost.sh redis            # 10 s, 20 workers
@@ -36,7 +36,7 @@ fi
 
 start_servers "$kind"
 [[ $kind == redis* || $DIALECT == centrifuge || $kind == socketio || $kind == node-ws ]] && redis-cli -p 18409 config resetstat >/dev/null
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 declare -A before
 for pid in "${PIDS[@]}"; do before[$pid]=$(ticks "$pid"); done
 out=$($BENCH churn --targets "$TARGETS" --label "$kind" --dialect "$DIALECT" --workers 20 --duration "$seconds" | grep '^{')
@@ -44,8 +44,10 @@ echo "$out"
 cycles=$(cycles_of "$out")
 for pid in "${PIDS[@]}"; do
   kill -0 "$pid" 2>/dev/null || continue
-  ms=$(( ($(ticks "$pid") - ${before[$pid]}) * 1000 / $(getconf CLK_TCK) ))
-  echo "$(cat /proc/$pid/comm) ($pid): $(awk -v ms="$ms" -v c="$cycles" 'BEGIN { printf "%.3f", ms / c }') ms CPU per cycle"
+  read -r user system <<<"$(ticks "$pid")"
+  read -r user0 system0 <<<"${before[$pid]}"
+  echo "$(cat /proc/$pid/comm) ($pid): $(awk -v u=$((user - user0)) -v s=$((system - system0)) -v c="$cycles" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.3f ms CPU per cycle (user %.3f, system %.3f)", (u + s) * 1000 / hz / c, u * 1000 / hz / c, s * 1000 / hz / c }')"
 done
 if redis-cli -p 18409 ping >/dev/null 2>&1; then
   calls=$(redis-cli -p 18409 info commandstats | grep -o 'calls=[0-9]*' | cut -d= -f2 | paste -sd+ | bc)
