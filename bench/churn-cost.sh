@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What one churn cycle (connect, join, close; `switchboard-bench churn`) costs the servers, in
 # measures steadier than cycles per second on a noisy machine: each server process's CPU per
-# cycle (from /proc), split into user and system time, and for the Redis kinds Redis's commands per cycle (INFO commandstats, its
-# scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
+# cycle (from /proc), split into user and system time, and for the Redis kinds Redis's commands
+# per cycle (INFO commandstats, its scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
 # node under heaptrack (apt-get install -y heaptrack).
 #   bench/churn-cost.sh redis            # 10 s, 20 workers
 #   bench/churn-cost.sh centrifuge 5
