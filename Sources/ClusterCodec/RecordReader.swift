@@ -89,6 +89,12 @@ public struct RecordReader {
         return inner.envelope()
     }
 
+    /// The bytes of a record written with `sizedRecord`, to be decoded by its own reader.
+    public mutating func sizedRecord() -> ByteBuffer? {
+        guard let length = u32() else { return nil }
+        return buffer.readSlice(length: Int(length))
+    }
+
     public mutating func streamRead() -> StreamRead? {
         guard let epoch = string(), !epoch.isEmpty, let top = i64(), top >= 0,
             let count = count(minimumBytesEach: 4)

@@ -79,6 +79,13 @@ public struct RecordWriter {
         buffer.writeImmutableBuffer(inner.buffer)
     }
 
+    /// A whole record (its own version and kind included) inside this one, its length first:
+    /// how several records travel as one.
+    public mutating func sizedRecord(_ record: ByteBuffer) {
+        u32(UInt32(record.readableBytes))
+        buffer.writeImmutableBuffer(record)
+    }
+
     /// What a stream read found: its top and messages.
     public mutating func streamRead(_ read: StreamRead) {
         string(read.top.epoch)

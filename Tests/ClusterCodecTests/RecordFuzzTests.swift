@@ -172,6 +172,8 @@ struct RecordFuzzTests {
             .delta(seq: 2, .online(user: "u")), .delta(seq: 3, .offline(user: "u")),
             .delta(seq: 4, .joined(room: "r", user: "u")), .delta(seq: 5, .left(room: "r", user: "u")),
             .ack(seq: 9), .beat(NodeLoad(connections: 1, users: 1)), .bye, .refused("wrong secret"),
+            .batch([.ack(seq: 1)]), .batch([.ack(seq: 1), .ack(seq: 2), .members([]), .beat(NodeLoad(connections: 1, users: 1))]),
+            .batch([.delta(seq: 6, .online(user: "u")), .message(seq: 7, envelopes[0]), .bye]),
         ] + envelopes.enumerated().map { .message(seq: UInt32($0.offset), $0.element) }
 
     @Test func meshLinkFramesRoundTripAndRefuseGarbage() {
@@ -190,8 +192,18 @@ struct RecordFuzzTests {
         let envelope = Self.envelopes[0]
         #expect(
             MeshFrame.numbered(MeshFrame.message(seq: 0, envelope).encoded(), seq: 77) == MeshFrame.message(seq: 77, envelope).encoded())
+        // A batch is encoded once from frames encoded already (renumbered ones included).
+        let parts = [MeshFrame.ack(seq: 1), .delta(seq: 2, .online(user: "u"))]
+        #expect(MeshFrame.batch(encoded: parts.map { $0.encoded() }) == MeshFrame.batch(parts).encoded())
+        // No empty batch, no batch in a batch, no inner frame that is short, long or old.
+        let batchesInCorpus = Self.corpus.filter { $0.count >= 2 && $0[0] == RecordFormat.version && $0[1] == 11 }
+        #expect(batchesInCorpus.count == 6)
+        for bytes in batchesInCorpus { #expect(MeshFrame.decode(bytes) == nil) }
+        #expect(MeshFrame.decode(MeshFrame.batch(encoded: [MeshFrame.batch([.ack(seq: 1)]).encoded()])) == nil)
         for bytes in Self.mutations(of: valid, rounds: 20000) {
-            _ = MeshFrame.decode(bytes)
+            if case .batch(let frames) = MeshFrame.decode(bytes) {
+                #expect(!frames.isEmpty && !frames.contains { if case .batch = $0 { true } else { false } })
+            }
         }
     }
 

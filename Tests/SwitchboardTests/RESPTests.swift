@@ -86,10 +86,18 @@ struct RESPParserTests {
         #expect(throws: RESPProtocolError.self) { try RESPParser().parse(&deep) }
     }
 
-    @Test func encodesCommands() {
+    @Test func encodesCommands() throws {
         var buffer = ByteBuffer()
         RESPEncoder.encode(["SET", "k", RESPArgument(bytes: [0, 13, 10])], into: &buffer)
         #expect(String(buffer: buffer) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n\u{0}\r\n\r\n")
+        // Lengths of every number of digits, and the empty argument, parse back as written.
+        for length in [0, 9, 10, 99, 100, 12345] {
+            let arguments = Array(repeating: RESPArgument(bytes: Array(repeating: 120, count: length)), count: length % 11 + 1)
+            var encoded = ByteBuffer()
+            RESPEncoder.encode(arguments, into: &encoded)
+            #expect(String(buffer: encoded).hasPrefix("*\(arguments.count)\r\n$\(length)\r\n"))
+            #expect(try RESPParser().parse(&encoded) == .array(arguments.map { .bulkString($0.bytes) }))
+        }
     }
 }
 

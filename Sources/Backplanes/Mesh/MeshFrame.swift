@@ -19,6 +19,9 @@ import SwitchboardCore
 ///     beat     load (the heartbeat)
 ///     bye      the dialler is leaving the cluster
 ///     refused  reason (acceptor to dialler, before it closes)
+///     batch    several of the above, each with its length, in order (not another batch): a
+///              link's writer sends what queued up while it was busy as one message, and the
+///              acceptor answers such a message's acks as one batch
 public enum MeshFrame: Hashable, Sendable {
     case welcome(MemberRecord)
     case hello(MemberRecord)
@@ -30,12 +33,16 @@ public enum MeshFrame: Hashable, Sendable {
     case beat(NodeLoad)
     case bye
     case refused(String)
+    case batch([MeshFrame])
 
     public typealias RoomMember = SwitchboardCore.RoomMember
 
     private enum Kind: UInt8 {
-        case welcome = 1, hello, members, sync, delta, message, ack, beat, bye, refused
+        case welcome = 1, hello, members, sync, delta, message, ack, beat, bye, refused, batch
     }
+
+    /// The smallest frame in a batch: its length, version and kind.
+    private static let minimumBatchedBytes = 6
 
     /// Where a numbered frame keeps its number: after the version and kind bytes.
     private static let seqIndex = 2
@@ -87,7 +94,17 @@ public enum MeshFrame: Hashable, Sendable {
             var out = RecordWriter(kind: Kind.refused.rawValue)
             out.string(reason)
             return out.buffer
+        case .batch(let frames):
+            return Self.batch(encoded: frames.map { $0.encoded() })
         }
+    }
+
+    /// One batch of frames encoded already (numbered ones included), in their order.
+    public static func batch(encoded: [ByteBuffer]) -> ByteBuffer {
+        var out = RecordWriter(kind: Kind.batch.rawValue, capacity: 8 + encoded.reduce(0) { $0 + 4 + $1.readableBytes })
+        out.count(encoded.count)
+        for frame in encoded { out.sizedRecord(frame) }
+        return out.buffer
     }
 
     /// The bytes of a numbered frame (sync, delta, message) with another number: the frame is
@@ -132,6 +149,17 @@ public enum MeshFrame: Hashable, Sendable {
         case .beat: frame = input.load().map(MeshFrame.beat)
         case .bye: frame = .bye
         case .refused: frame = input.string().map(MeshFrame.refused)
+        case .batch:
+            guard let count = input.count(minimumBytesEach: minimumBatchedBytes), count > 0 else { return nil }
+            var frames: [MeshFrame] = []
+            frames.reserveCapacity(count)
+            for _ in 0..<count {
+                // A batch inside a batch is refused: one level keeps the reader's work bounded.
+                guard let bytes = input.sizedRecord(), let inner = decode(bytes) else { return nil }
+                if case .batch = inner { return nil }
+                frames.append(inner)
+            }
+            frame = .batch(frames)
         }
         // Trailing bytes mean a frame we do not understand.
         return input.atEnd ? frame : nil

@@ -91,7 +91,8 @@ extension MeshBackplane {
         await withTaskGroup(of: Void.self) { group in
             // The writer drains the link's queue until the link closes.
             group.addTask {
-                for await bytes in link.frames {
+                while let frames = await link.nextFrames() {
+                    let bytes = frames.count == 1 ? frames[0] : MeshFrame.batch(encoded: frames)
                     do { try await outbound.write(.binary(bytes)) } catch { break }
                 }
                 link.close()
@@ -100,21 +101,30 @@ extension MeshBackplane {
             do {
                 while let frame = try await Self.nextFrame(&frames) {
                     heard(from: link.peer, onLink: nil)
-                    switch frame {
-                    case .ack(let seq):
-                        link.acked(seq)
-                        settled.poke()
-                    case .members(let records): mergeAll(records)
-                    case .refused(let why):
-                        logger.warning("node \(link.peer) closed our link: \(why)")
-                        link.close()
-                    default: break
+                    if case .batch(let batched) = frame {
+                        for frame in batched { answered(frame, on: link) }
+                    } else {
+                        answered(frame, on: link)
                     }
                 }
             } catch {
                 logger.debug("link to \(link.peer) failed: \(error)")
             }
             link.close()
+        }
+    }
+
+    /// What the acceptor of our link sent back.
+    private func answered(_ frame: MeshFrame, on link: PeerLink) {
+        switch frame {
+        case .ack(let seq):
+            link.acked(seq)
+            settled.poke()
+        case .members(let records): mergeAll(records)
+        case .refused(let why):
+            logger.warning("node \(link.peer) closed our link: \(why)")
+            link.close()
+        default: break
         }
     }
 
@@ -286,37 +296,53 @@ extension MeshBackplane {
         var syncing = Interest()
         while let frame = try await frames.next() {
             let current = heard(from: peer.id, onLink: linkID)
-            switch frame {
-            case .sync(let seq, let load, let users, let rooms, let final):
-                syncing.users.formUnion(users)
-                for pair in rooms { syncing.rooms[pair.room, default: []].insert(pair.user) }
-                if final, current {
-                    replaceView(of: peer.id, with: syncing, load: load)
-                    syncing = Interest()
+            guard case .batch(let batched) = frame else {
+                if let seq = apply(frame, from: peer, current: current, syncing: &syncing) {
+                    try await outbound.send(.ack(seq: seq))
                 }
-                try await ack(seq, outbound)
-            case .delta(let seq, let delta):
-                if current { apply(delta, from: peer.id) }
-                try await ack(seq, outbound)
-            case .message(let seq, let envelope):
-                state.withLock { $0.receiver }?.receive(.message(envelope))
-                try await ack(seq, outbound)
-            case .beat(let load):
-                state.withLock { $0.view.setLoad(load, of: peer.id) }
-            case .members(let records):
-                mergeAll(records)
-            case .bye:
-                var record = peer
-                record.left = true
-                mergeAll([record])
-            default:
-                break
+                continue
+            }
+            // A batch's acks go back as one batch.
+            let acks = batched.compactMap { apply($0, from: peer, current: current, syncing: &syncing) }
+            switch acks.count {
+            case 0: break
+            case 1: try await outbound.send(.ack(seq: acks[0]))
+            default: try await outbound.send(.batch(acks.map { .ack(seq: $0) }))
             }
         }
     }
 
-    private func ack(_ seq: UInt32, _ outbound: AcceptedLink) async throws {
-        try await outbound.send(bytes: MeshFrame.ack(seq: seq).encoded())
+    /// Applies one frame from the dialler of a link; returns the number to ack, if it has one.
+    /// `current` says whether the link is still the peer's current one (else its interest
+    /// changes are ignored); `syncing` gathers a sync's parts until the final one.
+    private func apply(_ frame: MeshFrame, from peer: MemberRecord, current: Bool, syncing: inout Interest) -> UInt32? {
+        switch frame {
+        case .sync(let seq, let load, let users, let rooms, let final):
+            syncing.users.formUnion(users)
+            for pair in rooms { syncing.rooms[pair.room, default: []].insert(pair.user) }
+            if final, current {
+                replaceView(of: peer.id, with: syncing, load: load)
+                syncing = Interest()
+            }
+            return seq
+        case .delta(let seq, let delta):
+            if current { apply(delta, from: peer.id) }
+            return seq
+        case .message(let seq, let envelope):
+            state.withLock { $0.receiver }?.receive(.message(envelope))
+            return seq
+        case .beat(let load):
+            state.withLock { $0.view.setLoad(load, of: peer.id) }
+        case .members(let records):
+            mergeAll(records)
+        case .bye:
+            var record = peer
+            record.left = true
+            mergeAll([record])
+        default:
+            break
+        }
+        return nil
     }
 
     /// Notes that `id` is alive. With a link id, only while that is the member's current link;
