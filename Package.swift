@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "HubBackplane",
             dependencies: [
-                "SwitchboardCore", "ClusterCodec",
+                "SwitchboardCore", "ClusterCodec", "ClusterLink",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -286,7 +286,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardTesting", "SwitchboardCore", "SwitchboardProtocol", "EmbeddedBackplane", "SwitchboardServer", "SwitchboardHTTP",
                 "SwitchboardClient", "STOMP", "AMQP",
-                "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane", "BrokerMembership", "RabbitMQBackplane",
+                "RESP", "RedisBackplane", "HubBackplane", "MeshBackplane", "ClusterLink", "BrokerMembership", "RabbitMQBackplane",
                 "NATS", "NATSBackplane",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every scenario against the ceiling server, Switchboard (embedded, Redis, mesh; on request:
 # RabbitMQ and NATS, SERVERS="redis rabbitmq nats", after apt-get install rabbitmq-server
-# nats-server; a Redis Cluster of 1 or 3 masters, rcluster1 and rcluster3; and the scenario
+# nats-server; a Redis Cluster of 1 or 3 masters, rcluster1 and rcluster3; two nodes through a
+# hub, hub; and the scenario
 # `rooms`, 10k rooms, SCENARIOS=rooms; the reconnect storm, SERVERS="redis3 mesh3" SCENARIOS=storm; 2000 joins in one
 # room against 2000 rooms, SCENARIOS=joinstorm)
 # and the peers

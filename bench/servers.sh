@@ -80,6 +80,11 @@ start_servers() {
           TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws,ws://127.0.0.1:18403/ws;;
     mesh) for i in 1 2; do $SB serve --node-id m$i --port 1840$i --peers 127.0.0.1:18401,127.0.0.1:18402 --cluster-secret bench --log-level error ${SB_ARGS:-} >/dev/null 2>&1 & PIDS+=($!); done
           SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
+    hub)  # Two nodes relayed through a hub on 18408.
+          $SB hub --port 18408 --cluster-secret bench --log-level error >/dev/null 2>&1 & PIDS+=($!)
+          for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18408/healthz >/dev/null && break; sleep 0.1; done
+          for i in 1 2; do $SB serve --node-id h$i --port 1840$i --hub ws://127.0.0.1:18408 --cluster-secret bench --log-level error ${SB_ARGS:-} >/dev/null 2>&1 & PIDS+=($!); done
+          SERVER_PID=${PIDS[-2]}; wait_ready 18401; wait_ready 18402; TARGETS=ws://127.0.0.1:18401/ws,ws://127.0.0.1:18402/ws;;
   esac
   if [ -n "$stomp" ]; then DIALECT=stomp; TARGETS=${TARGETS//\/ws/\/stomp}; fi
 }

@@ -231,26 +231,37 @@ struct HubLinkSession {
                 hub.logger.warning("dropped a malformed frame on a node's link")
                 continue
             }
-            if case .hello(let node) = frame {
-                guard nodeID == nil, Name.isValid(node.id) else { return }
-                // An id held by a live link stays with it: a forged hello cannot evict a node's
-                // users. A node that redials before its old link is noticed dead (two missed
-                // pings) is refused until then, and redials with backoff.
-                guard hub.claim(node.id, link: link) else {
-                    hub.logger.warning("refused a hello for node \(node.id): the id is held by a live link")
-                    link.send(.refused("node id \(node.id) is held by a live link"))
-                    return
-                }
-                await hub.cluster.leave(node.id)
-                try await hub.cluster.join(node, receiver: link)
-                nodeID = node.id
-                hub.announce(node.id, joined: true, link: link)
-                hub.logger.notice("node \(node.id) joined the hub", metadata: ["url": "\(node.url)"])
+            guard case .batch(let frames) = frame else {
+                guard try await take(frame, as: &nodeID) else { return }
                 continue
             }
-            guard let nodeID else { continue }
-            await apply(frame, from: nodeID)
+            for frame in frames {
+                guard try await take(frame, as: &nodeID) else { return }
+            }
         }
+    }
+
+    /// Takes one frame from the node; false when the link must end.
+    private func take(_ frame: HubFrame, as nodeID: inout String?) async throws -> Bool {
+        if case .hello(let node) = frame {
+            guard nodeID == nil, Name.isValid(node.id) else { return false }
+            // An id held by a live link stays with it: a forged hello cannot evict a node's
+            // users. A node that redials before its old link is noticed dead (two missed
+            // pings) is refused until then, and redials with backoff.
+            guard hub.claim(node.id, link: link) else {
+                hub.logger.warning("refused a hello for node \(node.id): the id is held by a live link")
+                link.send(.refused("node id \(node.id) is held by a live link"))
+                return false
+            }
+            await hub.cluster.leave(node.id)
+            try await hub.cluster.join(node, receiver: link)
+            nodeID = node.id
+            hub.announce(node.id, joined: true, link: link)
+            hub.logger.notice("node \(node.id) joined the hub", metadata: ["url": "\(node.url)"])
+            return true
+        }
+        if let nodeID { await apply(frame, from: nodeID) }
+        return true
     }
 
     private func apply(_ frame: HubFrame, from nodeID: String) async {
@@ -282,7 +293,7 @@ struct HubLinkSession {
             link.send(.names(rid: rid, await cluster.nodes(of: user)))
         case .query(let rid, .nodes):
             link.send(.nodes(rid: rid, await cluster.nodes()))
-        case .hello, .ack, .names, .nodes, .event, .node, .refused, .stream, .unsupported:
+        case .hello, .ack, .names, .nodes, .event, .node, .refused, .stream, .unsupported, .batch:
             hub.logger.warning("dropped a frame only a hub sends, from node \(nodeID)")
         }
     }

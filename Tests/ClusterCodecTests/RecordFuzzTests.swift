@@ -136,6 +136,11 @@ struct RecordFuzzTests {
             .query(rid: 14, .read(stream: .user("bob"), after: 0, limit: 0)), .unsupported(rid: 15),
             .stream(rid: 16, StreamRead(top: StreamPosition(epoch: "e", offset: 0), messages: [])),
             .stream(rid: 17, StreamRead(top: StreamPosition(epoch: "e1x", offset: 9), messages: [envelopes[4], envelopes[4]])),
+            .batch([.load(NodeLoad(connections: 7, users: 3))]),
+            .batch([
+                .hello(NodeInfo(id: "n1", url: "ws://127.0.0.1:8080/ws")), .interest(rid: 1, .online(user: "u")),
+                .publish(rid: 2, envelopes[0], sequenced: true), .query(rid: 3, .nodes),
+            ]),
         ] + envelopes.map { .publish(rid: 12, $0, sequenced: $0.address != .everyone) } + envelopes.map { .event(.message($0)) }
 
     @Test func hubLinkFramesRoundTripAndRefuseGarbage() {
@@ -154,8 +159,16 @@ struct RecordFuzzTests {
             }
             #expect(HubFrame.decode(bytes + [0]) == nil)
         }
+        // No empty batch, no batch in a batch, no inner frame that is short or long.
+        let batchesInCorpus = Self.corpus.filter { $0.count >= 2 && $0[0] == RecordFormat.version && $0[1] == 14 }
+        #expect(batchesInCorpus.count == 5)
+        for bytes in batchesInCorpus { #expect(HubFrame.decode(bytes) == nil) }
+        let parts = [HubFrame.interest(rid: 1, .online(user: "u")), .load(NodeLoad(connections: 1, users: 1))]
+        #expect(HubFrame.batch(encoded: parts.map { $0.encoded() }) == HubFrame.batch(parts).encoded())
         for bytes in Self.mutations(of: valid, rounds: 20000) {
-            _ = HubFrame.decode(bytes)
+            if case .batch(let frames) = HubFrame.decode(bytes) {
+                #expect(!frames.isEmpty && !frames.contains { if case .batch = $0 { true } else { false } })
+            }
         }
     }
 

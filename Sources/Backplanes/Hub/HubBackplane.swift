@@ -1,3 +1,4 @@
+import ClusterLink
 import HummingbirdWSClient
 import Logging
 import NIOCore
@@ -57,7 +58,7 @@ public final class HubBackplane: Backplane {
         var local = Interest()
         var load = NodeLoad(connections: 0, users: 0)
         /// The link's outgoing queue while a link is up.
-        var link: HubLinkQueue?
+        var link: LinkOutbox?
         var requests = PendingRequests<CheckedContinuation<HubFrame, any Error>>()
         var waiters: [CheckedContinuation<Void, Never>] = []
         var stopped = false
@@ -114,7 +115,7 @@ public final class HubBackplane: Backplane {
             return (state.link, state.waiters)
         }
         for waiter in waiters { waiter.resume() }
-        link?.finish()
+        link?.close()
         changed.poke()
         // Gone once the link is closed (its queue written first), or at most a request's time.
         _ = await changed.wait(until: { self.state.withLock { $0.unlinked } }, timeout: configuration.requestTimeout)
@@ -162,7 +163,7 @@ public final class HubBackplane: Backplane {
     private func linked(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, wasDown: Bool) async throws {
         let (node, local, load) = state.withLock { ($0.node, $0.local, $0.load) }
         guard let node else { return }
-        let queue = HubLinkQueue(maxQueuedBytes: configuration.maxQueuedBytes)
+        let queue = LinkOutbox(maxQueuedBytes: configuration.maxQueuedBytes)
         queue.post(.hello(node))
         for user in local.users { queue.post(.interest(rid: HubFrame.unanswered, .online(user: user))) }
         for pair in local.pairs { queue.post(.interest(rid: HubFrame.unanswered, .joined(room: pair.room, user: pair.user))) }
@@ -176,9 +177,9 @@ public final class HubBackplane: Backplane {
         if wasDown { logger.notice("linked to the hub again") } else { logger.info("linked to the hub at \(configuration.hubURL)") }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await frame in queue.frames {
-                    queue.written(frame)
-                    try await outbound.write(.binary(frame))
+                // What queued up while the last write went out goes as one batch.
+                while let frames = await queue.next() {
+                    try await outbound.write(.binary(frames.count == 1 ? frames[0] : HubFrame.batch(encoded: frames)))
                 }
             }
             group.addTask {
@@ -189,7 +190,7 @@ public final class HubBackplane: Backplane {
                 }
             }
             group.addTask {
-                defer { queue.finish() }
+                defer { queue.close() }
                 for try await message in inbound.messages(maxSize: 1 << 26) {
                     guard case .binary(let buffer) = message else { continue }
                     self.handle(buffer)
@@ -230,7 +231,7 @@ public final class HubBackplane: Backplane {
             logger.warning("the hub refused this node's link: \(reason)")
         case .node(let id, let joined):
             logger.notice("node \(id) \(joined ? "joined" : "left") the cluster")
-        case .hello, .interest, .publish, .query, .load:
+        case .hello, .interest, .publish, .query, .load, .batch:
             logger.warning("dropped a frame only a node sends, from the hub")
         }
     }
@@ -318,5 +319,13 @@ public final class HubBackplane: Backplane {
             return state.link
         }
         _ = link?.post(.load(load))
+    }
+}
+
+extension LinkOutbox {
+    /// Queues a frame for the hub; false when the link is closed or backed up.
+    @discardableResult
+    fileprivate func post(_ frame: HubFrame) -> Bool {
+        post(frame.encoded())
     }
 }

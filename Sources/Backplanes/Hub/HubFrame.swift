@@ -33,12 +33,20 @@ public enum HubFrame: Hashable, Sendable {
     /// The hub will not take this link (another live link holds the node's id); it closes next.
     case refused(String)
 
+    // Node to hub.
+    /// Several node-to-hub frames, each with its length, in order (not another batch): what
+    /// queued up while the link's writer was busy, as one message.
+    case batch([HubFrame])
+
     /// The request id of a change that wants no `ack` (the replay after a redial).
     public static let unanswered: UInt32 = 0
 
     private enum Kind: UInt8 {
-        case hello = 1, interest, publish, query, load, ack, names, nodes, event, node, refused, stream, unsupported
+        case hello = 1, interest, publish, query, load, ack, names, nodes, event, node, refused, stream, unsupported, batch
     }
+
+    /// The smallest frame in a batch: its length, version and kind.
+    private static let minimumBatchedBytes = 6
 
     public func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
         switch self {
@@ -118,7 +126,18 @@ public enum HubFrame: Hashable, Sendable {
             var out = RecordWriter(kind: Kind.refused.rawValue, allocator: allocator)
             out.string(reason)
             return out.buffer
+        case .batch(let frames):
+            return Self.batch(encoded: frames.map { $0.encoded(allocator: allocator) }, allocator: allocator)
         }
+    }
+
+    /// One batch of frames encoded already, in their order.
+    public static func batch(encoded: [ByteBuffer], allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var out = RecordWriter(
+            kind: Kind.batch.rawValue, capacity: 8 + encoded.reduce(0) { $0 + 4 + $1.readableBytes }, allocator: allocator)
+        out.count(encoded.count)
+        for frame in encoded { out.sizedRecord(frame) }
+        return out.buffer
     }
 
     public static func decode(_ bytes: [UInt8]) -> HubFrame? {
@@ -175,6 +194,17 @@ public enum HubFrame: Hashable, Sendable {
             guard let id = input.string(), let joined = input.bool() else { return nil }
             frame = .node(id: id, joined: joined)
         case .refused: frame = input.string().map(HubFrame.refused)
+        case .batch:
+            guard let count = input.count(minimumBytesEach: minimumBatchedBytes), count > 0 else { return nil }
+            var frames: [HubFrame] = []
+            frames.reserveCapacity(count)
+            for _ in 0..<count {
+                // A batch inside a batch is refused: one level keeps the reader's work bounded.
+                guard let bytes = input.sizedRecord(), let inner = decode(bytes) else { return nil }
+                if case .batch = inner { return nil }
+                frames.append(inner)
+            }
+            frame = .batch(frames)
         }
         // Trailing bytes mean a frame we do not understand.
         return input.atEnd ? frame : nil

@@ -91,7 +91,7 @@ extension MeshBackplane {
         await withTaskGroup(of: Void.self) { group in
             // The writer drains the link's queue until the link closes.
             group.addTask {
-                while let frames = await link.nextFrames() {
+                while let frames = await link.outbox.next() {
                     let bytes = frames.count == 1 ? frames[0] : MeshFrame.batch(encoded: frames)
                     do { try await outbound.write(.binary(bytes)) } catch { break }
                 }

@@ -1,13 +1,11 @@
+import ClusterLink
 import NIOCore
 import SwitchboardCore
 import Synchronization
 
 /// This node's sending side of one link to a peer: an ordered queue of frames that the link's
-/// writer drains, and the requests waiting for the peer's ack. Frames that need an ack carry a
-/// sequence number; the peer acks each after applying it.
-///
-/// The writer takes whatever queued up while it was writing in one go (`nextFrames`), so that a
-/// burst of changes costs one link message and one system call, not one each.
+/// writer drains in batches (`outbox`), and the requests waiting for the peer's ack. Frames that
+/// need an ack carry a sequence number; the peer acks each after applying it.
 final class PeerLink: Sendable {
     private struct State {
         var nextSeq: UInt32 = 0
@@ -16,15 +14,10 @@ final class PeerLink: Sendable {
         /// The peer has applied our full sync: from then on its view of us is complete.
         var synced = false
         var syncSeq: UInt32?
-        var queued: [ByteBuffer] = []
-        /// The writer, waiting for frames.
-        var writer: CheckedContinuation<[ByteBuffer]?, Never>?
     }
 
-    /// How many bytes of frames one batch carries at most (a larger frame goes alone).
-    static let batchBytes = 64 << 10
-
     let peer: String
+    let outbox = LinkOutbox()
     private let state = Mutex(State())
 
     init(peer: String) {
@@ -35,24 +28,19 @@ final class PeerLink: Sendable {
 
     /// Queues a frame that needs no answer.
     func post(_ frame: MeshFrame) {
-        let bytes = frame.encoded()
-        let wake = state.withLock { state in state.closed ? nil : Self.queue(bytes, in: &state) }
-        wake?()
+        outbox.post(frame.encoded())
     }
 
     /// Queues this node's whole interest, in parts; the ack of the last part marks the link synced.
     func enqueueSync(_ parts: [(UInt32) -> MeshFrame]) {
-        let wake = state.withLock { state -> (() -> Void)? in
-            guard !state.closed else { return nil }
-            var wake: (() -> Void)?
+        state.withLock { state in
+            guard !state.closed else { return }
             for part in parts {
                 state.nextSeq &+= 1
-                wake = Self.queue(part(state.nextSeq).encoded(), in: &state) ?? wake
+                outbox.post(part(state.nextSeq).encoded())
             }
             state.syncSeq = state.nextSeq
-            return wake
         }
-        wake?()
     }
 
     /// Queues a numbered frame now, in call order, and returns what the peer will answer: its
@@ -60,56 +48,16 @@ final class PeerLink: Sendable {
     /// `MeshFrame.numbered`).
     func send(timeout: Duration, _ build: (UInt32) -> ByteBuffer) -> PeerReply {
         let reply = PeerReply()
-        let (queued, wake) = state.withLock { state -> (Bool, (() -> Void)?) in
-            guard !state.closed else { return (false, nil) }
+        let queued = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
             state.nextSeq &+= 1
             state.pending.insert(reply, id: state.nextSeq, deadline: .now + timeout)
             // Numbering and queueing under one lock keep the queue in sequence order.
-            return (true, Self.queue(build(state.nextSeq), in: &state))
+            outbox.post(build(state.nextSeq))
+            return true
         }
-        wake?()
         if !queued { reply.complete(.failure(MeshError.unreachable([peer]))) }
         return reply
-    }
-
-    /// Appends a frame; returns the writer's wake-up when it was waiting, to be called outside
-    /// the lock.
-    private static func queue(_ bytes: ByteBuffer, in state: inout State) -> (() -> Void)? {
-        state.queued.append(bytes)
-        guard let writer = state.writer else { return nil }
-        state.writer = nil
-        let batch = takeBatch(from: &state)
-        return { writer.resume(returning: batch) }
-    }
-
-    /// The oldest queued frames, up to `batchBytes` (at least one).
-    private static func takeBatch(from state: inout State) -> [ByteBuffer] {
-        var bytes = state.queued[0].readableBytes
-        var count = 1
-        while count < state.queued.count, bytes + state.queued[count].readableBytes <= batchBytes {
-            bytes += state.queued[count].readableBytes
-            count += 1
-        }
-        guard count < state.queued.count else {
-            defer { state.queued = [] }
-            return state.queued
-        }
-        defer { state.queued.removeFirst(count) }
-        return Array(state.queued[..<count])
-    }
-
-    /// For the link's one writer: the next frames to write, in order, waiting for some; nil
-    /// once the link is closed and all it queued is taken.
-    func nextFrames() async -> [ByteBuffer]? {
-        await withCheckedContinuation { (writer: CheckedContinuation<[ByteBuffer]?, Never>) in
-            let ready = state.withLock { state -> [ByteBuffer]?? in
-                if !state.queued.isEmpty { return .some(Self.takeBatch(from: &state)) }
-                if state.closed { return .some(nil) }
-                state.writer = writer
-                return nil
-            }
-            if let ready { writer.resume(returning: ready) }
-        }
     }
 
     /// The peer applied frame `seq`.
@@ -129,13 +77,12 @@ final class PeerLink: Sendable {
 
     /// Ends the link: queued frames are still written, waiting requests fail.
     func close() {
-        let (waiting, writer) = state.withLock { state in
+        let waiting = state.withLock { state in
             state.closed = true
             state.synced = false
-            defer { state.writer = nil }
-            return (state.pending.removeAll(), state.writer)
+            return state.pending.removeAll()
         }
-        writer?.resume(returning: nil)  // it waits only when nothing is queued
+        outbox.close()
         for reply in waiting { reply.complete(.failure(MeshError.unreachable([peer]))) }
     }
 }
