@@ -95,6 +95,21 @@ public struct RecordReader {
         return buffer.readSlice(length: Int(length))
     }
 
+    /// The rest of a batch record: a count, then that many whole records, each decoded by
+    /// `decode`. Nil when malformed, empty, or when a record is itself a batch (one level keeps
+    /// the reader's work bounded).
+    public mutating func batch<Frame>(_ decode: (ByteBuffer) -> Frame?, isBatch: (Frame) -> Bool) -> [Frame]? {
+        // Each record takes at least its length, version and kind.
+        guard let count = count(minimumBytesEach: 6), count > 0 else { return nil }
+        var frames: [Frame] = []
+        frames.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let bytes = sizedRecord(), let frame = decode(bytes), !isBatch(frame) else { return nil }
+            frames.append(frame)
+        }
+        return frames
+    }
+
     public mutating func streamRead() -> StreamRead? {
         guard let epoch = string(), !epoch.isEmpty, let top = i64(), top >= 0,
             let count = count(minimumBytesEach: 4)

@@ -86,6 +86,16 @@ public struct RecordWriter {
         buffer.writeImmutableBuffer(record)
     }
 
+    /// A batch record of kind `kind`: records encoded already, in their order (`RecordReader.batch`).
+    public static func batch(
+        kind: UInt8, of records: [ByteBuffer], allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
+        var out = RecordWriter(kind: kind, capacity: 8 + records.reduce(0) { $0 + 4 + $1.readableBytes }, allocator: allocator)
+        out.count(records.count)
+        for record in records { out.sizedRecord(record) }
+        return out.buffer
+    }
+
     /// What a stream read found: its top and messages.
     public mutating func streamRead(_ read: StreamRead) {
         string(read.top.epoch)

@@ -45,9 +45,6 @@ public enum HubFrame: Hashable, Sendable {
         case hello = 1, interest, publish, query, load, ack, names, nodes, event, node, refused, stream, unsupported, batch
     }
 
-    /// The smallest frame in a batch: its length, version and kind.
-    private static let minimumBatchedBytes = 6
-
     public func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
         switch self {
         case .hello(let node):
@@ -133,11 +130,7 @@ public enum HubFrame: Hashable, Sendable {
 
     /// One batch of frames encoded already, in their order.
     public static func batch(encoded: [ByteBuffer], allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var out = RecordWriter(
-            kind: Kind.batch.rawValue, capacity: 8 + encoded.reduce(0) { $0 + 4 + $1.readableBytes }, allocator: allocator)
-        out.count(encoded.count)
-        for frame in encoded { out.sizedRecord(frame) }
-        return out.buffer
+        RecordWriter.batch(kind: Kind.batch.rawValue, of: encoded, allocator: allocator)
     }
 
     public static func decode(_ bytes: [UInt8]) -> HubFrame? {
@@ -195,16 +188,7 @@ public enum HubFrame: Hashable, Sendable {
             frame = .node(id: id, joined: joined)
         case .refused: frame = input.string().map(HubFrame.refused)
         case .batch:
-            guard let count = input.count(minimumBytesEach: minimumBatchedBytes), count > 0 else { return nil }
-            var frames: [HubFrame] = []
-            frames.reserveCapacity(count)
-            for _ in 0..<count {
-                // A batch inside a batch is refused: one level keeps the reader's work bounded.
-                guard let bytes = input.sizedRecord(), let inner = decode(bytes) else { return nil }
-                if case .batch = inner { return nil }
-                frames.append(inner)
-            }
-            frame = .batch(frames)
+            frame = input.batch(decode) { if case .batch = $0 { true } else { false } }.map(HubFrame.batch)
         }
         // Trailing bytes mean a frame we do not understand.
         return input.atEnd ? frame : nil

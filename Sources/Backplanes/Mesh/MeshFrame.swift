@@ -41,9 +41,6 @@ public enum MeshFrame: Hashable, Sendable {
         case welcome = 1, hello, members, sync, delta, message, ack, beat, bye, refused, batch
     }
 
-    /// The smallest frame in a batch: its length, version and kind.
-    private static let minimumBatchedBytes = 6
-
     /// Where a numbered frame keeps its number: after the version and kind bytes.
     private static let seqIndex = 2
 
@@ -101,10 +98,7 @@ public enum MeshFrame: Hashable, Sendable {
 
     /// One batch of frames encoded already (numbered ones included), in their order.
     public static func batch(encoded: [ByteBuffer]) -> ByteBuffer {
-        var out = RecordWriter(kind: Kind.batch.rawValue, capacity: 8 + encoded.reduce(0) { $0 + 4 + $1.readableBytes })
-        out.count(encoded.count)
-        for frame in encoded { out.sizedRecord(frame) }
-        return out.buffer
+        RecordWriter.batch(kind: Kind.batch.rawValue, of: encoded)
     }
 
     /// The bytes of a numbered frame (sync, delta, message) with another number: the frame is
@@ -150,16 +144,7 @@ public enum MeshFrame: Hashable, Sendable {
         case .bye: frame = .bye
         case .refused: frame = input.string().map(MeshFrame.refused)
         case .batch:
-            guard let count = input.count(minimumBytesEach: minimumBatchedBytes), count > 0 else { return nil }
-            var frames: [MeshFrame] = []
-            frames.reserveCapacity(count)
-            for _ in 0..<count {
-                // A batch inside a batch is refused: one level keeps the reader's work bounded.
-                guard let bytes = input.sizedRecord(), let inner = decode(bytes) else { return nil }
-                if case .batch = inner { return nil }
-                frames.append(inner)
-            }
-            frame = .batch(frames)
+            frame = input.batch(decode) { if case .batch = $0 { true } else { false } }.map(MeshFrame.batch)
         }
         // Trailing bytes mean a frame we do not understand.
         return input.atEnd ? frame : nil
