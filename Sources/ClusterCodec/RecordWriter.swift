@@ -86,7 +86,8 @@ public struct RecordWriter {
         buffer.writeImmutableBuffer(record)
     }
 
-    /// A batch record of kind `kind`: records encoded already, in their order (`RecordReader.batch`).
+    /// A batch record of kind `kind`: records encoded already, in their order (read back by
+    /// `RecordReader.batch`).
     public static func batch(
         kind: UInt8, of records: [ByteBuffer], allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> ByteBuffer {

@@ -290,6 +290,35 @@ struct MeshBackplaneTests {
         }
     }
 
+    /// A link's writer sends what queued up as one `batch`: the acceptor applies its frames in
+    /// order and answers their acks as one batch. A batch inside a batch closes that link.
+    @Test func aBatchIsAppliedInOrderAndAckedAsOneBatch() async throws {
+        try await withMesh(2) { nodes in
+            let spy = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
+            defer { spy.close() }
+            try await eventually("the acceptor's welcome") { spy.rawFrames.contains { $0.opcode == 0x2 } }
+            let record = MemberRecord(id: "spy", url: "ws://127.0.0.1:1/ws", incarnation: 1)
+            try await spy.sendFrame(opcode: 0x2, Array(MeshFrame.hello(record).encoded().readableBytesView))
+            let batch = MeshFrame.batch([
+                .sync(
+                    seq: 1, load: NodeLoad(connections: 1, users: 1), users: ["carol"], rooms: [.init(room: "r", user: "carol")],
+                    final: true),
+                .delta(seq: 2, .joined(room: "r2", user: "carol")),
+                .delta(seq: 3, .left(room: "r", user: "carol")),
+            ])
+            try await spy.sendFrame(opcode: 0x2, Array(batch.encoded().readableBytesView))
+            try await eventually("one batch of the three acks") {
+                spy.rawFrames.contains { MeshFrame.decode($0.payload) == .batch([.ack(seq: 1), .ack(seq: 2), .ack(seq: 3)]) }
+            }
+            // Applied in order: carol joined r2 and left r after the sync put her in r.
+            #expect(try await http("GET", nodes[0].http("/api/presence/r2")).json?["users"] == .array(["carol"]))
+            #expect(try await http("GET", nodes[0].http("/api/presence/r")).json?["users"] == .array([]))
+            let nested = MeshFrame.batch(encoded: [MeshFrame.batch([.beat(NodeLoad(connections: 1, users: 1))]).encoded()])
+            try await spy.sendFrame(opcode: 0x2, Array(nested.readableBytesView))
+            try await eventually("the link closed as malformed") { spy.receivedClose(code: 1002) }
+        }
+    }
+
     @Test func aMalformedLinkFrameClosesThatLinkOnly() async throws {
         try await withMesh(2, logLevel: "info") { nodes in
             let raw = try await RawWebSocket.connect(port: nodes[0].port, path: "/cluster", authorization: "Bearer \(Self.secret)")
