@@ -234,6 +234,7 @@ struct RecordFuzzTests {
             .delta(from: "n2", incarnation: 0, .left(room: "r", user: "u")),
             .beat(from: "n3", incarnation: Int64.max, load: NodeLoad(connections: 1, users: 1)),
             .bye(MemberRecord(id: "n1", url: "ws://h:1/ws", incarnation: 5, left: true)),
+            .marker(from: "n2", token: 42),
         ] + envelopes.map { .message(origin: "n1", $0) }
 
     @Test func brokerFramesRoundTripAndRefuseGarbage() {

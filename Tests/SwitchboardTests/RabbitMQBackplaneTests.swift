@@ -1,8 +1,13 @@
+import AMQP
+import BrokerMembership
 import Foundation
+import Logging
+import RabbitMQBackplane
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardProtocol
 import SwitchboardTesting
+import Synchronization
 import Testing
 
 /// Three `switchboard serve --rabbitmq` processes joined through a private rabbitmq-server. One
@@ -156,5 +161,56 @@ struct RabbitMQBackplaneTests {
             // alice's join, whose delta was refused, was announced again once unblocked.
             try await eventually("n2 to see alice") { try await bob.client.presence("r") == ["alice", "bob"] }
         }
+    }
+
+    /// A user another node has just welcomed is not reported offline by a node whose consumer is
+    /// behind: before saying nobody holds a user, the node catches up with its own queue. The
+    /// other node is played by hand on a raw AMQP connection (its publishes are confirmed, so
+    /// in this node's queue); this node's consumer is held up by its receiver on an earlier
+    /// record, so the user's delta waits in the queue while the question is asked.
+    @Test func offlineIsNeverOlderThanAnotherNodesWelcome() async throws {
+        try await withRabbitMQ { broker in
+            let address = try #require(AMQPAddress(url: broker.url))
+            let logger = Logger(label: "rabbitmq-test")
+            let backplane = RabbitMQBackplane(configuration: .init(broker: address, heartbeat: .seconds(5)), logger: logger)
+            let receiver = StallingReceiver(on: .joined(room: "r", user: "slow"))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await backplane.run() }
+                defer { group.cancelAll() }
+                try await backplane.join(node: NodeInfo(id: "a", url: "ws://127.0.0.1:1/ws"), receiver: receiver)
+                try await backplane.roomJoined("r", user: "here")
+
+                let other = try await AMQPConnection.connect(to: address, logger: logger)
+                func publish(_ frame: BrokerFrame) async throws {
+                    try await other.publish(exchange: "switchboard", routingKey: "members", body: frame.bytes)
+                }
+                let b = MemberRecord(id: "b", url: "ws://127.0.0.1:2/ws", incarnation: 1)
+                try await publish(.announce(b, load: NodeLoad(connections: 0, users: 0), wantsReplies: false, users: [], rooms: []))
+                try await eventually("a to know b") { try await backplane.nodes().map(\.info.id) == ["a", "b"] }
+                try await publish(.delta(from: "b", incarnation: 1, .joined(room: "r", user: "slow")))
+                try await publish(.delta(from: "b", incarnation: 1, .online(user: "x")))
+                #expect(try await backplane.nodes(of: "x") == ["b"])
+                // The consumer was held up (so an answer from the view alone would have been []).
+                #expect(receiver.stalled)
+                #expect(try await backplane.nodes(of: "nobody").isEmpty)
+                await other.close()
+            }
+        }
+    }
+}
+
+/// Holds up the caller's thread, a backplane's consumer, for 500 ms on one event, once.
+private final class StallingReceiver: ClusterReceiver {
+    let event: ClusterEvent
+    private let done = Atomic<Bool>(false)
+
+    init(on event: ClusterEvent) { self.event = event }
+
+    var stalled: Bool { done.load(ordering: .acquiring) }
+
+    func receive(_ event: ClusterEvent) {
+        guard event == self.event, !done.load(ordering: .acquiring) else { return }
+        Thread.sleep(forTimeInterval: 0.5)
+        done.store(true, ordering: .releasing)
     }
 }

@@ -10,6 +10,8 @@ import SwitchboardCore
 ///     beat      sender id, incarnation, load (the heartbeat)
 ///     bye       record, marked left (the sender is leaving the cluster)
 ///     message   origin id, envelope (data is the client's raw JSON, never re-encoded)
+///     marker    sender id, token (a node's note to itself through its own queue: when it comes
+///               back, everything the broker queued for the node before it has been taken)
 ///
 /// Membership frames go to every node (the membership key or subject), except an announce that
 /// answers one node's request, which goes to that node alone. Messages go to the key of their
@@ -20,9 +22,10 @@ public enum BrokerFrame: Hashable, Sendable {
     case beat(from: String, incarnation: Int64, load: NodeLoad)
     case bye(MemberRecord)
     case message(origin: String, Envelope)
+    case marker(from: String, token: Int64)
 
     private enum Kind: UInt8 {
-        case announce = 1, delta, beat, bye, message
+        case announce = 1, delta, beat, bye, message, marker
     }
 
     public func encoded() -> ByteBuffer {
@@ -56,6 +59,11 @@ public enum BrokerFrame: Hashable, Sendable {
             out.string(origin)
             out.envelope(envelope)
             return out.buffer
+        case .marker(let id, let token):
+            var out = RecordWriter(kind: Kind.marker.rawValue)
+            out.string(id)
+            out.i64(token)
+            return out.buffer
         }
     }
 
@@ -87,6 +95,9 @@ public enum BrokerFrame: Hashable, Sendable {
         case .message:
             guard let origin = input.string(), let envelope = input.envelope() else { return nil }
             frame = .message(origin: origin, envelope)
+        case .marker:
+            guard let id = input.string(), let token = input.i64() else { return nil }
+            frame = .marker(from: id, token: token)
         }
         // Trailing bytes mean a record we do not understand.
         return input.atEnd ? frame : nil

@@ -168,7 +168,7 @@ public final class BrokerMembership: Sendable {
         case .bye(let record):
             guard record.id != me.id, record.left else { return ([], []) }
             return (merge(record, into: &state, notices: &notices, at: now), [])
-        case .message:
+        case .message, .marker:
             return ([], [])
         }
     }

@@ -190,8 +190,15 @@ public final class NATSBackplane: Backplane {
         membership.users(in: room)
     }
 
+    /// Before saying nobody holds `user`, this node catches up with its server (a PING: the
+    /// PONG comes after everything the server had for us), so a user whose node's delta reached
+    /// our server is not reported offline. Across servers of a NATS cluster a delta still on a
+    /// route between servers is not waited for.
     public func nodes(of user: String) async throws -> [String] {
-        membership.nodes(of: user)
+        let nodes = membership.nodes(of: user)
+        guard nodes.isEmpty, let connection = client.connection else { return nodes }
+        try? await connection.flush()
+        return membership.nodes(of: user)
     }
 
     public func nodes() async throws -> [NodeStatus] {

@@ -83,6 +83,8 @@ public final class RabbitMQBackplane: Backplane {
     private let bindings = KeyedAsyncMutex()
     /// Our deltas on their way round, by change (one at a time per key, see `bindings`).
     private let echoes = Mutex<[InterestDelta: EventLoopPromise<Void>]>([:])
+    /// Our markers on their way round (`catchUp`), by token.
+    private let markers = Mutex<(last: Int64, waiting: [Int64: EventLoopPromise<Void>])>((0, [:]))
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -173,6 +175,7 @@ public final class RabbitMQBackplane: Backplane {
                     }
                 }
                 settleAllEchoes()
+                settleAllMarkers()
                 await link.close()
                 if state.withLock({ $0.stopped }) { break }
                 logger.warning("lost the connection to RabbitMQ at \(brokerName); cross-node messages are refused until it is back")
@@ -275,6 +278,7 @@ public final class RabbitMQBackplane: Backplane {
         }
         guard case .message(let origin, let envelope) = frame else {
             if case .delta(let id, _, let delta) = frame, id == membership.me?.id { settleEcho(of: delta) }
+            if case .marker(let id, let token) = frame, id == membership.me?.id { settleMarker(token) }
             for reply in membership.receive(frame) { answer(reply) }
             return
         }
@@ -389,8 +393,47 @@ public final class RabbitMQBackplane: Backplane {
         membership.users(in: room)
     }
 
+    /// A user nobody holds as far as this node knows may have just come online elsewhere, its
+    /// delta still in our queue (the other node's change returned once the delta was in every
+    /// queue, not once every node took it). So before saying nobody, this node catches up with
+    /// its queue: `offline` is never older than another node's welcome.
     public func nodes(of user: String) async throws -> [String] {
-        membership.nodes(of: user)
+        let nodes = membership.nodes(of: user)
+        guard nodes.isEmpty else { return nodes }
+        await catchUp()
+        return membership.nodes(of: user)
+    }
+
+    /// Returns once a marker published to our own node key came back through our queue (one
+    /// queue is first in, first out: what was in it before the marker has been taken), or after
+    /// `timeout`, or at once without a link.
+    private func catchUp() async {
+        guard let link = state.withLock({ $0.ready }), let me = membership.me else { return }
+        let loop = link.consumer.channel.eventLoop
+        let back = loop.makePromise(of: Void.self)
+        let token = markers.withLock { markers in
+            markers.last += 1
+            markers.waiting[markers.last] = back
+            return markers.last
+        }
+        link.publisher.enqueuePublish(
+            exchange: configuration.exchange, routingKey: keys.node(me.id), body: BrokerFrame.marker(from: me.id, token: token).bytes
+        ).whenFailure { [weak self] _ in self?.settleMarker(token) }
+        let timer = loop.scheduleTask(in: TimeAmount(configuration.timeout)) { [weak self] in self?.settleMarker(token) }
+        try? await back.futureResult.get()
+        timer.cancel()
+    }
+
+    private func settleMarker(_ token: Int64) {
+        markers.withLock { $0.waiting.removeValue(forKey: token) }?.succeed()
+    }
+
+    private func settleAllMarkers() {
+        let all = markers.withLock { markers in
+            defer { markers.waiting = [:] }
+            return Array(markers.waiting.values)
+        }
+        for promise in all { promise.succeed() }
     }
 
     public func nodes() async throws -> [NodeStatus] {
