@@ -74,7 +74,7 @@ public final class RedisClient: Sendable {
                     commandTimeout: configuration.commandTimeout, onPush: onPush)
                 do {
                     // RESP3 when the server speaks it (Redis 6+); RESP2 otherwise.
-                    _ = try? await connection.send(["HELLO", "3"])
+                    if (try? await connection.send(["HELLO", "3"])) != nil { connection.resp3.store(true, ordering: .relaxed) }
                     try await onConnect(connection)
                 } catch {
                     await connection.close()

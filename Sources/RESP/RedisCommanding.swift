@@ -33,6 +33,20 @@ public protocol RedisSubscribing: Sendable {
     func unsubscribe(_ channel: String) async throws
     /// Returns once every subscription sent so far is in effect.
     func barrier() async throws
+    /// `commands` sent right behind `change`, in one round trip; nil where that cannot be done
+    /// (nothing sent or changed): the caller changes and sends them itself.
+    func send(_ commands: [[RESPArgument]], after change: SubscriptionChange) async throws -> [RESPValue]?
+}
+
+/// A subscription to make or drop (`RedisSubscribing.send(_:after:)`).
+public enum SubscriptionChange: Sendable, Hashable {
+    case subscribe(String)
+    case unsubscribe(String)
+}
+
+extension RedisSubscribing {
+    /// Not on this kind of subscriber: the commands' keys may live on other shards.
+    public func send(_ commands: [[RESPArgument]], after change: SubscriptionChange) async throws -> [RESPValue]? { nil }
 }
 
 extension RedisCommanding {

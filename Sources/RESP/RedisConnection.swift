@@ -27,6 +27,9 @@ public final class RedisConnection: Sendable {
     private let handler: RESPHandler
     private let outbox = RESPOutbox()
     let commandTimeout: TimeAmount
+    /// Set once `HELLO 3` was answered: a subscribed connection may then run any command.
+    let resp3 = Atomic<Bool>(false)
+    public var speaksRESP3: Bool { resp3.load(ordering: .relaxed) }
 
     private init(channel: any Channel, handler: RESPHandler, commandTimeout: TimeAmount) {
         self.channel = channel

@@ -114,6 +114,33 @@ public final class RedisSubscriber: Sendable {
             kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel, command: unsubscribeCommand, on: connection)
     }
 
+    /// Sends `commands` on the subscriber's own connection right behind a change of
+    /// subscription, in one write, and returns their replies: Redis answers a connection in
+    /// order, so when they are in, the change is in effect too, and it took one round trip, not
+    /// two (RESP3 lets a subscribed connection run any command). nil, with nothing sent or
+    /// changed, when there is no such connection, or the change changes nothing: the caller
+    /// then makes the change and sends the commands itself.
+    public func send(_ commands: [[RESPArgument]], after change: SubscriptionChange) async throws -> [RESPValue]? {
+        let connection = state.withLock { state -> RedisConnection? in
+            guard let connection = state.connection, connection.speaksRESP3, !commands.isEmpty else { return nil }
+            switch change {
+            case .subscribe(let channel): return state.channels.insert(channel).inserted ? connection : nil
+            case .unsubscribe(let channel): return state.channels.remove(channel) != nil ? connection : nil
+            }
+        }
+        guard let connection else { return nil }
+        let command: [RESPArgument] =
+            switch change {
+            case .subscribe(let channel): [subscribeCommand, RESPArgument(channel)]
+            case .unsubscribe(let channel): [unsubscribeCommand, RESPArgument(channel)]
+            }
+        return try await withUnsafeThrowingContinuation { continuation in
+            // Both from this thread: queued, and written, in this order.
+            connection.enqueue([command], expectsReply: false) { _ in }
+            connection.enqueue(commands) { continuation.resume(with: $0) }
+        }
+    }
+
     /// Writes the (un)subscription and waits for the server's confirmation push, at most
     /// `confirmationTimeout` from the write. No task is made for it, and nothing here wakes
     /// the event loop but the write itself: joins and leaves are the churn's hot path.

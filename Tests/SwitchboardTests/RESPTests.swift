@@ -299,6 +299,39 @@ struct RedisClientTests {
         }
     }
 
+    /// Commands sent behind a (un)subscription on the subscriber's own connection run once it
+    /// is in effect, and answer in the same round trip: a message published by a command right
+    /// behind the subscription reaches it. A change that changes nothing sends nothing (nil).
+    @Test func commandsRideBehindASubscriptionOnItsConnection() async throws {
+        try await withRedis { redis in
+            let subscriber = RedisSubscriber(configuration: redis.configuration, logger: logger)
+            let running = Task { await subscriber.run() }
+            defer {
+                Task {
+                    await subscriber.stop(); await running.value
+                }
+            }
+            await subscriber.waitUntilConnected()
+            var iterator = subscriber.events.makeAsyncIterator()
+            #expect(await iterator.next() == .resubscribing)
+            let replies = try await subscriber.send(
+                [["SADD", "sb:{u:a}:n", "n1"], ["SPUBLISH", "sb:{u:a}", "right behind"]], after: .subscribe("sb:{u:a}"))
+            // The SPUBLISH found the subscription in effect: one receiver.
+            #expect(replies == [.integer(1), .integer(1)])
+            #expect(await iterator.next() == .message(RedisMessage(channel: "sb:{u:a}", payload: Array("right behind".utf8))))
+            #expect(subscriber.channels == ["sb:{u:a}"])
+            #expect(try await subscriber.send([["PING"]], after: .subscribe("sb:{u:a}")) == nil, "already subscribed")
+
+            let gone = try await subscriber.send(
+                [["SREM", "sb:{u:a}:n", "n1"], ["SPUBLISH", "sb:{u:a}", "after"]], after: .unsubscribe("sb:{u:a}"))
+            #expect(gone == [.integer(1), .integer(0)])
+            #expect(subscriber.channels.isEmpty)
+            #expect(try await subscriber.send([["PING"]], after: .unsubscribe("sb:{u:a}")) == nil, "not subscribed")
+            #expect(try await subscriber.send([], after: .subscribe("sb:{u:b}")) == nil, "no commands")
+            #expect(subscriber.channels.isEmpty)
+        }
+    }
+
     /// With a handler named on its sink, a subscriber hands every event to it on the
     /// connection's event loop, in order, the reconnection's `.resubscribing` included.
     @Test func aSinksHandlerGetsEveryEventOnTheEventLoop() async throws {

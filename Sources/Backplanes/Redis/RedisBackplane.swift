@@ -290,20 +290,15 @@ public final class RedisBackplane: Backplane {
     }
 
     /// Subscribes the user's channel, then registers the user; with `thenRead`, the inbox's
-    /// history read rides behind the registration (one round trip), after the subscription
-    /// took effect.
+    /// history read rides behind the registration, after the subscription took effect.
     public func userOnline(_ user: String, thenRead: Bool) async throws -> StreamRead? {
         state.withLock { _ = $0.local.apply(.online(user: user)) }
-        try await subscriber.subscribe(names.channel(.user(user)))
-        var inbox: StreamRead?
-        try await tolerateOutage {
-            inbox = try await self.pipelined(
-                [
-                    ["SADD", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
-                    ["SADD", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
-                ], thenReadingTopOf: thenRead ? .user(user) : nil)
-        }
-        return inbox
+        return try await afterSubscribing(
+            names.channel(.user(user)),
+            [
+                ["SADD", RESPArgument(names.userNodes(user)), RESPArgument(nodeID)],
+                ["SADD", RESPArgument(names.nodeUsers(nodeID)), RESPArgument(user)],
+            ], thenReadingTopOf: thenRead ? .user(user) : nil)
     }
 
     public func userOffline(_ user: String) async throws {
@@ -311,15 +306,36 @@ public final class RedisBackplane: Backplane {
             _ = state.local.apply(.offline(user: user))
             state.seen[.user(user)] = nil
         }
-        // The registry entries and the unsubscription are independent: one round trip for both.
-        async let unsubscribed: Void = subscriber.unsubscribe(names.channel(.user(user)))
-        try await tolerateOutage {
-            try await self.pipelined([
-                ["SREM", RESPArgument(self.names.userNodes(user)), RESPArgument(self.nodeID)],
-                ["SREM", RESPArgument(self.names.nodeUsers(self.nodeID)), RESPArgument(user)],
-            ])
+        let channel = names.channel(.user(user))
+        let registry: [[RESPArgument]] = [
+            ["SREM", RESPArgument(names.userNodes(user)), RESPArgument(nodeID)],
+            ["SREM", RESPArgument(names.nodeUsers(nodeID)), RESPArgument(user)],
+        ]
+        // Independent of each other: on the subscriber's connection, one round trip for both.
+        if let replies = try await subscriber.send(registry, after: .unsubscribe(channel)) {
+            _ = try await settle(registry, replies, read: nil, of: nil)
+            return
         }
+        async let unsubscribed: Void = subscriber.unsubscribe(channel)
+        try await tolerateOutage { try await self.pipelined(registry) }
         try await unsubscribed
+    }
+
+    /// Subscribes to `channel`, then sends `commands` (and the read of `stream`'s top) once the
+    /// subscription is in effect, so that nothing published to the channel after they ran is
+    /// missed: in one round trip on the subscriber's connection where it can, else one after
+    /// the other (the commands' outage tolerated: they are written again on reconnect).
+    private func afterSubscribing(
+        _ channel: String, _ commands: [[RESPArgument]], thenReadingTopOf stream: Address?
+    ) async throws -> StreamRead? {
+        let read = readCommand(ofTopOf: stream)
+        if let replies = try await subscriber.send(read.map { commands + [$0] } ?? commands, after: .subscribe(channel)) {
+            return try await settle(commands, replies, read: read, of: stream)
+        }
+        try await subscriber.subscribe(channel)
+        var top: StreamRead?
+        try await tolerateOutage { top = try await self.pipelined(commands, thenReadingTopOf: stream) }
+        return top
     }
 
     public func roomJoined(_ room: String, user: String) async throws {
@@ -347,27 +363,23 @@ public final class RedisBackplane: Backplane {
             if !after { state.seen[.room(room)] = nil }
             return (!before && after, before && !after)
         }
-        if first { try await subscriber.subscribe(names.channel(.room(room))) }
-        var top: StreamRead?
-        try await tolerateOutage {
-            var commands: [[RESPArgument]] = []
-            commands.reserveCapacity(2 * changes.count)
-            for change in changes {
-                switch change {
-                case .joined(let user):
-                    commands.append(["SADD", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
-                    commands.append(
-                        self.presenceCommand(
-                            .enter, room, user: user, node: self.nodeID, announcing: .joined(room: room, user: user)))
-                case .left(let user):
-                    commands.append(
-                        self.presenceCommand(
-                            .exit, room, user: user, node: self.nodeID, announcing: .left(room: room, user: user)))
-                    commands.append(["SREM", RESPArgument(self.names.nodeRooms(self.nodeID)), RESPArgument(room + "|" + user)])
-                }
+        let node = nodeID
+        var commands: [[RESPArgument]] = []
+        commands.reserveCapacity(2 * changes.count)
+        for change in changes {
+            switch change {
+            case .joined(let user):
+                commands.append(["SADD", RESPArgument(names.nodeRooms(node)), RESPArgument(room + "|" + user)])
+                commands.append(presenceCommand(.enter, room, user: user, node: node, announcing: .joined(room: room, user: user)))
+            case .left(let user):
+                commands.append(presenceCommand(.exit, room, user: user, node: node, announcing: .left(room: room, user: user)))
+                commands.append(["SREM", RESPArgument(names.nodeRooms(node)), RESPArgument(room + "|" + user)])
             }
-            top = try await self.pipelined(commands, thenReadingTopOf: thenRead ? .room(room) : nil)
         }
+        let stream: Address? = thenRead ? .room(room) : nil
+        if first { return try await afterSubscribing(names.channel(.room(room)), commands, thenReadingTopOf: stream) }
+        var top: StreamRead?
+        try await tolerateOutage { top = try await self.pipelined(commands, thenReadingTopOf: stream) }
         if last { try await subscriber.unsubscribe(names.channel(.room(room))) }
         return top
     }
@@ -508,12 +520,24 @@ public final class RedisBackplane: Backplane {
     /// reads with `read`, which also sends a flushed script's text again).
     @discardableResult
     private func pipelined(_ commands: [[RESPArgument]], thenReadingTopOf stream: Address? = nil) async throws -> StreamRead? {
-        let read = stream.flatMap { history.keeps($0) ? readCommand($0, after: nil, limit: 0) : nil }
+        let read = readCommand(ofTopOf: stream)
         let replies = try await self.commands.pipeline(read.map { commands + [$0] } ?? commands)
+        return try await settle(commands, replies, read: read, of: stream)
+    }
+
+    /// The read of a stream's top, where history keeps it.
+    private func readCommand(ofTopOf stream: Address?) -> [RESPArgument]? {
+        stream.flatMap { history.keeps($0) ? readCommand($0, after: nil, limit: 0) : nil }
+    }
+
+    /// What the replies to `commands` (and `read`, last) call for: a script the server no longer
+    /// held did not run, and goes again with its text, now, before the batch is done (a user's
+    /// changes stay in order); any other error reply throws. Returns the read's result.
+    private func settle(_ commands: [[RESPArgument]], _ replies: [RESPValue], read: [RESPArgument]?, of stream: Address?) async throws
+        -> StreamRead?
+    {
         var again: [[RESPArgument]] = []
         for (command, reply) in zip(commands, replies) {
-            // A script the server no longer holds did not run: it goes again with its text,
-            // now, before this batch is done (a user's changes stay in order).
             if case .error(let message) = reply { again.append(try scriptAgain(command, after: message)) }
         }
         for reply in try await self.commands.pipeline(again) {
