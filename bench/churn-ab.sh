@@ -14,7 +14,7 @@ one() {
   local out
   out=$(SB=$1 bench/churn-cost.sh "$kind" "$seconds" 2>&1)
   printf '%s %s\n' "$(grep -o '"cycles_per_s":[0-9.]*' <<<"$out" | cut -d: -f2)" \
-    "$(grep 'CPU per cycle' <<<"$out" | grep -v '^redis-server' | awk '{ sum += $3 } END { print sum }')"
+    "$(grep 'CPU per cycle' <<<"$out" | grep -v -e '^redis-server' -e '^load generator' | awk '{ sum += $3 } END { print sum }')"
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 results=$(mktemp)

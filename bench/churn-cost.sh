@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one churn cycle (connect, join, close; `switchboard-bench churn`) costs the servers, in
 # measures steadier than cycles per second on a noisy machine: each server process's CPU per
-# cycle (from /proc), split into user and system time, and for the Redis kinds Redis's commands
+# cycle (from /proc), split into user and system time, the load generator's too, and for the Redis kinds Redis's commands
 # per cycle (INFO commandstats, its scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
 # node under heaptrack (apt-get install -y heaptrack).
 #   bench/churn-cost.sh redis            # 10 s, 20 workers
@@ -39,9 +39,19 @@ start_servers "$kind"
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 declare -A before
 for pid in "${PIDS[@]}"; do before[$pid]=$(ticks "$pid"); done
-out=$($BENCH churn --targets "$TARGETS" --label "$kind" --dialect "$DIALECT" --workers 20 --duration "$seconds" | grep '^{')
+# `times` in the same subshell gives the load generator's own CPU (its waited-for children).
+generator=$(mktemp)
+out=$({
+  $BENCH churn --targets "$TARGETS" --label "$kind" --dialect "$DIALECT" --workers 20 --duration "$seconds" | grep '^{'
+  times >"$generator"
+})
 echo "$out"
 cycles=$(cycles_of "$out")
+# The second line of `times` is the children's user and system time, as 0m1.234s.
+read -r gen_user gen_system < <(sed -n 2p "$generator" | sed 's/\([0-9]*\)m\([0-9.]*\)s/\1 \2/g' | awk '{ print $1 * 60 + $2, $3 * 60 + $4 }')
+rm -f "$generator"
+echo "load generator: $(awk -v u="$gen_user" -v s="$gen_system" -v c="$cycles" \
+  'BEGIN { printf "%.3f ms CPU per cycle (user %.3f, system %.3f)", (u + s) * 1000 / c, u * 1000 / c, s * 1000 / c }')"
 for pid in "${PIDS[@]}"; do
   kill -0 "$pid" 2>/dev/null || continue
   read -r user system <<<"$(ticks "$pid")"

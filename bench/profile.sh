@@ -32,7 +32,10 @@ after=$(ticks)
 kill -INT "$PERF_PID"
 wait "$PERF_PID" || true
 stop_servers
+# KEEP=FILE keeps perf's data, for `perf report -i FILE` by caller.
+if [ -n "${KEEP:-}" ]; then cp "$DATA" "$KEEP"; fi
 
+# (head closes the pipes early; that is not a failure.)
 {
   echo "$ ${0##*/} $kind $scenario $*"
   echo "$result"
@@ -43,6 +46,6 @@ stop_servers
   echo
   echo "## Hottest symbols"
   perf report -i "$DATA" --no-children --sort sym -g none 2>/dev/null | grep '%' | head -40 | cut -c1-160
-} > "$OUT"
+} > "$OUT" || true
 rm -f "$DATA"
 cat "$OUT"
