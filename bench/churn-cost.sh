@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What one churn cycle (connect, join, close; `switchboard-bench churn`) costs the servers, in
 # measures steadier than cycles per second on a noisy machine: each server process's CPU per
-# cycle (from /proc), split into user and system time, the load generator's too, and for the Redis kinds Redis's commands
-# per cycle (INFO commandstats, its scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
+# cycle (from /proc), split into user and system time; the load generator's CPU per cycle (it
+# shares the cores); and for the Redis kinds Redis's commands per cycle (INFO commandstats, its
+# scripts' own calls included). With ALLOCS=1 instead: allocations per cycle on one embedded
 # node under heaptrack (apt-get install -y heaptrack).
 #   bench/churn-cost.sh redis            # 10 s, 20 workers
 #   bench/churn-cost.sh centrifuge 5
@@ -39,7 +40,8 @@ start_servers "$kind"
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 declare -A before
 for pid in "${PIDS[@]}"; do before[$pid]=$(ticks "$pid"); done
-# `times` in the same subshell gives the load generator's own CPU (its waited-for children).
+# `times` in the same subshell gives the load generator's own CPU (its waited-for children, the
+# generator and a grep).
 generator=$(mktemp)
 out=$({
   $BENCH churn --targets "$TARGETS" --label "$kind" --dialect "$DIALECT" --workers 20 --duration "$seconds" | grep '^{'

@@ -5,10 +5,11 @@
 #   bench/profile.sh redis fanout --subscribers 1000 --messages 4000
 #   bench/profile.sh ceiling fanout --subscribers 1000 --rate 50 --duration 5
 #   bench/profile.sh redis churn --workers 20 --duration 5
+#   KEEP=/tmp/churn.perf bench/profile.sh redis churn --workers 20 --duration 8   # and keep perf's data
 # KIND is one of run.sh's servers; SCENARIO and its options are switchboard-bench's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n 2,8p "$0" >&2; exit 64; }
+[ $# -ge 2 ] || { sed -n 2,9p "$0" >&2; exit 64; }
 command -v perf >/dev/null || { echo "perf is needed: apt-get install -y linux-perf" >&2; exit 1; }
 kind=$1 scenario=$2; shift 2
 swift build -c release --product switchboard >/dev/null
