@@ -253,7 +253,9 @@ final class RESPHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(error)
+        // A socket error (a reset) is the connection closing, to every caller: an outage.
+        // A malformed reply stays itself.
+        failAll(error is RESPProtocolError ? error : RedisError.connectionClosed)
         context.close(promise: nil)
     }
 }

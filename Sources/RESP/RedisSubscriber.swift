@@ -100,18 +100,27 @@ public final class RedisSubscriber: Sendable {
     }
 
     /// Subscribes and waits for Redis to confirm. Without a connection it returns at once: the
-    /// channel is subscribed as soon as the connection is back.
+    /// channel is subscribed as soon as the connection is back; so it is when the connection
+    /// closes before the confirmation (`RedisError.connectionClosed`).
     public func subscribe(_ channel: String) async throws {
         let (inserted, connection) = state.withLock { ($0.channels.insert(channel).inserted, $0.connection) }
         guard inserted, let connection else { return }
-        try await confirmed(kind: sharded ? "ssubscribe" : "subscribe", channel: channel, command: subscribeCommand, on: connection)
+        do {
+            try await confirmed(kind: sharded ? "ssubscribe" : "subscribe", channel: channel, command: subscribeCommand, on: connection)
+        } catch RedisError.connectionClosed {
+        }
     }
 
+    /// Unsubscribes and waits for Redis to confirm; returns at once without a connection, and
+    /// when the connection closes first (no connection holds the channel then).
     public func unsubscribe(_ channel: String) async throws {
         let (removed, connection) = state.withLock { ($0.channels.remove(channel) != nil, $0.connection) }
         guard removed, let connection else { return }
-        try await confirmed(
-            kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel, command: unsubscribeCommand, on: connection)
+        do {
+            try await confirmed(
+                kind: sharded ? "sunsubscribe" : "unsubscribe", channel: channel, command: unsubscribeCommand, on: connection)
+        } catch RedisError.connectionClosed {
+        }
     }
 
     /// Sends `commands` on the subscriber's own connection right behind a change of
@@ -157,7 +166,8 @@ public final class RedisSubscriber: Sendable {
                 // On the event loop, right after the write: the confirmation is read later.
                 switch written {
                 case .success: self.armTimeout(key, id: id, on: loop)
-                case .failure(let error): self.resume(key, id: id, with: .failure(error))
+                // Not written: the connection is going; the channel is subscribed on the next.
+                case .failure: self.resume(key, id: id, with: .failure(RedisError.connectionClosed))
                 }
             }
         }

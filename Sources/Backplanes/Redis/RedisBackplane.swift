@@ -312,10 +312,15 @@ public final class RedisBackplane: Backplane {
             ["SREM", RESPArgument(names.nodeUsers(nodeID)), RESPArgument(user)],
         ]
         // Independent of each other: on the subscriber's connection, one round trip for both.
-        if let replies = try await subscriber.send(registry, after: .unsubscribe(channel)) {
-            _ = try await settle(registry, replies, read: nil, of: nil)
-            return
+        // An outage is tolerated: the channel is already forgotten, the registry rewritten on
+        // reconnect.
+        var sent = false
+        try await tolerateOutage {
+            guard let replies = try await self.subscriber.send(registry, after: .unsubscribe(channel)) else { return }
+            sent = true
+            _ = try await self.settle(registry, replies, read: nil, of: nil)
         }
+        if sent { return }
         async let unsubscribed: Void = subscriber.unsubscribe(channel)
         try await tolerateOutage { try await self.pipelined(registry) }
         try await unsubscribed
@@ -324,16 +329,23 @@ public final class RedisBackplane: Backplane {
     /// Subscribes to `channel`, then sends `commands` (and the read of `stream`'s top) once the
     /// subscription is in effect, so that nothing published to the channel after they ran is
     /// missed: in one round trip on the subscriber's connection where it can, else one after
-    /// the other (the commands' outage tolerated: they are written again on reconnect).
+    /// the other. An outage is tolerated, as Redis going away just after would be: the channel
+    /// is subscribed and the commands written again on reconnect, and the recipients learn of
+    /// any gap from the resubscription.
     private func afterSubscribing(
         _ channel: String, _ commands: [[RESPArgument]], thenReadingTopOf stream: Address?
     ) async throws -> StreamRead? {
         let read = readCommand(ofTopOf: stream)
-        if let replies = try await subscriber.send(read.map { commands + [$0] } ?? commands, after: .subscribe(channel)) {
-            return try await settle(commands, replies, read: read, of: stream)
-        }
-        try await subscriber.subscribe(channel)
         var top: StreamRead?
+        var sent = false
+        try await tolerateOutage {
+            guard let replies = try await self.subscriber.send(read.map { commands + [$0] } ?? commands, after: .subscribe(channel))
+            else { return }
+            sent = true
+            top = try await self.settle(commands, replies, read: read, of: stream)
+        }
+        if sent { return top }
+        try await subscriber.subscribe(channel)
         try await tolerateOutage { top = try await self.pipelined(commands, thenReadingTopOf: stream) }
         return top
     }
