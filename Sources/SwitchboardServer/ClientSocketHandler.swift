@@ -192,7 +192,8 @@ final class ClientSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         if event is ChannelShouldQuiesceEvent {
-            // The server is stopping (the node drains before that, so this is a backstop).
+            // Asked to stop: the node's drain closes client sockets itself; this is for a
+            // pipeline that sends the event (the listener sends it only to HTTP and links).
             connection.close(.goingAway, reason: "node is shutting down")
         }
         context.fireUserInboundEventTriggered(event)

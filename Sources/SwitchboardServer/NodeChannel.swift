@@ -16,11 +16,12 @@ import SwitchboardHTTP
 ///
 /// A plain client upgrade is read and answered by `ClientHandshakeHandler` on the event loop,
 /// without NIO's HTTP pipeline; everything else goes through that pipeline (`configureHTTP`).
-/// A client WebSocket is served by NIO channel handlers alone (`ClientSocketHandler`): once it is
-/// upgraded, `handle` returns and no Swift task is kept for the connection. An idle client then
-/// costs its channel, its handlers and its `Connection`, not a suspended task chain (about 20 KB
-/// of async frames per connection with Hummingbird's per-connection WebSocket handler). Commands
-/// run on a task that exists only while the client has some waiting (see `Session`).
+/// A client WebSocket is served by NIO channel handlers alone (`ClientSocketHandler`): no Swift
+/// task is made for it (`NodeListener` gives one only to the other connections, which `handle`
+/// serves). An idle client then costs its channel, its handlers and its `Connection`, not a
+/// suspended task chain (about 20 KB of async frames per connection with Hummingbird's
+/// per-connection WebSocket handler). Commands run on a task that exists only while the client
+/// has some waiting (see `Session`).
 struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
     enum Upgraded: Sendable {
         /// A client socket, already wired to its handlers.
@@ -43,8 +44,8 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            // Over the cap: closed at once (a failed setup alone would leave it open: NIO's
-            // async server only drops its value).
+            // Over the cap: closed at once (NIO's async server only drops a failed setup's
+            // value; the bootstrap would close it, and a second close is harmless).
             guard node.sockets.take() else {
                 node.metrics.refusedHandshakes.increment()
                 channel.close(promise: nil)
@@ -144,6 +145,8 @@ struct NodeChannel: ServerChildChannel, HTTPChannelHandler {
         return upgraded
     }
 
+    /// Serves a connection that needs a task. (A client socket never gets here from
+    /// `NodeListener`; the case stays for any other server that calls this for every one.)
     func handle(value: Value, logger: Logger) async {
         // The connection's place under the socket cap: given back here, unless a client
         // socket's handler took it over.

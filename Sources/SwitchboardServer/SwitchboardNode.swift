@@ -1,12 +1,8 @@
-import HTTPTypes
 import Hummingbird
-import HummingbirdCore
 import HummingbirdTLS
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOSSL
-import NIOWebSocket
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardHTTP
@@ -30,6 +26,9 @@ public final class SwitchboardNode: Sendable {
     /// Called once the server accepts connections, with the address it serves (the command line
     /// prints it; a library prints nothing).
     private let onListening: @Sendable (_ address: String) -> Void
+    /// What every accepted connection goes through, TLS and request guards included.
+    private let accepting: NodeChannel
+    private let setUp: @Sendable (any Channel) -> EventLoopFuture<NodeChannel.Value>
 
     /// Throws `NodeConfigurationError` for a value the node cannot run with, or when the TLS
     /// configuration cannot make a TLS context (bad certificate or key).
@@ -39,12 +38,24 @@ public final class SwitchboardNode: Sendable {
     ) throws {
         try configuration.validate()
         self.onListening = onListening
+        let logger = logger.with(node: configuration.nodeID)
+        let context = NodeContext(configuration: configuration, backplane: backplane, logger: logger)
+        self.context = context
+        let limits = HandshakeLimits(
+            timeout: .seconds(Int64(configuration.handshakeTimeoutSeconds)), maxPending: configuration.maxPendingHandshakes,
+            refused: { context.metrics.refusedHandshakes.increment() },
+            badRequest: { context.metrics.badHTTPRequests.increment() })
+        let accepting = NodeChannel(
+            responder: HTTPAPI.router(context).connectionResponder(serverName: "switchboard", logger: logger), node: context,
+            limits: limits)
+        self.accepting = accepting
+        let guarded = HTTPGuardChannel(base: accepting, limits: limits)
         if let tls = configuration.tls {
-            _ = try NIOSSLContext(configuration: tls)
+            let secured = try TLSChannel(guarded, tlsConfiguration: tls)
+            setUp = { secured.setup(channel: $0, logger: logger) }
+        } else {
+            setUp = { guarded.setup(channel: $0, logger: logger) }
         }
-        var logger = logger
-        logger[metadataKey: "node"] = "\(configuration.nodeID)"
-        self.context = NodeContext(configuration: configuration, backplane: backplane, logger: logger)
     }
 
     public var id: String { context.configuration.nodeID }
@@ -54,7 +65,7 @@ public final class SwitchboardNode: Sendable {
 
     /// The services that make up the node, in the order a ServiceGroup must run them.
     public var services: [any Service] {
-        [BackplaneService(node: self), makeApplication(), DrainService(node: self)]
+        [BackplaneService(node: self), makeListener(), DrainService(node: self)]
     }
 
     /// The bound port once the server accepts connections, or nil if the task is cancelled
@@ -85,27 +96,14 @@ public final class SwitchboardNode: Sendable {
         }
     }
 
-    private func makeApplication() -> some Service {
+    private func makeListener() -> NodeListener {
         let configuration = context.configuration
-        let limits = HandshakeLimits(
-            timeout: .seconds(Int64(configuration.handshakeTimeoutSeconds)), maxPending: configuration.maxPendingHandshakes,
-            refused: { [context] in context.metrics.refusedHandshakes.increment() },
-            badRequest: { [context] in context.metrics.badHTTPRequests.increment() })
-        let server = HTTPServerBuilder { [context] responder in
-            let guarded = HTTPGuardChannel(base: NodeChannel(responder: responder, node: context, limits: limits), limits: limits)
-            guard let tls = configuration.tls else { return guarded }
-            return try TLSChannel(guarded, tlsConfiguration: tls)
-        }
-        return Application(
-            router: HTTPAPI.router(context),
-            server: server,
-            configuration: ApplicationConfiguration(
-                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
-                backlog: 4096),
-            // The accept cap is the node's own (`SocketCap`, in NodeChannel): Hummingbird's
-            // holds a close callback per connection, which idle sockets would pay for.
-            onServerRunning: { [self] channel in await self.started(channel) },
-            logger: context.logger)
+        let accepting = self.accepting
+        let logger = context.logger
+        return NodeListener(
+            host: configuration.host, port: configuration.port, backlog: 4096, setup: setUp,
+            handle: { await accepting.handle(value: $0, logger: logger) },
+            onListening: { [self] channel in await self.started(channel) }, logger: logger)
     }
 
     /// The server is bound: announce it (the backplane service joins the cluster then).
@@ -140,6 +138,14 @@ public final class SwitchboardNode: Sendable {
         }
         await context.router.backplane.leave()
         context.logger.info("left the cluster")
+    }
+}
+
+extension Logger {
+    fileprivate func with(node: String) -> Logger {
+        var logger = self
+        logger[metadataKey: "node"] = "\(node)"
+        return logger
     }
 }
 

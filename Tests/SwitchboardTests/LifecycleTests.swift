@@ -92,4 +92,26 @@ struct LifecycleTests {
             #expect(try await http("GET", cluster.http(1, "/api/assign")).json?["node"] == .string("n2"))
         }
     }
+
+    /// The node's own listener on shutdown: an HTTP keep-alive connection left open (browsers
+    /// keep them) is asked to finish and closed, so it does not hold the node up, and a client
+    /// socket is the drain's (1001). The API's answers carry `Date` and `Server`.
+    @Test func shutdownClosesIdleKeepAlivesAndTheNodeStops() async throws {
+        // The keep-alive's own deadline is far off: only the shutdown can close it.
+        try await withCluster(nodes: 1, configure: { $0.handshakeTimeoutSeconds = 120 }) { cluster in
+            let client = try await cluster.connect(0, user: "client")
+            let keptAlive = try await RawWebSocket.open(port: cluster.ports[0])
+            defer { keptAlive.close() }
+            try await keptAlive.write(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            try await eventually("the answer") { keptAlive.received.contains("{\"ok\":true}") }
+            let head = keptAlive.received.lowercased()
+            #expect(head.contains("\r\ndate: ") && head.contains(" gmt\r\n"))
+            #expect(head.contains("\r\nserver: switchboard\r\n"))
+            #expect(!keptAlive.isClosed)
+            let stopping = Task { try await cluster.stopNode(0) }
+            #expect(await client.client.closeCode() == 1001)
+            try await eventually("the keep-alive to be closed", timeout: .seconds(30)) { keptAlive.isClosed }
+            try await stopping.value
+        }
+    }
 }
