@@ -140,13 +140,7 @@ struct RedisBackplaneTests {
     /// join's `ok` carries the top): the same top a read finds, one further after a message.
     /// A user's registration reads its inbox's top likewise (the welcome carries it).
     @Test func aJoinsBatchReadsTheRoomsTopBehindItsChanges() async throws {
-        try await withRedis { redis in
-            let backplane = RedisBackplane(
-                configuration: .init(redis: .init(host: "127.0.0.1", port: redis.port), heartbeat: .seconds(5)),
-                logger: Logger(label: "test"))
-            let running = Task { await backplane.run() }
-            defer { running.cancel() }
-            try await backplane.join(node: NodeInfo(id: "n1", url: "ws://127.0.0.1:1/ws"), receiver: IgnoringReceiver())
+        try await withJoinedBackplane { _, backplane in
             let first = try #require(try await backplane.roomChanged("r", [.joined(user: "a")], thenRead: true))
             #expect(first.top == (try await backplane.read(.room("r"), after: nil, limit: 0)).top)
             try await backplane.publish(
@@ -160,7 +154,6 @@ struct RedisBackplaneTests {
             let inbox = try #require(try await backplane.userOnline("c", thenRead: true))
             #expect(inbox.top == (try await backplane.read(.user("c"), after: nil, limit: 0)).top)
             #expect(try await backplane.userOnline("d", thenRead: false) == nil)
-            await backplane.leave()
         }
     }
 
@@ -169,13 +162,7 @@ struct RedisBackplaneTests {
     /// it is gone, none refused; they are written again when Redis is back. (The window is
     /// short; a stream of them keeps some in it. Stop 34's CI caught one join refused so.)
     @Test func changesInFlightWhenRedisDiesAreNotRefused() async throws {
-        try await withRedis { redis in
-            let backplane = RedisBackplane(
-                configuration: .init(redis: .init(host: "127.0.0.1", port: redis.port), heartbeat: .seconds(5)),
-                logger: Logger(label: "test"))
-            let running = Task { await backplane.run() }
-            defer { running.cancel() }
-            try await backplane.join(node: NodeInfo(id: "n1", url: "ws://127.0.0.1:1/ws"), receiver: IgnoringReceiver())
+        try await withJoinedBackplane { redis, backplane in
             let progress = OutageProgress()
             let refusals = try await withThrowingTaskGroup(of: [String].self) { group in
                 for worker in 0..<4 {
@@ -209,7 +196,6 @@ struct RedisBackplaneTests {
                 return try await group.reduce(into: []) { $0 += $1 }
             }
             #expect(refusals == [])
-            await backplane.leave()
         }
     }
 
@@ -278,6 +264,21 @@ struct RedisBackplaneTests {
         #expect(try await bob.client.presence("r") == ["alice"])
         try await bob.client.publish("r", data: "\"hello early\"")
         _ = try await alice.message { $0.data == .string("hello early") }
+    }
+}
+
+/// A Redis backplane in a process of the test, on a fresh redis-server, joined as node `n1`;
+/// it leaves when `body` returns.
+private func withJoinedBackplane(_ body: (RedisServer, RedisBackplane) async throws -> Void) async throws {
+    try await withRedis { redis in
+        let backplane = RedisBackplane(
+            configuration: .init(redis: .init(host: "127.0.0.1", port: redis.port), heartbeat: .seconds(5)),
+            logger: Logger(label: "test"))
+        let running = Task { await backplane.run() }
+        defer { running.cancel() }
+        try await backplane.join(node: NodeInfo(id: "n1", url: "ws://127.0.0.1:1/ws"), receiver: IgnoringReceiver())
+        try await body(redis, backplane)
+        await backplane.leave()
     }
 }
 
