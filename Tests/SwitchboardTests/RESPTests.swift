@@ -32,6 +32,9 @@ struct RESPParserTests {
             .push([.bulkString(Array("smessage".utf8)), .bulkString(Array("ch".utf8)), .bulkString(Array("hi".utf8))])
         ),
         ("|1\r\n+ttl\r\n:3\r\n:7\r\n", .integer(7)),
+        (":-9223372036854775808\r\n", .integer(.min)),
+        (":9223372036854775807\r\n", .integer(.max)),
+        (":0\r\n", .integer(0)),
     ]
 
     func parseAll(_ chunks: [[UInt8]]) throws -> [RESPValue] {
@@ -80,6 +83,12 @@ struct RESPParserTests {
                 bytes: (0..<Int.random(in: 1...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
             while (try? RESPParser().parse(&buffer)) != nil, buffer.readableBytes > 0 {}
         }
+        for bad in [
+            ":\r\n", ":-\r\n", ":12a\r\n", ": 1\r\n", ":+1\r\n", ":9223372036854775808\r\n", ":-9223372036854775809\r\n", "*1x\r\n",
+        ] {
+            var buffer = ByteBuffer(string: bad)
+            #expect(throws: RESPProtocolError.self, "\(bad)") { try RESPParser().parse(&buffer) }
+        }
         var hostile = ByteBuffer(string: "$999999999999\r\n")
         #expect(throws: RESPProtocolError.self) { try RESPParser().parse(&hostile) }
         var deep = ByteBuffer(string: String(repeating: "*1\r\n", count: 1000) + ":1\r\n")
@@ -98,6 +107,12 @@ struct RESPParserTests {
             #expect(String(buffer: encoded).hasPrefix("*\(arguments.count)\r\n$\(length)\r\n"))
             #expect(try RESPParser().parse(&encoded) == .array(arguments.map { .bulkString($0.bytes) }))
         }
+        // Text is written as its UTF-8 bytes, and equals the same bytes given as bytes.
+        var text = ByteBuffer()
+        RESPEncoder.encode(["é", 42], into: &text)
+        #expect(String(buffer: text) == "*2\r\n$2\r\né\r\n$2\r\n42\r\n")
+        #expect(RESPArgument("é") == RESPArgument(bytes: [0xC3, 0xA9]))
+        #expect(Set([RESPArgument("a"), RESPArgument(bytes: [97])]).count == 1)
     }
 }
 
