@@ -516,13 +516,18 @@ public final class RedisBackplane: Backplane {
     private func presenceCommand(_ script: RedisScript, _ room: String, user: String, node: String, announcing event: ClusterEvent?)
         -> [RESPArgument]
     {
-        var keys = [RESPArgument(names.roomMembers(room)), RESPArgument(names.roomUsers(room))]
-        var arguments = [RESPArgument(user), RESPArgument(node)]
-        if let event {
-            keys.append(RESPArgument(names.channel(event.address)))
-            arguments.append(RESPArgument(bytes: WireEvent.encode(event, origin: nodeID)))
-        }
-        return self.script(script) + [RESPArgument(keys.count)] + keys + arguments
+        // Built in one array: this runs for every join and leave, and joining arrays made one
+        // each time.
+        var command = self.script(script)
+        command.reserveCapacity(command.count + 7)
+        command.append(RESPArgument(event == nil ? 2 : 3))
+        command.append(RESPArgument(names.roomMembers(room)))
+        command.append(RESPArgument(names.roomUsers(room)))
+        if let event { command.append(RESPArgument(names.channel(event.address))) }
+        command.append(RESPArgument(user))
+        command.append(RESPArgument(node))
+        if let event { command.append(RESPArgument(bytes: WireEvent.encode(event, origin: nodeID))) }
+        return command
     }
 
     /// Sends commands back to back on the command connection and waits for all their replies
