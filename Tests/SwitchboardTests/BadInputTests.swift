@@ -199,6 +199,35 @@ struct BadInputTests {
         }
     }
 
+    /// A JSON client's 101 waits for its welcome, to go out in the same write, but a cluster
+    /// layer slow to register the connection does not keep the client from its upgrade.
+    @Test func aSlowRegistrationDoesNotHoldTheUpgrade() async throws {
+        let backplane = Mutex<FailingBackplane?>(nil)
+        try await withCluster(
+            nodes: 1,
+            backplane: { embedded in
+                let failing = FailingBackplane(embedded.backplane())
+                failing.holdingRegistrations.withLock { $0 = true }
+                backplane.withLock { $0 = failing }
+                return failing
+            }
+        ) { cluster in
+            let failing = backplane.withLock { $0! }
+            let socket = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=slow")
+            defer { socket.close() }
+            try await eventually("the 101") { socket.received.contains("\r\n\r\n") }
+            #expect(socket.received.hasPrefix("HTTP/1.1 101"))
+            // Still registering: the upgrade did not wait for it.
+            #expect(failing.heldRegistrations.withLock { $0 } == 1)
+            #expect(socket.textFrames.isEmpty)
+            failing.releaseRegistrations()
+            try await eventually("the welcome") { socket.textFrames.contains { $0.contains(#""type":"welcome""#) } }
+            // A client whose registration is quick gets its 101 and welcome together.
+            let quick = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=quick")
+            quick.close()
+        }
+    }
+
     @Test func connectionAndRoomLimits() async throws {
         try await withCluster(
             nodes: 1,

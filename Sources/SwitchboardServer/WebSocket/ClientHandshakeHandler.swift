@@ -54,7 +54,18 @@ final class ClientHandshakeHandler: ChannelInboundHandler, RemovableChannelHandl
             let reserves = !options.stomp
             if reserves, node.admissions.reserve(identity.user) != nil { return handOver(context, bytes) }
             decided = true
-            context.writeAndFlush(NIOAny(Self.response(key: key, headers: headers, allocator: context.channel.allocator)), promise: nil)
+            let response = NIOAny(Self.response(key: key, headers: headers, allocator: context.channel.allocator))
+            if options.stomp {
+                // A STOMP client speaks first (CONNECT): it needs the 101 now.
+                context.writeAndFlush(response, promise: nil)
+            } else {
+                // A JSON client waits for its welcome, which follows its registration: the 101
+                // goes out with it, in one write (one system call and one segment fewer per
+                // connection). A slow registration holds it no longer than `heldResponseLimit`.
+                context.write(response, promise: nil)
+                let channel = context.channel
+                context.eventLoop.scheduleTask(in: Self.heldResponseLimit) { channel.flush() }
+            }
             RequestDeadlineHandler.of(context.channel)?.upgraded()
             do {
                 try ClientSocketHandler.install(
@@ -104,6 +115,9 @@ final class ClientHandshakeHandler: ChannelInboundHandler, RemovableChannelHandl
         if let event { context.fireUserInboundEventTriggered(event) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
+
+    /// How long a JSON client's 101 may wait for its welcome.
+    static let heldResponseLimit = TimeAmount.milliseconds(100)
 
     /// The 101, in one buffer: the handshake's headers and the admission's (a subprotocol).
     private static func response(key: String, headers: HTTPHeaders, allocator: ByteBufferAllocator) -> ByteBuffer {
