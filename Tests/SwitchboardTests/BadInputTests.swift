@@ -177,23 +177,33 @@ struct BadInputTests {
         }
     }
 
-    @Test func aClusterFailureIsAnInternalErrorNotADisconnect() async throws {
+    /// One node over a `FailingBackplane`, `prepare`d before the node starts.
+    private func withFailingBackplane(
+        prepare: (FailingBackplane) -> Void = { _ in }, _ body: (TestCluster, FailingBackplane) async throws -> Void
+    ) async throws {
         let backplane = Mutex<FailingBackplane?>(nil)
         try await withCluster(
             nodes: 1,
             backplane: { embedded in
                 let failing = FailingBackplane(embedded.backplane())
+                prepare(failing)
                 backplane.withLock { $0 = failing }
                 return failing
             }
         ) { cluster in
+            try await body(cluster, backplane.withLock { $0! })
+        }
+    }
+
+    @Test func aClusterFailureIsAnInternalErrorNotADisconnect() async throws {
+        try await withFailingBackplane { cluster, backplane in
             let alice = try await cluster.connect(0, user: "alice")
-            backplane.withLock { $0!.failing.withLock { $0 = true } }
+            backplane.failing.withLock { $0 = true }
             let reply = try await alice.client.request(.broadcast(data: RawJSON("1")))
             #expect(reply.type == "error" && reply.code == "internal")
             let api = try await http("POST", cluster.http(0, "/api/broadcast"), body: #"{"data":1}"#)
             #expect(api.status == 500 && api.json?["error"] == .string("internal"))
-            backplane.withLock { $0!.failing.withLock { $0 = false } }
+            backplane.failing.withLock { $0 = false }
             try await alice.client.broadcast(data: "2")
             _ = try await alice.message { $0.data == .number("2") }
         }
@@ -202,17 +212,7 @@ struct BadInputTests {
     /// A JSON client's 101 waits for its welcome, to go out in the same write, but a cluster
     /// layer slow to register the connection does not keep the client from its upgrade.
     @Test func aSlowRegistrationDoesNotHoldTheUpgrade() async throws {
-        let backplane = Mutex<FailingBackplane?>(nil)
-        try await withCluster(
-            nodes: 1,
-            backplane: { embedded in
-                let failing = FailingBackplane(embedded.backplane())
-                failing.holdingRegistrations.withLock { $0 = true }
-                backplane.withLock { $0 = failing }
-                return failing
-            }
-        ) { cluster in
-            let failing = backplane.withLock { $0! }
+        try await withFailingBackplane(prepare: { $0.holdingRegistrations.withLock { $0 = true } }) { cluster, failing in
             let socket = try await RawWebSocket.connect(port: cluster.ports[0], path: "/ws?user=slow")
             defer { socket.close() }
             try await eventually("the 101") { socket.received.contains("\r\n\r\n") }
