@@ -222,7 +222,7 @@ struct BadInputTests {
             #expect(socket.textFrames.isEmpty)
             failing.releaseRegistrations()
             try await eventually("the welcome") { socket.textFrames.contains { $0.contains(#""type":"welcome""#) } }
-            // A client whose registration is quick gets its 101 and welcome together.
+            // Registrations released, the next client is welcomed as usual.
             let quick = try await RawWebSocket.welcomed(port: cluster.ports[0], path: "/ws?user=quick")
             quick.close()
         }

@@ -113,6 +113,31 @@ struct RouterTests {
         _ = cluster
     }
 
+    /// A user's connections on one node: one is held alone, more in a list; a message to the
+    /// user reaches each that is left, and the user is offline only when the last one goes.
+    @Test func aUsersConnectionsOnOneNodeComeAndGoInAnyOrder() async throws {
+        let (cluster, nodes) = try await makeNodes(2)
+        let connections = (0..<3).map { _ in Endpoint("alice") }
+        for connection in connections { try await nodes[0].connect(connection) }
+        #expect(nodes[0].connectionCount(of: "alice") == 3)
+        func messages(_ endpoint: Endpoint) -> Int { endpoint.events.filter { if case .message = $0 { true } else { false } }.count }
+
+        try await nodes[1].route(envelope(.user("alice")))
+        #expect(connections.map(messages) == [1, 1, 1])
+        await nodes[0].disconnect(connections[1])
+        try await nodes[1].route(envelope(.user("alice")))
+        #expect(connections.map(messages) == [2, 1, 2])
+        await nodes[0].disconnect(connections[0])
+        #expect(nodes[0].connectionCount(of: "alice") == 1)
+        try await nodes[1].route(envelope(.user("alice")))
+        #expect(connections.map(messages) == [2, 1, 3])
+        #expect(try await nodes[1].backplane.nodes(of: "alice") == ["n1"])
+        await nodes[0].disconnect(connections[2])
+        #expect(nodes[0].connectionCount(of: "alice") == 0)
+        #expect(try await nodes[1].backplane.nodes(of: "alice").isEmpty)
+        _ = cluster
+    }
+
     @Test func aNodeThatLeavesTakesItsUsersOutOfPresence() async throws {
         let (_, nodes) = try await makeNodes(2)
         let watcher = Endpoint("w"), leaver = Endpoint("z")
